@@ -1,0 +1,381 @@
+//! The `Candle` domain type: parsing it from a combined-stream kline frame and from a
+//! REST kline row, the derived BUY/SELL operation and the display time.
+
+use chrono::{DateTime, Utc};
+use chrono_tz::Tz;
+use serde::{Deserialize, Deserializer};
+
+/// One candle of one symbol at one interval, as Binance reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candle {
+    /// Upper case, e.g. `BTCUSDT`.
+    pub symbol: String,
+    /// Binance's interval name, e.g. `1m`.
+    pub interval: String,
+    /// Epoch milliseconds, UTC.
+    pub open_time: i64,
+    /// Epoch milliseconds, UTC; the last millisecond of the candle (open + interval − 1).
+    pub close_time: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    pub quote_volume: f64,
+    pub taker_buy_volume: f64,
+    pub taker_buy_quote_volume: f64,
+    pub trades: i64,
+}
+
+/// Why a frame or row was not a usable candle.
+#[derive(Debug, thiserror::Error)]
+pub enum ParseError {
+    #[error("not a kline frame: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unexpected event type {0:?}")]
+    EventType(String),
+    #[error("{field} is not a finite number")]
+    NotFinite { field: &'static str },
+    #[error("close time {close_time} is not after open time {open_time}")]
+    Times { open_time: i64, close_time: i64 },
+}
+
+/// A kline update from the combined stream: the candle so far and whether it closed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KlineUpdate {
+    pub candle: Candle,
+    /// `k.x`: true on the last update of the candle, the only one that is stored.
+    pub closed: bool,
+}
+
+#[derive(Deserialize)]
+struct CombinedFrame {
+    #[allow(dead_code)]
+    stream: String,
+    data: KlineEvent,
+}
+
+#[derive(Deserialize)]
+struct KlineEvent {
+    #[serde(rename = "e")]
+    event_type: String,
+    #[serde(rename = "k")]
+    kline: StreamKline,
+}
+
+#[derive(Deserialize)]
+struct StreamKline {
+    #[serde(rename = "t")]
+    open_time: i64,
+    #[serde(rename = "T")]
+    close_time: i64,
+    #[serde(rename = "s")]
+    symbol: String,
+    #[serde(rename = "i")]
+    interval: String,
+    #[serde(rename = "o", deserialize_with = "number_or_string")]
+    open: f64,
+    #[serde(rename = "c", deserialize_with = "number_or_string")]
+    close: f64,
+    #[serde(rename = "h", deserialize_with = "number_or_string")]
+    high: f64,
+    #[serde(rename = "l", deserialize_with = "number_or_string")]
+    low: f64,
+    #[serde(rename = "v", deserialize_with = "number_or_string")]
+    volume: f64,
+    #[serde(rename = "n")]
+    trades: i64,
+    #[serde(rename = "x")]
+    closed: bool,
+    #[serde(rename = "q", deserialize_with = "number_or_string")]
+    quote_volume: f64,
+    #[serde(rename = "V", deserialize_with = "number_or_string")]
+    taker_buy_volume: f64,
+    #[serde(rename = "Q", deserialize_with = "number_or_string")]
+    taker_buy_quote_volume: f64,
+}
+
+/// A row of `GET /fapi/v1/klines`:
+/// `[openTime,"o","h","l","c","v",closeTime,"q",trades,"V","Q","ignore"]`.
+#[derive(Debug, Deserialize)]
+pub struct RestKline(
+    i64,
+    #[serde(deserialize_with = "number_or_string")] f64,
+    #[serde(deserialize_with = "number_or_string")] f64,
+    #[serde(deserialize_with = "number_or_string")] f64,
+    #[serde(deserialize_with = "number_or_string")] f64,
+    #[serde(deserialize_with = "number_or_string")] f64,
+    i64,
+    #[serde(deserialize_with = "number_or_string")] f64,
+    i64,
+    #[serde(deserialize_with = "number_or_string")] f64,
+    #[serde(deserialize_with = "number_or_string")] f64,
+    serde::de::IgnoredAny,
+);
+
+/// Binance sends prices and volumes as strings ("84201.70") to keep their precision.
+fn number_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw<'a> {
+        Number(f64),
+        Text(&'a str),
+        Owned(String),
+    }
+    let parse = |text: &str| text.trim().parse::<f64>().map_err(serde::de::Error::custom);
+    match Raw::deserialize(deserializer)? {
+        Raw::Number(n) => Ok(n),
+        Raw::Text(text) => parse(text),
+        Raw::Owned(text) => parse(&text),
+    }
+}
+
+impl KlineUpdate {
+    /// Parses one combined-stream text frame (`{"stream":…,"data":{"e":"kline",…}}`).
+    pub fn from_combined_frame(text: &str) -> Result<Self, ParseError> {
+        let frame: CombinedFrame = serde_json::from_str(text)?;
+        if frame.data.event_type != "kline" {
+            return Err(ParseError::EventType(frame.data.event_type));
+        }
+        let k = frame.data.kline;
+        let candle = Candle {
+            symbol: k.symbol.to_ascii_uppercase(),
+            interval: k.interval,
+            open_time: k.open_time,
+            close_time: k.close_time,
+            open: k.open,
+            high: k.high,
+            low: k.low,
+            close: k.close,
+            volume: k.volume,
+            quote_volume: k.quote_volume,
+            taker_buy_volume: k.taker_buy_volume,
+            taker_buy_quote_volume: k.taker_buy_quote_volume,
+            trades: k.trades,
+        };
+        candle.validate()?;
+        Ok(Self {
+            candle,
+            closed: k.closed,
+        })
+    }
+}
+
+impl Candle {
+    /// Builds a candle from a REST row; the symbol and interval come from the request.
+    pub fn from_rest_row(symbol: &str, interval: &str, row: RestKline) -> Result<Self, ParseError> {
+        let candle = Candle {
+            symbol: symbol.to_ascii_uppercase(),
+            interval: interval.to_owned(),
+            open_time: row.0,
+            open: row.1,
+            high: row.2,
+            low: row.3,
+            close: row.4,
+            volume: row.5,
+            close_time: row.6,
+            quote_volume: row.7,
+            trades: row.8,
+            taker_buy_volume: row.9,
+            taker_buy_quote_volume: row.10,
+        };
+        candle.validate()?;
+        Ok(candle)
+    }
+
+    fn validate(&self) -> Result<(), ParseError> {
+        let fields = [
+            ("open", self.open),
+            ("high", self.high),
+            ("low", self.low),
+            ("close", self.close),
+            ("volume", self.volume),
+            ("quote_volume", self.quote_volume),
+            ("taker_buy_volume", self.taker_buy_volume),
+            ("taker_buy_quote_volume", self.taker_buy_quote_volume),
+        ];
+        if let Some((field, _)) = fields.iter().find(|(_, value)| !value.is_finite()) {
+            return Err(ParseError::NotFinite { field });
+        }
+        if self.close_time <= self.open_time {
+            return Err(ParseError::Times {
+                open_time: self.open_time,
+                close_time: self.close_time,
+            });
+        }
+        Ok(())
+    }
+
+    /// `HH:MM` of the minute the candle closed (open time + interval) in `zone`.
+    pub fn close_label(&self, zone: Tz) -> String {
+        // close_time is the candle's last millisecond; one more is the closing instant.
+        let closed_at = DateTime::<Utc>::from_timestamp_millis(self.close_time + 1).unwrap_or_default();
+        closed_at.with_timezone(&zone).format("%H:%M").to_string()
+    }
+}
+
+/// The trading direction a client sees for a candle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Operation {
+    Buy,
+    Sell,
+}
+
+impl Operation {
+    /// BUY when the close is at least the previous candle's close, SELL when lower;
+    /// with no previous candle known, the candle's own open is the reference.
+    pub fn of(candle: &Candle, previous: Option<&Candle>) -> Self {
+        let reference = previous.map_or(candle.open, |previous| previous.close);
+        if candle.close >= reference {
+            Operation::Buy
+        } else {
+            Operation::Sell
+        }
+    }
+
+    /// The protocol's spelling: `"BUY"` or `"SELL"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Buy => "BUY",
+            Operation::Sell => "SELL",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIXTURE_CLOSED: &str = r#"{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1763791560012,"s":"BTCUSDT","k":{"t":1763791500000,"T":1763791559999,"s":"BTCUSDT","i":"1m","f":6651234567,"L":6651241002,"o":"84210.10","c":"84201.70","h":"84230.00","l":"84188.00","v":"171.904","n":6437,"x":true,"q":"14475520.10470","V":"80.551","Q":"6782976.41400","B":"0"}}}"#;
+    const FIXTURE_OPEN: &str = r#"{"stream":"btcusdt@kline_1m","data":{"e":"kline","E":1763791559250,"s":"BTCUSDT","k":{"t":1763791500000,"T":1763791559999,"s":"BTCUSDT","i":"1m","f":6651234567,"L":6651239876,"o":"84210.10","c":"84198.40","h":"84230.00","l":"84190.20","v":"152.347","n":5310,"x":false,"q":"12829011.53210","V":"70.112","Q":"5904110.88120","B":"0"}}}"#;
+    const FIXTURE_REST: &str = r#"[
+      [1763791380000,"84250.00","84262.50","84231.10","84240.30","98.112",1763791439999,"8265290.11200",3012,"51.004","4296839.22100","0"],
+      [1763791560000,"84201.70","84215.30","84199.90","84212.00","12.334",1763791619999,"1038655.20010",402,"6.100","513670.01200","0"]
+    ]"#;
+
+    fn candle(open: f64, close: f64) -> Candle {
+        Candle {
+            symbol: "BTCUSDT".into(),
+            interval: "1m".into(),
+            open_time: 1_763_791_500_000,
+            close_time: 1_763_791_559_999,
+            open,
+            high: open.max(close),
+            low: open.min(close),
+            close,
+            volume: 1.0,
+            quote_volume: 1.0,
+            taker_buy_volume: 0.5,
+            taker_buy_quote_volume: 0.5,
+            trades: 1,
+        }
+    }
+
+    #[test]
+    fn parses_a_closed_combined_frame_with_string_numbers() {
+        let update = KlineUpdate::from_combined_frame(FIXTURE_CLOSED).unwrap();
+        assert!(update.closed);
+        let c = update.candle;
+        assert_eq!(c.symbol, "BTCUSDT");
+        assert_eq!(c.interval, "1m");
+        assert_eq!((c.open_time, c.close_time), (1_763_791_500_000, 1_763_791_559_999));
+        assert_eq!((c.open, c.high, c.low, c.close), (84210.10, 84230.00, 84188.00, 84201.70));
+        assert_eq!(c.volume, 171.904);
+        assert_eq!(c.quote_volume, 14475520.1047);
+        assert_eq!(c.taker_buy_volume, 80.551);
+        assert_eq!(c.taker_buy_quote_volume, 6782976.414);
+        assert_eq!(c.trades, 6437);
+    }
+
+    #[test]
+    fn an_open_frame_is_marked_open() {
+        let update = KlineUpdate::from_combined_frame(FIXTURE_OPEN).unwrap();
+        assert!(!update.closed);
+        assert_eq!(update.candle.close, 84198.40);
+    }
+
+    #[test]
+    fn malformed_frames_are_errors_not_panics() {
+        let cases = [
+            "",
+            "not json",
+            r#"{"result":null,"id":1}"#,
+            r#"{"stream":"x","data":{"e":"aggTrade","k":{}}}"#,
+            &FIXTURE_CLOSED.replace(r#""c":"84201.70""#, r#""c":"abc""#),
+            &FIXTURE_CLOSED.replace(r#""c":"84201.70""#, r#""c":"NaN""#),
+            &FIXTURE_CLOSED.replace(r#""T":1763791559999"#, r#""T":1763791400000"#),
+            &FIXTURE_CLOSED.replace(r#""x":true"#, r#""x":"yes""#),
+        ];
+        for case in cases {
+            assert!(KlineUpdate::from_combined_frame(case).is_err(), "accepted {case}");
+        }
+        let err = KlineUpdate::from_combined_frame(r#"{"stream":"x","data":{"e":"trade","k":{}}}"#);
+        assert!(err.is_err());
+    }
+
+    #[test]
+    fn parses_rest_rows() {
+        let rows: Vec<RestKline> = serde_json::from_str(FIXTURE_REST).unwrap();
+        let candles: Vec<Candle> = rows
+            .into_iter()
+            .map(|row| Candle::from_rest_row("btcusdt", "1m", row).unwrap())
+            .collect();
+        assert_eq!(candles.len(), 2);
+        let c = &candles[0];
+        assert_eq!(c.symbol, "BTCUSDT");
+        assert_eq!((c.open_time, c.close_time), (1_763_791_380_000, 1_763_791_439_999));
+        assert_eq!((c.open, c.high, c.low, c.close), (84250.00, 84262.50, 84231.10, 84240.30));
+        assert_eq!((c.volume, c.quote_volume), (98.112, 8265290.112));
+        assert_eq!(c.trades, 3012);
+        assert_eq!((c.taker_buy_volume, c.taker_buy_quote_volume), (51.004, 4296839.221));
+    }
+
+    #[test]
+    fn the_fixture_rows_parse() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/rest-klines.json"))
+            .unwrap_or_else(|_| FIXTURE_REST.to_owned());
+        let rows: Vec<RestKline> = serde_json::from_str(&text).unwrap();
+        assert!(rows.len() >= 2);
+    }
+
+    #[test]
+    fn a_short_rest_row_is_rejected() {
+        assert!(serde_json::from_str::<RestKline>(r#"[1763791380000,"1","2"]"#).is_err());
+    }
+
+    #[test]
+    fn buy_sell_uses_the_previous_close() {
+        let previous = candle(100.0, 105.0);
+        assert_eq!(Operation::of(&candle(90.0, 106.0), Some(&previous)), Operation::Buy);
+        // Equal counts as BUY.
+        assert_eq!(Operation::of(&candle(110.0, 105.0), Some(&previous)), Operation::Buy);
+        // Lower than the previous close is SELL even when above its own open.
+        assert_eq!(Operation::of(&candle(100.0, 104.0), Some(&previous)), Operation::Sell);
+    }
+
+    #[test]
+    fn buy_sell_without_a_previous_candle_uses_the_open() {
+        assert_eq!(Operation::of(&candle(100.0, 101.0), None), Operation::Buy);
+        assert_eq!(Operation::of(&candle(100.0, 100.0), None), Operation::Buy);
+        assert_eq!(Operation::of(&candle(100.0, 99.5), None), Operation::Sell);
+        assert_eq!(Operation::Buy.as_str(), "BUY");
+        assert_eq!(Operation::Sell.as_str(), "SELL");
+    }
+
+    #[test]
+    fn the_time_label_is_the_close_minute_in_the_zone() {
+        // Opens 2025-11-22 06:05 UTC, closes 06:06 UTC.
+        let c = candle(1.0, 1.0);
+        assert_eq!(c.close_label(Tz::UTC), "06:06");
+        // India is UTC+05:30 all year.
+        assert_eq!(c.close_label(chrono_tz::Asia::Kolkata), "11:36");
+        // New York is UTC−05:00 in November.
+        assert_eq!(c.close_label(chrono_tz::America::New_York), "01:06");
+        // Near midnight the date rolls but only HH:MM is shown.
+        let mut late = c.clone();
+        late.open_time = 1_763_855_940_000; // 2025-11-22 23:59 UTC
+        late.close_time = late.open_time + 59_999;
+        assert_eq!(late.close_label(Tz::UTC), "00:00");
+        assert_eq!(late.close_label(chrono_tz::Asia::Tokyo), "09:00");
+    }
+}

@@ -1,0 +1,454 @@
+//! Typed configuration, read once from the environment (after `.env`); the only place
+//! that looks at environment variables. A bad value stops startup naming the variable.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use url::Url;
+
+/// A configuration value that could not be used; `Display` is the one-line message
+/// printed before the process exits with code 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault, e.g. `PORT`.
+    pub var: &'static str,
+    /// What was wrong and what was expected.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Everything the service needs to know, parsed and validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `PORT`: the listening port.
+    pub port: u16,
+    /// `BIND_ADDR`: the listening address.
+    pub bind_addr: IpAddr,
+    /// `MONGO_URI`: `None` selects the embedded SQLite store.
+    pub mongo_uri: Option<MongoUri>,
+    /// `MONGO_DATABASE`.
+    pub mongo_database: String,
+    /// `MONGO_COLLECTION`.
+    pub mongo_collection: String,
+    /// `DATA_DIR`: where the embedded store keeps its file.
+    pub data_dir: PathBuf,
+    /// `SYMBOLS`: upper case, in the order clients receive them.
+    pub symbols: Vec<String>,
+    /// `INTERVAL`: the kline interval.
+    pub interval: Interval,
+    /// `HISTORY_LEN`: candles per coin in each client message.
+    pub history_len: usize,
+    /// `BINANCE_WS_URL`: the combined-stream endpoint, without the `streams` query.
+    pub binance_ws_url: Url,
+    /// `BINANCE_REST_URL`: the REST base URL.
+    pub binance_rest_url: Url,
+    /// `TIME_ZONE`: the zone of the `time` strings sent to clients.
+    pub time_zone: Tz,
+    /// `RUST_LOG`: the tracing filter.
+    pub log_filter: String,
+    /// How long startup waits for the first backfill before serving anyway.
+    pub startup_backfill_timeout: Duration,
+    /// No frame from the exchange for this long means the stream is dead.
+    pub upstream_stale_after: Duration,
+}
+
+const DEFAULT_SYMBOLS: &str = "BTCUSDT,BNBUSDT,ETHUSDT,SOLUSDT,XRPUSDT";
+const DEFAULT_WS_URL: &str = "wss://fstream.binance.com/market/stream";
+const DEFAULT_REST_URL: &str = "https://fapi.binance.com";
+/// Binance returns at most 1500 klines per request; a window longer than that could
+/// not be backfilled in one page and is far beyond what a client message should carry.
+const MAX_HISTORY_LEN: usize = 1000;
+
+impl Config {
+    /// Reads the process environment. Call `dotenvy::dotenv()` first to honour `.env`.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any variable source; tests pass a map.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let source = Source(&lookup);
+        Ok(Self {
+            port: source.parse_or("PORT", 8080, parse_port)?,
+            bind_addr: source.parse_or("BIND_ADDR", IpAddr::from([0, 0, 0, 0]), |raw| {
+                IpAddr::from_str(raw)
+                    .map_err(|_| format!("expected an IP address such as 0.0.0.0 or ::, got {raw:?}"))
+            })?,
+            mongo_uri: match lookup("MONGO_URI").filter(|raw| !raw.trim().is_empty()) {
+                None => None,
+                Some(raw) => Some(MongoUri::parse(raw.trim()).map_err(|reason| ConfigError::new("MONGO_URI", reason))?),
+            },
+            mongo_database: source.parse_or("MONGO_DATABASE", "candlecast".to_owned(), parse_name)?,
+            mongo_collection: source.parse_or("MONGO_COLLECTION", "candles".to_owned(), parse_name)?,
+            data_dir: source.parse_or("DATA_DIR", PathBuf::from("./data"), |raw| Ok(PathBuf::from(raw)))?,
+            symbols: source.parse_or("SYMBOLS", parse_symbols(DEFAULT_SYMBOLS).expect("default symbols are valid"), parse_symbols)?,
+            interval: source.parse_or("INTERVAL", Interval::parse("1m").expect("1m is valid"), Interval::parse)?,
+            history_len: source.parse_or("HISTORY_LEN", 10, |raw| match raw.parse::<usize>() {
+                Ok(n) if (1..=MAX_HISTORY_LEN).contains(&n) => Ok(n),
+                _ => Err(format!("expected a whole number from 1 to {MAX_HISTORY_LEN}, got {raw:?}")),
+            })?,
+            binance_ws_url: source.parse_or("BINANCE_WS_URL", Url::parse(DEFAULT_WS_URL).expect("valid"), |raw| {
+                parse_url(raw, &["ws", "wss"])
+            })?,
+            binance_rest_url: source.parse_or("BINANCE_REST_URL", Url::parse(DEFAULT_REST_URL).expect("valid"), |raw| {
+                parse_url(raw, &["http", "https"])
+            })?,
+            time_zone: source.parse_or("TIME_ZONE", Tz::UTC, |raw| {
+                Tz::from_str(raw).map_err(|_| {
+                    format!("unknown time zone {raw:?}; expected an IANA name such as UTC or Europe/Berlin")
+                })
+            })?,
+            log_filter: match lookup("RUST_LOG").filter(|raw| !raw.trim().is_empty()) {
+                None => "info".to_owned(),
+                Some(raw) => {
+                    tracing_subscriber::EnvFilter::try_new(&raw)
+                        .map_err(|err| ConfigError::new("RUST_LOG", format!("not a valid log filter ({err}), e.g. info or candlecast=debug")))?;
+                    raw
+                }
+            },
+            startup_backfill_timeout: Duration::from_secs(15),
+            upstream_stale_after: Duration::from_secs(30),
+        })
+    }
+
+    /// The store the service will use, for the startup log line.
+    pub fn store_description(&self) -> String {
+        match &self.mongo_uri {
+            Some(uri) => format!(
+                "MongoDB {} (database {}, collection {})",
+                uri, self.mongo_database, self.mongo_collection
+            ),
+            None => format!("embedded SQLite under {}", self.data_dir.display()),
+        }
+    }
+}
+
+/// Wraps the lookup so each variable is parsed the same way: unset means the default,
+/// set-but-blank is an error (an explicit empty value is a mistake, not a wish).
+struct Source<'a>(&'a dyn Fn(&str) -> Option<String>);
+
+impl Source<'_> {
+    fn parse_or<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, ConfigError> {
+        match (self.0)(var) {
+            None => Ok(default),
+            Some(raw) => {
+                let raw = raw.trim();
+                if raw.is_empty() {
+                    return Err(ConfigError::new(var, "is set but empty; unset it to use the default"));
+                }
+                parse(raw).map_err(|reason| ConfigError::new(var, reason))
+            }
+        }
+    }
+}
+
+fn parse_port(raw: &str) -> Result<u16, String> {
+    raw.parse::<u16>()
+        .map_err(|_| format!("expected a port number from 0 to 65535, got {raw:?}"))
+}
+
+fn parse_name(raw: &str) -> Result<String, String> {
+    if raw.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+        Err(format!("{raw:?} is not a valid MongoDB name (no / \\ . space \" $)"))
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+fn parse_symbols(raw: &str) -> Result<Vec<String>, String> {
+    let mut symbols: Vec<String> = Vec::new();
+    for symbol in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let symbol = symbol.to_ascii_uppercase();
+        if !symbol.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(format!("{symbol:?} is not a symbol; expected letters and digits such as BTCUSDT"));
+        }
+        if symbols.contains(&symbol) {
+            return Err(format!("{symbol} is listed twice"));
+        }
+        symbols.push(symbol);
+    }
+    if symbols.is_empty() {
+        return Err("the list is empty; expected comma-separated symbols such as BTCUSDT,ETHUSDT".into());
+    }
+    Ok(symbols)
+}
+
+fn parse_url(raw: &str, schemes: &[&str]) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|err| format!("{raw:?} is not a URL ({err})"))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(format!("{raw:?} must use {}", schemes.join(" or ")));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{raw:?} has no host"));
+    }
+    Ok(url)
+}
+
+/// A Binance kline interval with a fixed length (`1m` … `1w`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interval {
+    name: String,
+    millis: i64,
+}
+
+impl Interval {
+    /// Parses Binance's interval names; `1M` (a calendar month) has no fixed length
+    /// and is not supported.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        const MINUTE: i64 = 60_000;
+        let millis = match raw {
+            "1m" => MINUTE,
+            "3m" => 3 * MINUTE,
+            "5m" => 5 * MINUTE,
+            "15m" => 15 * MINUTE,
+            "30m" => 30 * MINUTE,
+            "1h" => 60 * MINUTE,
+            "2h" => 120 * MINUTE,
+            "4h" => 240 * MINUTE,
+            "6h" => 360 * MINUTE,
+            "8h" => 480 * MINUTE,
+            "12h" => 720 * MINUTE,
+            "1d" => 1440 * MINUTE,
+            "3d" => 3 * 1440 * MINUTE,
+            "1w" => 7 * 1440 * MINUTE,
+            _ => {
+                return Err(format!(
+                    "unsupported interval {raw:?}; expected one of 1m 3m 5m 15m 30m 1h 2h 4h 6h 8h 12h 1d 3d 1w"
+                ));
+            }
+        };
+        Ok(Self {
+            name: raw.to_owned(),
+            millis,
+        })
+    }
+
+    /// Binance's name for the interval, e.g. `1m`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The interval's length in milliseconds.
+    pub fn millis(&self) -> i64 {
+        self.millis
+    }
+
+    /// Open time of the candle that contains `now_ms` (the one still open).
+    pub fn open_time_containing(&self, now_ms: i64) -> i64 {
+        // Weekly candles open on Mondays; the epoch was a Thursday.
+        let offset = if self.name == "1w" { 4 * 86_400_000 } else { 0 };
+        (now_ms - offset).div_euclid(self.millis) * self.millis + offset
+    }
+}
+
+impl fmt::Display for Interval {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// A MongoDB connection string. `Display` and `Debug` hide the password; only
+/// [`MongoUri::expose`] gives the real string, for the driver.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MongoUri {
+    raw: String,
+}
+
+impl MongoUri {
+    /// Validates the connection string without contacting any server.
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        let uri = Self { raw: raw.to_owned() };
+        if !(raw.starts_with("mongodb://") || raw.starts_with("mongodb+srv://")) {
+            return Err(format!(
+                "{uri} is not a MongoDB connection string; expected mongodb://host:port or mongodb+srv://host"
+            ));
+        }
+        mongodb::options::ConnectionString::parse(raw)
+            .map_err(|err| uri.scrub(&format!("{uri} is not a valid connection string: {}", err.kind)))?;
+        Ok(uri)
+    }
+
+    /// The connection string with its password, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+
+    /// The password as written in the string (percent-encoded), if any.
+    fn password(&self) -> Option<&str> {
+        let rest = &self.raw[self.raw.find("://")? + 3..];
+        let end = rest.find('?').unwrap_or(rest.len());
+        let at = rest[..end].rfind('@')?;
+        let userinfo = &rest[..at];
+        let colon = userinfo.find(':')?;
+        Some(&userinfo[colon + 1..]).filter(|p| !p.is_empty())
+    }
+
+    /// Replaces every occurrence of the password (as written and percent-decoded) in
+    /// `text`, so a driver error can be logged safely.
+    pub fn scrub(&self, text: &str) -> String {
+        let Some(password) = self.password() else {
+            return text.to_owned();
+        };
+        let mut scrubbed = text.replace(password, "***");
+        if let Ok(decoded) = percent_decode(password) {
+            if !decoded.is_empty() {
+                scrubbed = scrubbed.replace(&decoded, "***");
+            }
+        }
+        scrubbed
+    }
+}
+
+fn percent_decode(text: &str) -> Result<String, ()> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).map_err(|_| ())?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| ())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| ())
+}
+
+impl fmt::Display for MongoUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.password() {
+            Some(password) => f.write_str(&self.raw.replacen(password, "***", 1)),
+            None => f.write_str(&self.raw),
+        }
+    }
+}
+
+impl fmt::Debug for MongoUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "MongoUri({self})")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_design() {
+        let config = config_with(&[]).unwrap();
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.bind_addr.to_string(), "0.0.0.0");
+        assert!(config.mongo_uri.is_none());
+        assert_eq!(config.mongo_database, "candlecast");
+        assert_eq!(config.mongo_collection, "candles");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.symbols, ["BTCUSDT", "BNBUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]);
+        assert_eq!(config.interval.name(), "1m");
+        assert_eq!(config.interval.millis(), 60_000);
+        assert_eq!(config.history_len, 10);
+        assert_eq!(config.binance_ws_url.as_str(), "wss://fstream.binance.com/market/stream");
+        assert_eq!(config.binance_rest_url.as_str(), "https://fapi.binance.com/");
+        assert_eq!(config.time_zone, Tz::UTC);
+        assert_eq!(config.log_filter, "info");
+    }
+
+    #[test]
+    fn symbols_are_case_insensitive_and_keep_their_order() {
+        let config = config_with(&[("SYMBOLS", " ethusdt, BtcUsdt ,,xrpusdt")]).unwrap();
+        assert_eq!(config.symbols, ["ETHUSDT", "BTCUSDT", "XRPUSDT"]);
+    }
+
+    #[test]
+    fn each_bad_value_names_its_variable() {
+        let cases = [
+            ("PORT", "eighty"),
+            ("PORT", "70000"),
+            ("PORT", "-1"),
+            ("BIND_ADDR", "somewhere"),
+            ("SYMBOLS", " , ,"),
+            ("SYMBOLS", "BTC-USDT"),
+            ("SYMBOLS", "btcusdt,BTCUSDT"),
+            ("INTERVAL", "7m"),
+            ("HISTORY_LEN", "0"),
+            ("HISTORY_LEN", "ten"),
+            ("TIME_ZONE", "Mars/Olympus"),
+            ("MONGO_URI", "postgres://localhost"),
+            ("MONGO_URI", "mongodb://"),
+            ("BINANCE_WS_URL", "https://fstream.binance.com/market/stream"),
+            ("BINANCE_REST_URL", "not a url"),
+            ("MONGO_DATABASE", "a.b"),
+            ("RUST_LOG", "info,[[["),
+            ("PORT", "  "),
+        ];
+        for (var, value) in cases {
+            let err = config_with(&[(var, value)]).expect_err(&format!("{var}={value:?} should be rejected"));
+            assert_eq!(err.var, var, "{var}={value:?} gave {err}");
+            assert!(err.to_string().contains(var), "{err}");
+        }
+    }
+
+    #[test]
+    fn blank_mongo_uri_means_the_embedded_store() {
+        let config = config_with(&[("MONGO_URI", "")]).unwrap();
+        assert!(config.mongo_uri.is_none());
+    }
+
+    #[test]
+    fn the_mongo_password_never_shows() {
+        let config = config_with(&[("MONGO_URI", "mongodb://alice:s3cr%40t@db.example:27017/?authSource=admin")]).unwrap();
+        let uri = config.mongo_uri.as_ref().unwrap();
+        assert_eq!(uri.expose(), "mongodb://alice:s3cr%40t@db.example:27017/?authSource=admin");
+        assert_eq!(uri.to_string(), "mongodb://alice:***@db.example:27017/?authSource=admin");
+        assert!(!format!("{config:?}").contains("s3cr"));
+        assert!(!config.store_description().contains("s3cr"));
+        assert_eq!(uri.scrub("auth failed for s3cr@t and s3cr%40t"), "auth failed for *** and ***");
+
+        let err = config_with(&[("MONGO_URI", "mongodb://bob:hunter2@host:notaport")]).unwrap_err();
+        assert_eq!(err.var, "MONGO_URI");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn a_uri_without_password_is_shown_as_is() {
+        let uri = MongoUri::parse("mongodb://127.0.0.1:27017").unwrap();
+        assert_eq!(uri.to_string(), "mongodb://127.0.0.1:27017");
+    }
+
+    #[test]
+    fn intervals_align_open_times() {
+        let minute = Interval::parse("1m").unwrap();
+        assert_eq!(minute.open_time_containing(1_763_791_559_999), 1_763_791_500_000);
+        assert_eq!(minute.open_time_containing(1_763_791_560_000), 1_763_791_560_000);
+        let week = Interval::parse("1w").unwrap();
+        // 2025-11-17 was a Monday.
+        assert_eq!(week.open_time_containing(1_763_791_560_000), 1_763_337_600_000);
+        assert!(Interval::parse("1M").is_err());
+    }
+}

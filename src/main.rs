@@ -1,0 +1,71 @@
+//! The candlecast binary: configuration, telemetry, listener, then `candlecast::run`.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use candlecast::config::Config;
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // A missing .env is normal; a malformed one is worth saying.
+    if let Err(err) = dotenvy::dotenv() {
+        if !err.not_found() {
+            eprintln!("candlecast: cannot read .env: {err}");
+            return ExitCode::from(2);
+        }
+    }
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("candlecast: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    candlecast::telemetry::init(&config.log_filter);
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        store = %config.store_description(),
+        upstream = %config.binance_ws_url,
+        time_zone = %config.time_zone,
+        history_len = config.history_len,
+        "starting candlecast"
+    );
+
+    let address = SocketAddr::new(config.bind_addr, config.port);
+    let listener = match tokio::net::TcpListener::bind(address).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            tracing::error!(%address, error = %err, "cannot listen");
+            return ExitCode::FAILURE;
+        }
+    };
+    match candlecast::run(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            tracing::error!(error = format!("{err:#}"), "candlecast stopped with an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM (what Docker and Railway send).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,54 @@
+//! The JSON messages sent to websocket clients (DESIGN.md §3).
+
+use serde::Serialize;
+
+/// One coin's window, newest candle first; the three arrays are parallel:
+/// `{"coin":"BTCUSDT","values":[…],"operations":["BUY",…],"time":["14:07",…]}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CoinMessage<'a> {
+    /// The symbol, upper case.
+    pub coin: &'a str,
+    /// Close prices.
+    pub values: Vec<f64>,
+    /// `"BUY"` or `"SELL"` per candle.
+    pub operations: Vec<&'static str>,
+    /// `HH:MM` of each candle's close, in the configured zone.
+    pub time: Vec<String>,
+}
+
+impl CoinMessage<'_> {
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a CoinMessage always serializes: finite numbers and plain strings")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serializes_in_the_documented_shape_and_order() {
+        let message = CoinMessage {
+            coin: "BTCUSDT",
+            values: vec![97012.5, 97001.1, 97000.0],
+            operations: vec!["BUY", "SELL", "BUY"],
+            time: vec!["14:07".into(), "14:06".into(), "14:05".into()],
+        };
+        assert_eq!(
+            message.to_json(),
+            r#"{"coin":"BTCUSDT","values":[97012.5,97001.1,97000.0],"operations":["BUY","SELL","BUY"],"time":["14:07","14:06","14:05"]}"#
+        );
+    }
+
+    #[test]
+    fn an_empty_window_is_still_a_message() {
+        let message = CoinMessage {
+            coin: "XRPUSDT",
+            values: vec![],
+            operations: vec![],
+            time: vec![],
+        };
+        assert_eq!(message.to_json(), r#"{"coin":"XRPUSDT","values":[],"operations":[],"time":[]}"#);
+    }
+}
