@@ -209,7 +209,8 @@ impl Candle {
     /// `HH:MM` of the minute the candle closed (open time + interval) in `zone`.
     pub fn close_label(&self, zone: Tz) -> String {
         // close_time is the candle's last millisecond; one more is the closing instant.
-        let closed_at = DateTime::<Utc>::from_timestamp_millis(self.close_time + 1).unwrap_or_default();
+        let closed_at =
+            DateTime::<Utc>::from_timestamp_millis(self.close_time + 1).unwrap_or_default();
         closed_at.with_timezone(&zone).format("%H:%M").to_string()
     }
 }
@@ -278,8 +279,14 @@ mod tests {
         let c = update.candle;
         assert_eq!(c.symbol, "BTCUSDT");
         assert_eq!(c.interval, "1m");
-        assert_eq!((c.open_time, c.close_time), (1_763_791_500_000, 1_763_791_559_999));
-        assert_eq!((c.open, c.high, c.low, c.close), (84210.10, 84230.00, 84188.00, 84201.70));
+        assert_eq!(
+            (c.open_time, c.close_time),
+            (1_763_791_500_000, 1_763_791_559_999)
+        );
+        assert_eq!(
+            (c.open, c.high, c.low, c.close),
+            (84210.10, 84230.00, 84188.00, 84201.70)
+        );
         assert_eq!(c.volume, 171.904);
         assert_eq!(c.quote_volume, 14475520.1047);
         assert_eq!(c.taker_buy_volume, 80.551);
@@ -307,7 +314,10 @@ mod tests {
             &FIXTURE_CLOSED.replace(r#""x":true"#, r#""x":"yes""#),
         ];
         for case in cases {
-            assert!(KlineUpdate::from_combined_frame(case).is_err(), "accepted {case}");
+            assert!(
+                KlineUpdate::from_combined_frame(case).is_err(),
+                "accepted {case}"
+            );
         }
         let err = KlineUpdate::from_combined_frame(r#"{"stream":"x","data":{"e":"trade","k":{}}}"#);
         assert!(err.is_err());
@@ -323,17 +333,29 @@ mod tests {
         assert_eq!(candles.len(), 2);
         let c = &candles[0];
         assert_eq!(c.symbol, "BTCUSDT");
-        assert_eq!((c.open_time, c.close_time), (1_763_791_380_000, 1_763_791_439_999));
-        assert_eq!((c.open, c.high, c.low, c.close), (84250.00, 84262.50, 84231.10, 84240.30));
+        assert_eq!(
+            (c.open_time, c.close_time),
+            (1_763_791_380_000, 1_763_791_439_999)
+        );
+        assert_eq!(
+            (c.open, c.high, c.low, c.close),
+            (84250.00, 84262.50, 84231.10, 84240.30)
+        );
         assert_eq!((c.volume, c.quote_volume), (98.112, 8265290.112));
         assert_eq!(c.trades, 3012);
-        assert_eq!((c.taker_buy_volume, c.taker_buy_quote_volume), (51.004, 4296839.221));
+        assert_eq!(
+            (c.taker_buy_volume, c.taker_buy_quote_volume),
+            (51.004, 4296839.221)
+        );
     }
 
     #[test]
     fn the_fixture_rows_parse() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/rest-klines.json"))
-            .unwrap_or_else(|_| FIXTURE_REST.to_owned());
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/fixtures/rest-klines.json"
+        ))
+        .unwrap_or_else(|_| FIXTURE_REST.to_owned());
         let rows: Vec<RestKline> = serde_json::from_str(&text).unwrap();
         assert!(rows.len() >= 2);
     }
@@ -346,11 +368,20 @@ mod tests {
     #[test]
     fn buy_sell_uses_the_previous_close() {
         let previous = candle(100.0, 105.0);
-        assert_eq!(Operation::of(&candle(90.0, 106.0), Some(&previous)), Operation::Buy);
+        assert_eq!(
+            Operation::of(&candle(90.0, 106.0), Some(&previous)),
+            Operation::Buy
+        );
         // Equal counts as BUY.
-        assert_eq!(Operation::of(&candle(110.0, 105.0), Some(&previous)), Operation::Buy);
+        assert_eq!(
+            Operation::of(&candle(110.0, 105.0), Some(&previous)),
+            Operation::Buy
+        );
         // Lower than the previous close is SELL even when above its own open.
-        assert_eq!(Operation::of(&candle(100.0, 104.0), Some(&previous)), Operation::Sell);
+        assert_eq!(
+            Operation::of(&candle(100.0, 104.0), Some(&previous)),
+            Operation::Sell
+        );
     }
 
     #[test]

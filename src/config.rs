@@ -152,7 +152,10 @@ impl Source<'_> {
             Some(raw) => {
                 let raw = raw.trim();
                 if raw.is_empty() {
-                    return Err(ConfigError::new(var, "is set but empty; unset it to use the default"));
+                    return Err(ConfigError::new(
+                        var,
+                        "is set but empty; unset it to use the default",
+                    ));
                 }
                 parse(raw).map_err(|reason| ConfigError::new(var, reason))
             }
@@ -167,7 +170,9 @@ fn parse_port(raw: &str) -> Result<u16, String> {
 
 fn parse_name(raw: &str) -> Result<String, String> {
     if raw.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
-        Err(format!("{raw:?} is not a valid MongoDB name (no / \\ . space \" $)"))
+        Err(format!(
+            "{raw:?} is not a valid MongoDB name (no / \\ . space \" $)"
+        ))
     } else {
         Ok(raw.to_owned())
     }
@@ -178,7 +183,9 @@ fn parse_symbols(raw: &str) -> Result<Vec<String>, String> {
     for symbol in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let symbol = symbol.to_ascii_uppercase();
         if !symbol.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(format!("{symbol:?} is not a symbol; expected letters and digits such as BTCUSDT"));
+            return Err(format!(
+                "{symbol:?} is not a symbol; expected letters and digits such as BTCUSDT"
+            ));
         }
         if symbols.contains(&symbol) {
             return Err(format!("{symbol} is listed twice"));
@@ -186,7 +193,9 @@ fn parse_symbols(raw: &str) -> Result<Vec<String>, String> {
         symbols.push(symbol);
     }
     if symbols.is_empty() {
-        return Err("the list is empty; expected comma-separated symbols such as BTCUSDT,ETHUSDT".into());
+        return Err(
+            "the list is empty; expected comma-separated symbols such as BTCUSDT,ETHUSDT".into(),
+        );
     }
     Ok(symbols)
 }
@@ -275,14 +284,20 @@ pub struct MongoUri {
 impl MongoUri {
     /// Validates the connection string without contacting any server.
     pub fn parse(raw: &str) -> Result<Self, String> {
-        let uri = Self { raw: raw.to_owned() };
+        let uri = Self {
+            raw: raw.to_owned(),
+        };
         if !(raw.starts_with("mongodb://") || raw.starts_with("mongodb+srv://")) {
             return Err(format!(
                 "{uri} is not a MongoDB connection string; expected mongodb://host:port or mongodb+srv://host"
             ));
         }
-        mongodb::options::ConnectionString::parse(raw)
-            .map_err(|err| uri.scrub(&format!("{uri} is not a valid connection string: {}", err.kind)))?;
+        mongodb::options::ConnectionString::parse(raw).map_err(|err| {
+            uri.scrub(&format!(
+                "{uri} is not a valid connection string: {}",
+                err.kind
+            ))
+        })?;
         Ok(uri)
     }
 
@@ -356,7 +371,10 @@ mod tests {
     use super::*;
 
     fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::from_lookup(|name| map.get(name).cloned())
     }
 
@@ -369,12 +387,21 @@ mod tests {
         assert_eq!(config.mongo_database, "candlecast");
         assert_eq!(config.mongo_collection, "candles");
         assert_eq!(config.data_dir, PathBuf::from("./data"));
-        assert_eq!(config.symbols, ["BTCUSDT", "BNBUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]);
+        assert_eq!(
+            config.symbols,
+            ["BTCUSDT", "BNBUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+        );
         assert_eq!(config.interval.name(), "1m");
         assert_eq!(config.interval.millis(), 60_000);
         assert_eq!(config.history_len, 10);
-        assert_eq!(config.binance_ws_url.as_str(), "wss://fstream.binance.com/market/stream");
-        assert_eq!(config.binance_rest_url.as_str(), "https://fapi.binance.com/");
+        assert_eq!(
+            config.binance_ws_url.as_str(),
+            "wss://fstream.binance.com/market/stream"
+        );
+        assert_eq!(
+            config.binance_rest_url.as_str(),
+            "https://fapi.binance.com/"
+        );
         assert_eq!(config.time_zone, Tz::UTC);
         assert_eq!(config.log_filter, "info");
     }
@@ -401,14 +428,18 @@ mod tests {
             ("TIME_ZONE", "Mars/Olympus"),
             ("MONGO_URI", "postgres://localhost"),
             ("MONGO_URI", "mongodb://"),
-            ("BINANCE_WS_URL", "https://fstream.binance.com/market/stream"),
+            (
+                "BINANCE_WS_URL",
+                "https://fstream.binance.com/market/stream",
+            ),
             ("BINANCE_REST_URL", "not a url"),
             ("MONGO_DATABASE", "a.b"),
             ("RUST_LOG", "info,[[["),
             ("PORT", "  "),
         ];
         for (var, value) in cases {
-            let err = config_with(&[(var, value)]).expect_err(&format!("{var}={value:?} should be rejected"));
+            let err = config_with(&[(var, value)])
+                .expect_err(&format!("{var}={value:?} should be rejected"));
             assert_eq!(err.var, var, "{var}={value:?} gave {err}");
             assert!(err.to_string().contains(var), "{err}");
         }
@@ -422,13 +453,26 @@ mod tests {
 
     #[test]
     fn the_mongo_password_never_shows() {
-        let config = config_with(&[("MONGO_URI", "mongodb://alice:s3cr%40t@db.example:27017/?authSource=admin")]).unwrap();
+        let config = config_with(&[(
+            "MONGO_URI",
+            "mongodb://alice:s3cr%40t@db.example:27017/?authSource=admin",
+        )])
+        .unwrap();
         let uri = config.mongo_uri.as_ref().unwrap();
-        assert_eq!(uri.expose(), "mongodb://alice:s3cr%40t@db.example:27017/?authSource=admin");
-        assert_eq!(uri.to_string(), "mongodb://alice:***@db.example:27017/?authSource=admin");
+        assert_eq!(
+            uri.expose(),
+            "mongodb://alice:s3cr%40t@db.example:27017/?authSource=admin"
+        );
+        assert_eq!(
+            uri.to_string(),
+            "mongodb://alice:***@db.example:27017/?authSource=admin"
+        );
         assert!(!format!("{config:?}").contains("s3cr"));
         assert!(!config.store_description().contains("s3cr"));
-        assert_eq!(uri.scrub("auth failed for s3cr@t and s3cr%40t"), "auth failed for *** and ***");
+        assert_eq!(
+            uri.scrub("auth failed for s3cr@t and s3cr%40t"),
+            "auth failed for *** and ***"
+        );
 
         let err = config_with(&[("MONGO_URI", "mongodb://bob:hunter2@host:notaport")]).unwrap_err();
         assert_eq!(err.var, "MONGO_URI");
@@ -444,11 +488,20 @@ mod tests {
     #[test]
     fn intervals_align_open_times() {
         let minute = Interval::parse("1m").unwrap();
-        assert_eq!(minute.open_time_containing(1_763_791_559_999), 1_763_791_500_000);
-        assert_eq!(minute.open_time_containing(1_763_791_560_000), 1_763_791_560_000);
+        assert_eq!(
+            minute.open_time_containing(1_763_791_559_999),
+            1_763_791_500_000
+        );
+        assert_eq!(
+            minute.open_time_containing(1_763_791_560_000),
+            1_763_791_560_000
+        );
         let week = Interval::parse("1w").unwrap();
         // 2025-11-17 was a Monday.
-        assert_eq!(week.open_time_containing(1_763_791_560_000), 1_763_337_600_000);
+        assert_eq!(
+            week.open_time_containing(1_763_791_560_000),
+            1_763_337_600_000
+        );
         assert!(Interval::parse("1M").is_err());
     }
 }

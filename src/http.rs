@@ -5,9 +5,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::Router;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::rejection::ExtensionRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -69,8 +69,12 @@ async fn feed(
             .into_response();
     };
     let id = state.next_connection.fetch_add(1, Ordering::Relaxed);
-    let peer = connect_info.map(|ConnectInfo(addr)| addr.to_string()).unwrap_or_default();
-    upgrade.on_upgrade(move |socket| serve_client(socket, state).instrument(info_span!("client", id, peer)))
+    let peer = connect_info
+        .map(|ConnectInfo(addr)| addr.to_string())
+        .unwrap_or_default();
+    upgrade.on_upgrade(move |socket| {
+        serve_client(socket, state).instrument(info_span!("client", id, peer))
+    })
 }
 
 /// Sends the current window of every coin, then each coin's new window as it changes.

@@ -65,7 +65,11 @@ impl Hub {
         Self {
             inner: Arc::new(HubInner {
                 symbols: symbols.to_vec(),
-                positions: symbols.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect(),
+                positions: symbols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| (s.clone(), i))
+                    .collect(),
                 interval: interval.to_owned(),
                 windows: Mutex::new(windows),
                 published,
@@ -141,7 +145,10 @@ impl Window {
     /// Inserts in open-time order, replacing a candle of the same minute. Returns
     /// whether what clients see (or the reference candle behind it) changed.
     fn insert(&mut self, candle: Candle) -> bool {
-        match self.candles.binary_search_by_key(&candle.open_time, |c| c.open_time) {
+        match self
+            .candles
+            .binary_search_by_key(&candle.open_time, |c| c.open_time)
+        {
             Ok(found) if self.candles[found] == candle => false,
             Ok(found) => {
                 self.candles[found] = candle;
@@ -172,7 +179,9 @@ impl Window {
             let candle = &self.candles[index];
             let previous = index.checked_sub(1).map(|i| &self.candles[i]);
             message.values.push(candle.close);
-            message.operations.push(Operation::of(candle, previous).as_str());
+            message
+                .operations
+                .push(Operation::of(candle, previous).as_str());
             message.time.push(candle.close_label(self.zone));
         }
         Utf8Bytes::from(message.to_json())
@@ -205,7 +214,12 @@ mod tests {
     }
 
     fn hub(history_len: usize) -> Hub {
-        Hub::new(&["BTCUSDT".into(), "ETHUSDT".into()], "1m", history_len, Tz::UTC)
+        Hub::new(
+            &["BTCUSDT".into(), "ETHUSDT".into()],
+            "1m",
+            history_len,
+            Tz::UTC,
+        )
     }
 
     fn message(hub: &Hub, position: usize) -> serde_json::Value {
@@ -257,7 +271,13 @@ mod tests {
         let hub = hub(3);
         let mut rx = hub.subscribe();
         rx.borrow_and_update();
-        assert_eq!(hub.apply(&[candle("BTCUSDT", 0, 1.0, 1.0), candle("BTCUSDT", 2, 1.0, 3.0)]), 1);
+        assert_eq!(
+            hub.apply(&[
+                candle("BTCUSDT", 0, 1.0, 1.0),
+                candle("BTCUSDT", 2, 1.0, 3.0)
+            ]),
+            1
+        );
         assert!(rx.has_changed().unwrap());
         rx.borrow_and_update();
         // The same candle again changes nothing and wakes no one.
@@ -265,15 +285,27 @@ mod tests {
         assert!(!rx.has_changed().unwrap());
         // A late candle lands in the middle and recomputes the one after it.
         assert_eq!(hub.apply(&[candle("BTCUSDT", 1, 1.0, 4.0)]), 1);
-        assert_eq!(message(&hub, 0)["values"], serde_json::json!([3.0, 4.0, 1.0]));
-        assert_eq!(message(&hub, 0)["operations"], serde_json::json!(["SELL", "BUY", "BUY"]));
+        assert_eq!(
+            message(&hub, 0)["values"],
+            serde_json::json!([3.0, 4.0, 1.0])
+        );
+        assert_eq!(
+            message(&hub, 0)["operations"],
+            serde_json::json!(["SELL", "BUY", "BUY"])
+        );
         let version = hub.subscribe().borrow().coins[0].version;
         // A candle older than everything kept is ignored once the window is full.
         hub.apply(&[candle("BTCUSDT", 3, 3.0, 5.0)]);
         assert_eq!(hub.apply(&[candle("BTCUSDT", -5, 1.0, 1.0)]), 0);
-        assert_eq!(message(&hub, 0)["values"], serde_json::json!([5.0, 3.0, 4.0]));
+        assert_eq!(
+            message(&hub, 0)["values"],
+            serde_json::json!([5.0, 3.0, 4.0])
+        );
         // The hidden reference candle (minute 0) still drives the oldest operation.
-        assert_eq!(message(&hub, 0)["operations"], serde_json::json!(["BUY", "SELL", "BUY"]));
+        assert_eq!(
+            message(&hub, 0)["operations"],
+            serde_json::json!(["BUY", "SELL", "BUY"])
+        );
         assert_eq!(hub.subscribe().borrow().coins[0].version, version + 1);
     }
 

@@ -40,7 +40,8 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CandleStore>>
             Arc::new(store)
         }
         None => {
-            let store = SqliteStore::open(&config.data_dir).context("cannot open the embedded store")?;
+            let store =
+                SqliteStore::open(&config.data_dir).context("cannot open the embedded store")?;
             info!(
                 path = %config.data_dir.join(store::SQLITE_FILE).display(),
                 "MONGO_URI is not set: using the embedded SQLite store"
@@ -60,7 +61,12 @@ pub async fn run(
     let counters = Arc::new(Counters::default());
     let store = open_store(&config).await?;
 
-    let hub = Hub::new(&config.symbols, config.interval.name(), config.history_len, config.time_zone);
+    let hub = Hub::new(
+        &config.symbols,
+        config.interval.name(),
+        config.history_len,
+        config.time_zone,
+    );
     for symbol in &config.symbols {
         let candles = store
             .latest(symbol, config.interval.name(), config.history_len + 1)
@@ -77,10 +83,20 @@ pub async fn run(
         signal.cancel();
     });
 
-    let (writer, writer_task) = StoreWriter::spawn(Arc::clone(&store), Arc::clone(&counters), cancel.clone());
-    let upstream = Arc::new(Upstream::new(&config, hub.clone(), writer, Arc::clone(&counters))?);
+    let (writer, writer_task) =
+        StoreWriter::spawn(Arc::clone(&store), Arc::clone(&counters), cancel.clone());
+    let upstream = Arc::new(Upstream::new(
+        &config,
+        hub.clone(),
+        writer,
+        Arc::clone(&counters),
+    )?);
     let (startup_done, startup_backfill) = oneshot::channel();
-    let upstream_task = tokio::spawn(upstream.run(cancel.clone(), startup_done).instrument(info_span!("upstream")));
+    let upstream_task = tokio::spawn(
+        upstream
+            .run(cancel.clone(), startup_done)
+            .instrument(info_span!("upstream")),
+    );
 
     // Serve full windows from the first connection when the exchange answers in time.
     tokio::select! {
@@ -105,8 +121,14 @@ pub async fn run(
         warn!(error = %err, "upstream task failed");
     }
     // The upstream held the last queue senders; the writer now drains and ends.
-    if tokio::time::timeout(FLUSH_TIMEOUT, writer_task).await.is_err() {
-        warn!(pending = Counters::get(&counters.pending_writes), "store writes still pending at exit");
+    if tokio::time::timeout(FLUSH_TIMEOUT, writer_task)
+        .await
+        .is_err()
+    {
+        warn!(
+            pending = Counters::get(&counters.pending_writes),
+            "store writes still pending at exit"
+        );
     }
     info!("stopped");
     served.context("http server failed")

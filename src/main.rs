@@ -42,7 +42,10 @@ async fn main() -> ExitCode {
     match candlecast::run(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            tracing::error!(error = format!("{err:#}"), "candlecast stopped with an error");
+            tracing::error!(
+                error = format!("{err:#}"),
+                "candlecast stopped with an error"
+            );
             ExitCode::FAILURE
         }
     }

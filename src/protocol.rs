@@ -19,7 +19,8 @@ pub struct CoinMessage<'a> {
 impl CoinMessage<'_> {
     /// The message as JSON text.
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a CoinMessage always serializes: finite numbers and plain strings")
+        serde_json::to_string(self)
+            .expect("a CoinMessage always serializes: finite numbers and plain strings")
     }
 }
 
@@ -49,6 +50,9 @@ mod tests {
             operations: vec![],
             time: vec![],
         };
-        assert_eq!(message.to_json(), r#"{"coin":"XRPUSDT","values":[],"operations":[],"time":[]}"#);
+        assert_eq!(
+            message.to_json(),
+            r#"{"coin":"XRPUSDT","values":[],"operations":[],"time":[]}"#
+        );
     }
 }

@@ -32,7 +32,12 @@ pub trait CandleStore: Send + Sync {
     async fn upsert(&self, candles: &[Candle]) -> Result<(), StoreError>;
 
     /// Up to `limit` candles of `symbol` at `interval`, newest first.
-    async fn latest(&self, symbol: &str, interval: &str, limit: usize) -> Result<Vec<Candle>, StoreError>;
+    async fn latest(
+        &self,
+        symbol: &str,
+        interval: &str,
+        limit: usize,
+    ) -> Result<Vec<Candle>, StoreError>;
 }
 
 /// The DESIGN.md §4 document.
@@ -103,11 +108,19 @@ pub struct MongoStore {
 impl MongoStore {
     /// Connects and ensures the unique index exists; fails if the server cannot be
     /// reached within the driver's server-selection timeout.
-    pub async fn connect(uri: &MongoUri, database: &str, collection: &str) -> Result<Self, StoreError> {
+    pub async fn connect(
+        uri: &MongoUri,
+        database: &str,
+        collection: &str,
+    ) -> Result<Self, StoreError> {
         let scrub = |err: mongodb::error::Error| StoreError(uri.scrub(&err.to_string()));
         let mut options = ClientOptions::parse(uri.expose()).await.map_err(scrub)?;
-        options.app_name.get_or_insert_with(|| "candlecast".to_owned());
-        options.server_selection_timeout.get_or_insert(Duration::from_secs(10));
+        options
+            .app_name
+            .get_or_insert_with(|| "candlecast".to_owned());
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(10));
         let client = Client::with_options(options).map_err(scrub)?;
         let store = Self {
             collection: client.database(database).collection(collection),
@@ -118,7 +131,12 @@ impl MongoStore {
             .create_index(
                 IndexModel::builder()
                     .keys(doc! {"symbol": 1, "interval": 1, "open_time": 1})
-                    .options(IndexOptions::builder().unique(true).name("symbol_interval_open_time".to_owned()).build())
+                    .options(
+                        IndexOptions::builder()
+                            .unique(true)
+                            .name("symbol_interval_open_time".to_owned())
+                            .build(),
+                    )
                     .build(),
             )
             .await
@@ -138,10 +156,20 @@ impl MongoStore {
         };
         let fields: Document = bson::to_document(&CandleDocument::from(candle))?;
         let update = doc! {"$set": fields};
-        match self.collection.update_one(filter.clone(), update.clone()).upsert(true).await {
+        match self
+            .collection
+            .update_one(filter.clone(), update.clone())
+            .upsert(true)
+            .await
+        {
             // Two concurrent upserts of a new key can both try to insert; the loser
             // gets a duplicate-key error and succeeds as an update on retry.
-            Err(err) if is_duplicate_key(&err) => self.collection.update_one(filter, update).upsert(true).await.map(drop),
+            Err(err) if is_duplicate_key(&err) => self
+                .collection
+                .update_one(filter, update)
+                .upsert(true)
+                .await
+                .map(drop),
             other => other.map(drop),
         }
     }
@@ -160,12 +188,19 @@ fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
 impl CandleStore for MongoStore {
     async fn upsert(&self, candles: &[Candle]) -> Result<(), StoreError> {
         for candle in candles {
-            self.upsert_one(candle).await.map_err(|err| self.error(err))?;
+            self.upsert_one(candle)
+                .await
+                .map_err(|err| self.error(err))?;
         }
         Ok(())
     }
 
-    async fn latest(&self, symbol: &str, interval: &str, limit: usize) -> Result<Vec<Candle>, StoreError> {
+    async fn latest(
+        &self,
+        symbol: &str,
+        interval: &str,
+        limit: usize,
+    ) -> Result<Vec<Candle>, StoreError> {
         let cursor = self
             .collection
             .find(doc! {"symbol": symbol, "interval": interval})
@@ -173,7 +208,8 @@ impl CandleStore for MongoStore {
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await
             .map_err(|err| self.error(err))?;
-        let documents: Vec<CandleDocument> = cursor.try_collect().await.map_err(|err| self.error(err))?;
+        let documents: Vec<CandleDocument> =
+            cursor.try_collect().await.map_err(|err| self.error(err))?;
         Ok(documents.into_iter().map(Candle::from).collect())
     }
 }
@@ -190,8 +226,12 @@ pub const SQLITE_FILE: &str = "candlecast.sqlite3";
 impl SqliteStore {
     /// Opens (creating if needed) `dir/candlecast.sqlite3`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|err| StoreError(format!("cannot create data directory {}: {err}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|err| {
+            StoreError(format!(
+                "cannot create data directory {}: {err}",
+                dir.display()
+            ))
+        })?;
         let path = dir.join(SQLITE_FILE);
         let sqlite = |err: rusqlite::Error| StoreError(format!("{}: {err}", path.display()));
         let connection = rusqlite::Connection::open(&path).map_err(sqlite)?;
@@ -230,7 +270,9 @@ impl SqliteStore {
     ) -> Result<T, StoreError> {
         let connection = Arc::clone(&self.connection);
         tokio::task::spawn_blocking(move || {
-            let mut connection = connection.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             work(&mut connection)
         })
         .await
@@ -279,7 +321,12 @@ impl CandleStore for SqliteStore {
         .await
     }
 
-    async fn latest(&self, symbol: &str, interval: &str, limit: usize) -> Result<Vec<Candle>, StoreError> {
+    async fn latest(
+        &self,
+        symbol: &str,
+        interval: &str,
+        limit: usize,
+    ) -> Result<Vec<Candle>, StoreError> {
         let (symbol, interval) = (symbol.to_owned(), interval.to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.with_connection(move |connection| {
@@ -336,7 +383,9 @@ impl StoreWriter {
         let task_counters = Arc::clone(&counters);
         let task = tokio::spawn(async move {
             while let Some(batch) = pending.recv().await {
-                task_counters.pending_writes.fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                task_counters
+                    .pending_writes
+                    .fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 write_with_retry(store.as_ref(), &batch, &task_counters, &cancel).await;
             }
         });
@@ -349,31 +398,52 @@ impl StoreWriter {
             return;
         }
         let count = candles.len() as u64;
-        self.counters.pending_writes.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        self.counters
+            .pending_writes
+            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
         if let Err(err) = self.queue.try_send(candles) {
-            self.counters.pending_writes.fetch_sub(count, std::sync::atomic::Ordering::Relaxed);
-            self.counters.dropped_writes.fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+            self.counters
+                .pending_writes
+                .fetch_sub(count, std::sync::atomic::Ordering::Relaxed);
+            self.counters
+                .dropped_writes
+                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
             tracing::error!(candles = count, reason = %err, "store write queue unavailable; candles not persisted");
         }
     }
 }
 
-async fn write_with_retry(store: &dyn CandleStore, batch: &[Candle], counters: &Counters, cancel: &CancellationToken) {
+async fn write_with_retry(
+    store: &dyn CandleStore,
+    batch: &[Candle],
+    counters: &Counters,
+    cancel: &CancellationToken,
+) {
     let mut delay = Duration::from_millis(250);
     let mut attempt = 1u32;
     loop {
         match store.upsert(batch).await {
             Ok(()) => {
-                counters.stored.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                counters
+                    .stored
+                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 if attempt > 1 {
-                    tracing::info!(candles = batch.len(), attempt, "store write succeeded after retrying");
+                    tracing::info!(
+                        candles = batch.len(),
+                        attempt,
+                        "store write succeeded after retrying"
+                    );
                 }
                 return;
             }
             Err(err) => {
-                counters.store_retries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                counters
+                    .store_retries
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if cancel.is_cancelled() {
-                    counters.dropped_writes.fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    counters
+                        .dropped_writes
+                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
                     tracing::error!(candles = batch.len(), error = %err, "store write failed during shutdown; giving up");
                     return;
                 }

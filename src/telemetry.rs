@@ -9,7 +9,10 @@ use tracing_subscriber::EnvFilter;
 /// call more than once; later calls are ignored.
 pub fn init(filter: &str) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .try_init();
 }
 
 /// Monotonic counters (and one gauge) of what the service has done.

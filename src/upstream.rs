@@ -52,7 +52,8 @@ pub fn stream_url(base: &Url, symbols: &[String], interval: &Interval) -> Url {
         .map(|symbol| format!("{}@kline_{}", symbol.to_ascii_lowercase(), interval.name()))
         .collect();
     let separator = if base.query().is_some() { '&' } else { '?' };
-    Url::parse(&format!("{base}{separator}streams={}", streams.join("/"))).expect("appending a query keeps a URL valid")
+    Url::parse(&format!("{base}{separator}streams={}", streams.join("/")))
+        .expect("appending a query keeps a URL valid")
 }
 
 /// Why a stream connection ended.
@@ -87,7 +88,12 @@ struct RestError {
 
 impl Upstream {
     /// Builds the client from the configuration.
-    pub fn new(config: &Config, hub: Hub, writer: StoreWriter, counters: Arc<Counters>) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &Config,
+        hub: Hub,
+        writer: StoreWriter,
+        counters: Arc<Counters>,
+    ) -> anyhow::Result<Self> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("candlecast/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
@@ -98,7 +104,10 @@ impl Upstream {
             interval: config.interval.clone(),
             history_len: config.history_len,
             stream_url: stream_url(&config.binance_ws_url, &config.symbols, &config.interval),
-            klines_url: Url::parse(&format!("{}/fapi/v1/klines", config.binance_rest_url.as_str().trim_end_matches('/')))?,
+            klines_url: Url::parse(&format!(
+                "{}/fapi/v1/klines",
+                config.binance_rest_url.as_str().trim_end_matches('/')
+            ))?,
             stale_after: config.upstream_stale_after,
             hub,
             writer,
@@ -109,7 +118,11 @@ impl Upstream {
 
     /// Runs until `cancel`: backfills once at start (reporting on `startup_done`), then
     /// streams, reconnecting with backoff and repairing the gap after each connect.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken, startup_done: oneshot::Sender<()>) {
+    pub async fn run(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        startup_done: oneshot::Sender<()>,
+    ) {
         let mut repairs = JoinSet::new();
         let resume = self.resume_points();
         let startup = Arc::clone(&self);
@@ -173,7 +186,9 @@ impl Upstream {
 
     async fn read(
         &self,
-        mut socket: tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+        mut socket: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
         cancel: &CancellationToken,
     ) -> Ended {
         loop {
@@ -191,7 +206,10 @@ impl Upstream {
                 Ok(Some(Err(err))) => return Ended::Error(err.to_string()),
                 Ok(Some(Ok(Message::Text(text)))) => self.on_frame(text.as_str()),
                 Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Ended::Closed(frame.map_or_else(|| "no reason".to_owned(), |f| format!("{} {}", f.code, f.reason)));
+                    return Ended::Closed(frame.map_or_else(
+                        || "no reason".to_owned(),
+                        |f| format!("{} {}", f.code, f.reason),
+                    ));
                 }
                 Ok(Some(Ok(_))) => {} // pings are answered by tungstenite; pongs and binary are ignored
             }
@@ -227,16 +245,17 @@ impl Upstream {
     /// Fetches, per symbol, every closed candle from the one after `newest` (or, with
     /// less history, the last `history_len + 1`) up to now.
     async fn backfill(&self, resume: Vec<(String, Option<i64>)>, cancel: &CancellationToken) {
-        let jobs = resume
-            .into_iter()
-            .map(|(symbol, newest)| async move { self.backfill_symbol(&symbol, newest, cancel).await });
+        let jobs = resume.into_iter().map(|(symbol, newest)| async move {
+            self.backfill_symbol(&symbol, newest, cancel).await
+        });
         futures_util::future::join_all(jobs).await;
     }
 
     async fn backfill_symbol(&self, symbol: &str, newest: Option<i64>, cancel: &CancellationToken) {
         let step = self.interval.millis();
         let now = chrono::Utc::now().timestamp_millis();
-        let enough_history = self.interval.open_time_containing(now) - step * (self.history_len as i64 + 1);
+        let enough_history =
+            self.interval.open_time_containing(now) - step * (self.history_len as i64 + 1);
         let mut start = newest.map_or(enough_history, |newest| (newest + step).min(enough_history));
         let mut fetched = 0usize;
         loop {
@@ -245,7 +264,10 @@ impl Upstream {
             if start >= still_open {
                 break;
             }
-            let Some(page) = self.fetch_with_retry(symbol, start, still_open - 1, cancel).await else {
+            let Some(page) = self
+                .fetch_with_retry(symbol, start, still_open - 1, cancel)
+                .await
+            else {
                 return; // shutting down
             };
             let Some(last_open) = page.last().map(|c| c.open_time) else {
@@ -264,14 +286,23 @@ impl Upstream {
     }
 
     /// One page of klines, retried with capped backoff until it arrives or `cancel`.
-    async fn fetch_with_retry(&self, symbol: &str, start: i64, end: i64, cancel: &CancellationToken) -> Option<Vec<Candle>> {
+    async fn fetch_with_retry(
+        &self,
+        symbol: &str,
+        start: i64,
+        end: i64,
+        cancel: &CancellationToken,
+    ) -> Option<Vec<Candle>> {
         let mut delay = FIRST_RETRY_DELAY;
         loop {
             let error = match self.fetch_page(symbol, start, end).await {
                 Ok(page) => return Some(page),
                 Err(error) => error,
             };
-            let wait = error.retry_after.unwrap_or(delay).min(Duration::from_secs(300));
+            let wait = error
+                .retry_after
+                .unwrap_or(delay)
+                .min(Duration::from_secs(300));
             warn!(symbol, error = %error, retry_in = ?wait, "kline backfill request failed");
             tokio::select! {
                 _ = cancel.cancelled() => return None,
@@ -281,7 +312,12 @@ impl Upstream {
         }
     }
 
-    async fn fetch_page(&self, symbol: &str, start: i64, end: i64) -> Result<Vec<Candle>, RestError> {
+    async fn fetch_page(
+        &self,
+        symbol: &str,
+        start: i64,
+        end: i64,
+    ) -> Result<Vec<Candle>, RestError> {
         let failed = |message: String| RestError {
             message,
             retry_after: None,
@@ -307,7 +343,13 @@ impl Upstream {
                 .and_then(|value| value.to_str().ok())
                 .and_then(|value| value.trim().parse::<u64>().ok())
                 .map(Duration::from_secs);
-            let body: String = response.text().await.unwrap_or_default().chars().take(200).collect();
+            let body: String = response
+                .text()
+                .await
+                .unwrap_or_default()
+                .chars()
+                .take(200)
+                .collect();
             return Err(RestError {
                 message: format!("GET {} answered {status}: {body}", self.klines_url),
                 retry_after,
@@ -331,14 +373,23 @@ mod tests {
     #[test]
     fn stream_url_lists_every_symbol_in_lower_case() {
         let base = Url::parse("wss://fstream.binance.com/market/stream").unwrap();
-        let url = stream_url(&base, &["BTCUSDT".into(), "ETHUSDT".into()], &Interval::parse("1m").unwrap());
+        let url = stream_url(
+            &base,
+            &["BTCUSDT".into(), "ETHUSDT".into()],
+            &Interval::parse("1m").unwrap(),
+        );
         assert_eq!(
             url.as_str(),
             "wss://fstream.binance.com/market/stream?streams=btcusdt@kline_1m/ethusdt@kline_1m"
         );
         let with_query = Url::parse("ws://127.0.0.1:9/market/stream?x=1").unwrap();
         assert_eq!(
-            stream_url(&with_query, &["SOLUSDT".into()], &Interval::parse("5m").unwrap()).as_str(),
+            stream_url(
+                &with_query,
+                &["SOLUSDT".into()],
+                &Interval::parse("5m").unwrap()
+            )
+            .as_str(),
             "ws://127.0.0.1:9/market/stream?x=1&streams=solusdt@kline_5m"
         );
     }

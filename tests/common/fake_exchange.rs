@@ -1,0 +1,445 @@
+//! A fake Binance USD-M futures exchange over real sockets: the combined kline stream
+//! at `/market/stream` and `GET /fapi/v1/klines`, with scripted candles.
+//!
+//! Its history is complete up to the current wall-clock minute (a new closed candle
+//! appears every minute, as on the real exchange), so the service's "closed before
+//! now" logic meets real timestamps. Tests add live closes with [`FakeExchange::close_next`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use candlecast::candle::Candle;
+use serde_json::json;
+use tokio::sync::broadcast;
+
+pub const MINUTE: i64 = 60_000;
+
+/// What the fake served on one REST request.
+#[derive(Debug, Clone)]
+pub struct RestRequest {
+    pub symbol: String,
+    pub start_time: Option<i64>,
+    pub end_time: Option<i64>,
+    pub limit: Option<usize>,
+    /// Rows whose close time had passed when served.
+    pub closed_rows: Vec<Candle>,
+    /// The still-open candle, if it was appended.
+    pub open_row: Option<Candle>,
+}
+
+struct FakeState {
+    history: Mutex<BTreeMap<String, Vec<Candle>>>,
+    /// `None` tells every stream connection to drop.
+    frames: broadcast::Sender<Option<String>>,
+    replayed: Mutex<Vec<Candle>>,
+    connections: AtomicUsize,
+    stream_queries: Mutex<Vec<String>>,
+    rest_requests: Mutex<Vec<RestRequest>>,
+    page_cap: AtomicUsize,
+    replay_last_close_on_connect: AtomicBool,
+}
+
+/// Handle to a running fake exchange; it stops when dropped.
+pub struct FakeExchange {
+    pub addr: SocketAddr,
+    state: Arc<FakeState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for FakeExchange {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn base_price(symbol: &str) -> f64 {
+    match symbol {
+        "BTCUSDT" => 84_000.0,
+        "ETHUSDT" => 3_000.0,
+        "BNBUSDT" => 900.0,
+        "SOLUSDT" => 140.0,
+        "XRPUSDT" => 2.1,
+        _ => 100.0,
+    }
+}
+
+/// A deterministic candle following `previous` (or opening the series at `open_time`).
+fn next_candle(symbol: &str, open_time: i64, previous: Option<&Candle>) -> Candle {
+    let open = previous.map_or(base_price(symbol), |p| p.close);
+    let step = (open_time / MINUTE) as u64 ^ symbol.bytes().map(u64::from).sum::<u64>();
+    // Every fifth candle closes exactly where the previous did (BUY on equality);
+    // the rest move up or down by up to 0.2 %.
+    let change = if step % 5 == 0 {
+        0.0
+    } else {
+        ((step.wrapping_mul(2_654_435_761) % 401) as f64 - 200.0) / 100_000.0
+    };
+    let scale = if open < 10.0 { 10_000.0 } else { 100.0 };
+    let close = ((open * (1.0 + change)) * scale).round() / scale;
+    Candle {
+        symbol: symbol.to_owned(),
+        interval: "1m".to_owned(),
+        open_time,
+        close_time: open_time + MINUTE - 1,
+        open,
+        high: open.max(close) * 1.0005,
+        low: open.min(close) * 0.9995,
+        close,
+        volume: 100.0 + (step % 97) as f64,
+        quote_volume: (100.0 + (step % 97) as f64) * close,
+        taker_buy_volume: 50.0,
+        taker_buy_quote_volume: 50.0 * close,
+        trades: 1_000 + (step % 500) as i64,
+    }
+}
+
+/// The combined-stream frame for `candle`, in Binance's shape (strings for numbers).
+pub fn kline_frame(candle: &Candle, closed: bool) -> String {
+    json!({
+        "stream": format!("{}@kline_{}", candle.symbol.to_lowercase(), candle.interval),
+        "data": {
+            "e": "kline",
+            "E": now_ms(),
+            "s": candle.symbol,
+            "k": {
+                "t": candle.open_time, "T": candle.close_time, "s": candle.symbol, "i": candle.interval,
+                "f": 100, "L": 200,
+                "o": format!("{}", candle.open), "c": format!("{}", candle.close),
+                "h": format!("{}", candle.high), "l": format!("{}", candle.low),
+                "v": format!("{}", candle.volume), "n": candle.trades, "x": closed,
+                "q": format!("{}", candle.quote_volume), "V": format!("{}", candle.taker_buy_volume),
+                "Q": format!("{}", candle.taker_buy_quote_volume), "B": "0"
+            }
+        }
+    })
+    .to_string()
+}
+
+fn rest_row(c: &Candle) -> serde_json::Value {
+    json!([
+        c.open_time,
+        format!("{}", c.open),
+        format!("{}", c.high),
+        format!("{}", c.low),
+        format!("{}", c.close),
+        format!("{}", c.volume),
+        c.close_time,
+        format!("{}", c.quote_volume),
+        c.trades,
+        format!("{}", c.taker_buy_volume),
+        format!("{}", c.taker_buy_quote_volume),
+        "0"
+    ])
+}
+
+impl FakeState {
+    /// Appends the candles that closed since the last call, up to the current minute.
+    fn catch_up(&self) {
+        let current = now_ms().div_euclid(MINUTE) * MINUTE;
+        let mut history = self.history.lock().unwrap();
+        for (symbol, candles) in history.iter_mut() {
+            loop {
+                let next_open = candles
+                    .last()
+                    .map_or(current - 120 * MINUTE, |c| c.open_time + MINUTE);
+                if next_open >= current {
+                    break;
+                }
+                let candle = next_candle(symbol, next_open, candles.last());
+                candles.push(candle);
+            }
+        }
+    }
+}
+
+impl FakeExchange {
+    /// Starts a fake with two hours of one-minute history for each symbol.
+    pub async fn start(symbols: &[&str]) -> Self {
+        let (frames, _) = broadcast::channel(1024);
+        let state = Arc::new(FakeState {
+            history: Mutex::new(
+                symbols
+                    .iter()
+                    .map(|s| (s.to_string(), Vec::new()))
+                    .collect(),
+            ),
+            frames,
+            replayed: Mutex::new(Vec::new()),
+            connections: AtomicUsize::new(0),
+            stream_queries: Mutex::new(Vec::new()),
+            rest_requests: Mutex::new(Vec::new()),
+            page_cap: AtomicUsize::new(1500),
+            replay_last_close_on_connect: AtomicBool::new(false),
+        });
+        state.catch_up();
+        let app = Router::new()
+            .route("/market/stream", get(stream))
+            .route("/fapi/v1/klines", get(klines))
+            .with_state(Arc::clone(&state));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        Self { addr, state, task }
+    }
+
+    /// `BINANCE_WS_URL` for the service.
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/market/stream", self.addr)
+    }
+
+    /// `BINANCE_REST_URL` for the service.
+    pub fn rest_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Serve at most `cap` rows per REST page, to make the service page.
+    pub fn set_page_cap(&self, cap: usize) {
+        self.state.page_cap.store(cap, Ordering::SeqCst);
+    }
+
+    /// On each new stream connection, first send the closing frame of every symbol's
+    /// newest candle: the same candle the REST endpoint also returns.
+    pub fn replay_last_close_on_connect(&self, on: bool) {
+        self.state
+            .replay_last_close_on_connect
+            .store(on, Ordering::SeqCst);
+    }
+
+    /// Every closed candle of `symbol` so far, oldest first.
+    pub fn history(&self, symbol: &str) -> Vec<Candle> {
+        self.state.catch_up();
+        self.state.history.lock().unwrap()[symbol].clone()
+    }
+
+    /// Replaces the history of `symbol` with candles the test chose (oldest first).
+    pub fn set_history(&self, symbol: &str, candles: Vec<Candle>) {
+        self.state
+            .history
+            .lock()
+            .unwrap()
+            .insert(symbol.to_owned(), candles);
+    }
+
+    /// Closes the next candle of `symbol`: adds it to the history and sends its open
+    /// and closing frames on every stream connection. Returns the candle.
+    pub fn close_next(&self, symbol: &str) -> Candle {
+        self.state.catch_up();
+        let candle = {
+            let mut history = self.state.history.lock().unwrap();
+            let candles = history.get_mut(symbol).expect("symbol known to the fake");
+            let last = candles.last().cloned();
+            let open_time = last
+                .as_ref()
+                .map_or(now_ms().div_euclid(MINUTE) * MINUTE, |c| {
+                    c.open_time + MINUTE
+                });
+            let candle = next_candle(symbol, open_time, last.as_ref());
+            candles.push(candle.clone());
+            candle
+        };
+        self.send_update(&candle, false);
+        self.send_update(&candle, true);
+        candle
+    }
+
+    /// Sends a kline frame for `candle` on every stream connection.
+    pub fn send_update(&self, candle: &Candle, closed: bool) {
+        self.send_raw(&kline_frame(candle, closed));
+    }
+
+    /// Sends any text on every stream connection.
+    pub fn send_raw(&self, text: &str) {
+        let _ = self.state.frames.send(Some(text.to_owned()));
+    }
+
+    /// Drops every open stream connection abruptly (no close frame).
+    pub fn disconnect_all(&self) {
+        let _ = self.state.frames.send(None);
+    }
+
+    /// Candles sent by [`FakeExchange::replay_last_close_on_connect`] for `symbol`.
+    pub fn replayed(&self, symbol: &str) -> Vec<Candle> {
+        self.state
+            .replayed
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.symbol == symbol)
+            .cloned()
+            .collect()
+    }
+
+    /// Stream connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.state.connections.load(Ordering::SeqCst)
+    }
+
+    /// Waits until at least `n` stream connections have been accepted.
+    pub async fn wait_for_connections(&self, n: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while self.connections() < n {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the service never connected to the fake stream"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// The `streams` query of each stream connection.
+    pub fn stream_queries(&self) -> Vec<String> {
+        self.state.stream_queries.lock().unwrap().clone()
+    }
+
+    /// Every REST request served so far.
+    pub fn rest_requests(&self) -> Vec<RestRequest> {
+        self.state.rest_requests.lock().unwrap().clone()
+    }
+}
+
+async fn stream(
+    upgrade: WebSocketUpgrade,
+    Query(query): Query<HashMap<String, String>>,
+    State(state): State<Arc<FakeState>>,
+) -> Response {
+    upgrade
+        .on_upgrade(move |socket| async move {
+            let frames = state.frames.subscribe();
+            state
+                .stream_queries
+                .lock()
+                .unwrap()
+                .push(query.get("streams").cloned().unwrap_or_default());
+            let replay: Vec<String> = if state.replay_last_close_on_connect.load(Ordering::SeqCst) {
+                state.catch_up();
+                let history = state.history.lock().unwrap();
+                let newest: Vec<Candle> =
+                    history.values().filter_map(|c| c.last()).cloned().collect();
+                state
+                    .replayed
+                    .lock()
+                    .unwrap()
+                    .extend(newest.iter().cloned());
+                newest.iter().map(|c| kline_frame(c, true)).collect()
+            } else {
+                Vec::new()
+            };
+            state.connections.fetch_add(1, Ordering::SeqCst);
+            forward(socket, frames, replay).await;
+        })
+        .into_response()
+}
+
+async fn forward(
+    mut socket: WebSocket,
+    mut frames: broadcast::Receiver<Option<String>>,
+    replay: Vec<String>,
+) {
+    for text in replay {
+        if socket.send(Message::Text(text.into())).await.is_err() {
+            return;
+        }
+    }
+    loop {
+        tokio::select! {
+            frame = frames.recv() => match frame {
+                Ok(Some(text)) => {
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => return, // dropping the socket without a close frame
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => {
+                if !matches!(incoming, Some(Ok(_))) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn klines(
+    Query(query): Query<HashMap<String, String>>,
+    State(state): State<Arc<FakeState>>,
+) -> Response {
+    state.catch_up();
+    let symbol = query.get("symbol").cloned().unwrap_or_default();
+    let number = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
+    let (start_time, end_time) = (number("startTime"), number("endTime"));
+    let limit = number("limit").map(|l| l as usize);
+    if query.get("interval").map(String::as_str) != Some("1m") {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"code": -1120, "msg": "Invalid interval."})),
+        )
+            .into_response();
+    }
+    let history = state.history.lock().unwrap();
+    let Some(candles) = history.get(&symbol) else {
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"code": -1121, "msg": "Invalid symbol."})),
+        )
+            .into_response();
+    };
+    let take = limit
+        .unwrap_or(500)
+        .min(1500)
+        .min(state.page_cap.load(Ordering::SeqCst));
+    let now = now_ms();
+    let mut rows: Vec<Candle> = candles
+        .iter()
+        .filter(|c| {
+            start_time.is_none_or(|s| c.open_time >= s) && end_time.is_none_or(|e| c.open_time <= e)
+        })
+        .take(take)
+        .cloned()
+        .collect();
+    let (closed_rows, mut open_rows): (Vec<Candle>, Vec<Candle>) =
+        rows.drain(..).partition(|c| c.close_time < now);
+    // Like Binance without endTime, end with the candle still open (its close time
+    // lies ahead); this fake appends it even past endTime, so the service's own
+    // "closed before now" filter is what keeps it out of the store.
+    let current = now.div_euclid(MINUTE) * MINUTE;
+    if closed_rows.len() < take && open_rows.is_empty() && start_time.is_none_or(|s| current >= s) {
+        if candles.last().is_some_and(|c| c.open_time < current) {
+            let mut open = next_candle(&symbol, current, candles.last());
+            // Nothing traded yet: unlike any closed candle here, it has no trades.
+            (open.close, open.high, open.low) = (open.open, open.open, open.open);
+            (open.volume, open.quote_volume, open.trades) = (0.0, 0.0, 0);
+            open_rows.push(open);
+        }
+    }
+    let body: Vec<serde_json::Value> = closed_rows
+        .iter()
+        .chain(open_rows.iter())
+        .map(rest_row)
+        .collect();
+    state.rest_requests.lock().unwrap().push(RestRequest {
+        symbol,
+        start_time,
+        end_time,
+        limit,
+        closed_rows,
+        open_row: open_rows.into_iter().next(),
+    });
+    axum::Json(body).into_response()
+}
