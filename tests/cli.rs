@@ -1,0 +1,274 @@
+//! The `candlecast` binary as an operator runs it: environment and `.env`, exit codes,
+//! logs, signals.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn binary() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_candlecast"));
+    command.env_clear().stdin(Stdio::null());
+    command
+}
+
+/// The binary running in its own directory, with its output collected.
+struct Running {
+    child: Child,
+    output: Arc<Mutex<String>>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Running {
+    fn start(dir: tempfile::TempDir, env: &[(&str, String)]) -> Self {
+        let mut command = binary();
+        command
+            .current_dir(dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (name, value) in env {
+            command.env(name, value);
+        }
+        let mut child = command.spawn().expect("start candlecast");
+        let output = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let mut output = output.lock().unwrap();
+                    output.push_str(&line);
+                    output.push('\n');
+                }
+            });
+        }
+        Self { child, output, dir }
+    }
+
+    fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// Waits for the "serving" log line and returns the address it names.
+    async fn wait_for_address(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let output = self.output();
+            if let Some(line) = output
+                .lines()
+                .find(|l| l.contains("serving websocket clients"))
+            {
+                let address = line
+                    .split("address=")
+                    .nth(1)
+                    .expect("address field")
+                    .split_whitespace()
+                    .next()
+                    .unwrap();
+                return address.to_owned();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("candlecast exited with {status} before serving:\n{output}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "candlecast did not start serving:\n{output}"
+            );
+            // Async: the fake exchange runs on this test's runtime.
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// Sends SIGTERM and returns the exit code, the output and the working directory.
+    async fn terminate(mut self) -> (i32, String, tempfile::TempDir) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let output = self.output();
+                return (status.code().unwrap_or(-1), output, self.dir);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "candlecast did not exit within 15 s of SIGTERM:\n{}",
+                    self.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn fake_env(fake: &FakeExchange) -> Vec<(&'static str, String)> {
+    vec![
+        ("PORT", "0".into()),
+        ("BIND_ADDR", "127.0.0.1".into()),
+        ("BINANCE_WS_URL", fake.ws_url()),
+        ("BINANCE_REST_URL", fake.rest_url()),
+    ]
+}
+
+#[test]
+fn an_invalid_setting_stops_startup_with_exit_code_2_naming_the_variable() {
+    let cases = [
+        ("PORT", "http"),
+        ("PORT", "99999"),
+        ("BIND_ADDR", "everywhere"),
+        ("TIME_ZONE", "Europe/Atlantis"),
+        ("SYMBOLS", " , "),
+        ("HISTORY_LEN", "0"),
+        ("INTERVAL", "2m"),
+        ("MONGO_URI", "mysql://root:pw@localhost"),
+        ("BINANCE_WS_URL", "fstream.binance.com"),
+    ];
+    for (var, value) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let output = binary()
+            .current_dir(dir.path())
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{var}={value:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+        assert!(stderr.contains(var), "{var}={value:?} gave {stderr}");
+    }
+}
+
+#[test]
+fn a_bad_value_in_dotenv_is_reported_the_same_way() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "# local settings\nTIME_ZONE=Nowhere/Special\n",
+    )
+    .unwrap();
+    let output = binary().current_dir(dir.path()).output().unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("TIME_ZONE"));
+}
+
+#[test]
+fn the_mongo_password_never_reaches_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    // Nothing listens on port 1: startup fails while talking about the URI.
+    let output = binary()
+        .current_dir(dir.path())
+        .env("MONGO_URI", "mongodb://candlecast:sup3r-s3cret@127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300")
+        .env("BIND_ADDR", "127.0.0.1")
+        .env("PORT", "0")
+        .output()
+        .unwrap();
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(output.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains("candlecast:***@127.0.0.1:1"),
+        "the redacted URI is shown: {all}"
+    );
+    assert!(!all.contains("sup3r-s3cret"), "password leaked: {all}");
+}
+
+#[tokio::test]
+async fn runs_on_the_embedded_store_with_no_dotenv_at_all() {
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let mut running = Running::start(tempfile::tempdir().unwrap(), &fake_env(&fake));
+    let address = running.wait_for_address().await;
+    assert!(
+        running
+            .output()
+            .contains("MONGO_URI is not set: using the embedded SQLite store")
+    );
+
+    let mut client = Client::connect(&format!("ws://{address}/")).await;
+    let messages = client.next_n(5).await;
+    let coins: Vec<&str> = messages
+        .iter()
+        .map(|m| m["coin"].as_str().unwrap())
+        .collect();
+    assert_eq!(coins, SYMBOLS);
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["values"].as_array().unwrap().len() == 10),
+        "{messages:?}\n{}",
+        running.output()
+    );
+
+    let (code, output, dir) = running.terminate().await;
+    assert_eq!(code, 0, "exit code after SIGTERM:\n{output}");
+    let connection =
+        rusqlite::Connection::open(dir.path().join("data").join(candlecast::store::SQLITE_FILE))
+            .unwrap();
+    let rows: i64 = connection
+        .query_row("SELECT COUNT(*) FROM candles", [], |r| r.get(0))
+        .unwrap();
+    assert!(
+        rows >= 5 * 11,
+        "the default ./data store holds the backfilled candles ({rows})"
+    );
+}
+
+#[tokio::test]
+async fn a_dotenv_file_points_it_at_mongodb() {
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let database = unique_database("candlecast_cli");
+    let dir = tempfile::tempdir().unwrap();
+    let mut dotenv = format!(
+        "MONGO_URI={}\nMONGO_DATABASE={database}\n",
+        mongo_test_uri()
+    );
+    for (name, value) in fake_env(&fake) {
+        dotenv.push_str(&format!("{name}={value}\n"));
+    }
+    std::fs::write(dir.path().join(".env"), dotenv).unwrap();
+
+    let mut running = Running::start(dir, &[]);
+    let address = running.wait_for_address().await;
+    assert!(running.output().contains("using MongoDB store"));
+    let mut client = Client::connect(&format!("ws://{address}/")).await;
+    let messages = client.next_n(5).await;
+    assert!(
+        messages
+            .iter()
+            .all(|m| m["values"].as_array().unwrap().len() == 10),
+        "{messages:?}"
+    );
+
+    let (code, output, dir) = running.terminate().await;
+    assert_eq!(code, 0, "{output}");
+    let backend = Backend::Mongo {
+        uri: mongo_test_uri(),
+        database,
+    };
+    for symbol in SYMBOLS {
+        assert!(
+            backend.stored(symbol).await.len() >= 11,
+            "{symbol} stored in MongoDB"
+        );
+    }
+    assert!(
+        !output.contains("embedded SQLite"),
+        "must not fall back to the embedded store"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing written under ./data"
+    );
+}
