@@ -110,11 +110,14 @@ impl Hub {
         count
     }
 
-    /// Open time of the newest candle held for `symbol`, if any.
-    pub fn newest_open_time(&self, symbol: &str) -> Option<i64> {
+    /// Open time of the newest candle held for `symbol`, and whether the window is
+    /// full (holds `history_len` candles plus the one before them).
+    pub fn newest_open_time(&self, symbol: &str) -> Option<(i64, bool)> {
         let position = *self.inner.positions.get(symbol)?;
         let windows = self.inner.windows.lock().expect("hub lock poisoned");
-        windows[position].candles.back().map(|c| c.open_time)
+        let window = &windows[position];
+        let full = window.candles.len() > window.history_len;
+        window.candles.back().map(|c| (c.open_time, full))
     }
 
     /// The current snapshot and a receiver that wakes when it changes.
@@ -255,7 +258,10 @@ mod tests {
                 "time":["06:09","06:08","06:07"]
             })
         );
-        assert_eq!(hub.newest_open_time("BTCUSDT"), Some(T0 + 3 * MINUTE));
+        assert_eq!(
+            hub.newest_open_time("BTCUSDT"),
+            Some((T0 + 3 * MINUTE, true))
+        );
         assert_eq!(hub.newest_open_time("ETHUSDT"), None);
     }
 
@@ -263,6 +269,7 @@ mod tests {
     fn the_only_candle_compares_with_its_open() {
         let hub = hub(3);
         hub.apply(&[candle("ETHUSDT", 0, 10.0, 9.0)]);
+        assert_eq!(hub.newest_open_time("ETHUSDT"), Some((T0, false)));
         assert_eq!(message(&hub, 1)["operations"], serde_json::json!(["SELL"]));
     }
 

@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 use url::Url;
 
 use crate::candle::{Candle, KlineUpdate, RestKline};
@@ -177,7 +177,7 @@ impl Upstream {
         repairs.shutdown().await;
     }
 
-    fn resume_points(&self) -> Vec<(String, Option<i64>)> {
+    fn resume_points(&self) -> Vec<(String, Option<(i64, bool)>)> {
         self.symbols
             .iter()
             .map(|symbol| (symbol.clone(), self.hub.newest_open_time(symbol)))
@@ -242,21 +242,34 @@ impl Upstream {
         self.writer.enqueue(candles);
     }
 
-    /// Fetches, per symbol, every closed candle from the one after `newest` (or, with
-    /// less history, the last `history_len + 1`) up to now.
-    async fn backfill(&self, resume: Vec<(String, Option<i64>)>, cancel: &CancellationToken) {
-        let jobs = resume.into_iter().map(|(symbol, newest)| async move {
-            self.backfill_symbol(&symbol, newest, cancel).await
-        });
+    /// Fetches, per symbol, every closed candle after the newest one held up to now;
+    /// while a window is not yet full, at least the last `history_len + 1`.
+    async fn backfill(
+        &self,
+        resume: Vec<(String, Option<(i64, bool)>)>,
+        cancel: &CancellationToken,
+    ) {
+        let jobs = resume
+            .into_iter()
+            .map(|(symbol, held)| async move { self.backfill_symbol(&symbol, held, cancel).await });
         futures_util::future::join_all(jobs).await;
     }
 
-    async fn backfill_symbol(&self, symbol: &str, newest: Option<i64>, cancel: &CancellationToken) {
+    async fn backfill_symbol(
+        &self,
+        symbol: &str,
+        held: Option<(i64, bool)>,
+        cancel: &CancellationToken,
+    ) {
         let step = self.interval.millis();
         let now = chrono::Utc::now().timestamp_millis();
         let enough_history =
             self.interval.open_time_containing(now) - step * (self.history_len as i64 + 1);
-        let mut start = newest.map_or(enough_history, |newest| (newest + step).min(enough_history));
+        let mut start = match held {
+            Some((newest, true)) => newest + step,
+            Some((newest, false)) => (newest + step).min(enough_history),
+            None => enough_history,
+        };
         let mut fetched = 0usize;
         loop {
             let now = chrono::Utc::now().timestamp_millis();
@@ -282,7 +295,11 @@ impl Upstream {
             Counters::add(&self.counters.backfilled, closed.len() as u64);
             self.deliver(closed);
         }
-        info!(symbol, candles = fetched, "backfill done");
+        if fetched > 0 {
+            info!(symbol, candles = fetched, "backfill done");
+        } else {
+            debug!(symbol, "backfill: nothing missing");
+        }
     }
 
     /// One page of klines, retried with capped backoff until it arrives or `cancel`.

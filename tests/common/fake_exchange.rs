@@ -4,6 +4,7 @@
 //! Its history is complete up to the current wall-clock minute (a new closed candle
 //! appears every minute, as on the real exchange), so the service's "closed before
 //! now" logic meets real timestamps. Tests add live closes with [`FakeExchange::close_next`].
+#![allow(dead_code)] // shared by the tests and the fake_exchange example
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ struct FakeState {
     rest_requests: Mutex<Vec<RestRequest>>,
     page_cap: AtomicUsize,
     replay_last_close_on_connect: AtomicBool,
+    refuse_stream: AtomicBool,
+    /// How many minutes the fake's history trails the wall clock.
+    lag_minutes: i64,
 }
 
 /// Handle to a running fake exchange; it stops when dropped.
@@ -148,7 +152,7 @@ fn rest_row(c: &Candle) -> serde_json::Value {
 impl FakeState {
     /// Appends the candles that closed since the last call, up to the current minute.
     fn catch_up(&self) {
-        let current = now_ms().div_euclid(MINUTE) * MINUTE;
+        let current = now_ms().div_euclid(MINUTE) * MINUTE - self.lag_minutes * MINUTE;
         let mut history = self.history.lock().unwrap();
         for (symbol, candles) in history.iter_mut() {
             loop {
@@ -166,8 +170,25 @@ impl FakeState {
 }
 
 impl FakeExchange {
-    /// Starts a fake with two hours of one-minute history for each symbol.
+    /// Starts a fake on a free loopback port with two hours of one-minute history
+    /// for each symbol.
     pub async fn start(symbols: &[&str]) -> Self {
+        Self::start_on(symbols, ([127, 0, 0, 1], 0).into()).await
+    }
+
+    /// Like [`FakeExchange::start`], on a chosen address.
+    pub async fn start_on(symbols: &[&str], addr: SocketAddr) -> Self {
+        Self::start_with(symbols, addr, 0).await
+    }
+
+    /// A fake whose history stops `lag_minutes` before now, so that candles it
+    /// closes later are already in the past: REST serves them as closed, which is
+    /// how a test makes candles close while the service is disconnected.
+    pub async fn start_lagging(symbols: &[&str], lag_minutes: i64) -> Self {
+        Self::start_with(symbols, ([127, 0, 0, 1], 0).into(), lag_minutes).await
+    }
+
+    async fn start_with(symbols: &[&str], addr: SocketAddr, lag_minutes: i64) -> Self {
         let (frames, _) = broadcast::channel(1024);
         let state = Arc::new(FakeState {
             history: Mutex::new(
@@ -183,13 +204,17 @@ impl FakeExchange {
             rest_requests: Mutex::new(Vec::new()),
             page_cap: AtomicUsize::new(1500),
             replay_last_close_on_connect: AtomicBool::new(false),
+            refuse_stream: AtomicBool::new(false),
+            lag_minutes,
         });
         state.catch_up();
         let app = Router::new()
             .route("/market/stream", get(stream))
             .route("/fapi/v1/klines", get(klines))
             .with_state(Arc::clone(&state));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .expect("bind the fake exchange");
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
             axum::serve(listener, app).await.unwrap();
@@ -218,6 +243,11 @@ impl FakeExchange {
         self.state
             .replay_last_close_on_connect
             .store(on, Ordering::SeqCst);
+    }
+
+    /// While on, stream connection attempts get HTTP 503 instead of an upgrade.
+    pub fn refuse_stream(&self, on: bool) {
+        self.state.refuse_stream.store(on, Ordering::SeqCst);
     }
 
     /// Every closed candle of `symbol` so far, oldest first.
@@ -317,6 +347,13 @@ async fn stream(
     Query(query): Query<HashMap<String, String>>,
     State(state): State<Arc<FakeState>>,
 ) -> Response {
+    if state.refuse_stream.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "refusing stream connections",
+        )
+            .into_response();
+    }
     upgrade
         .on_upgrade(move |socket| async move {
             let frames = state.frames.subscribe();
@@ -420,7 +457,11 @@ async fn klines(
     // "closed before now" filter is what keeps it out of the store.
     let current = now.div_euclid(MINUTE) * MINUTE;
     if closed_rows.len() < take && open_rows.is_empty() && start_time.is_none_or(|s| current >= s) {
-        if candles.last().is_some_and(|c| c.open_time < current) {
+        // Only when the history is current: a lagging fake has no candle open now.
+        if candles
+            .last()
+            .is_some_and(|c| c.open_time == current - MINUTE)
+        {
             let mut open = next_candle(&symbol, current, candles.last());
             // Nothing traded yet: unlike any closed candle here, it has no trades.
             (open.close, open.high, open.low) = (open.open, open.open, open.open);
