@@ -323,10 +323,10 @@ impl MongoUri {
             return text.to_owned();
         };
         let mut scrubbed = text.replace(password, "***");
-        if let Ok(decoded) = percent_decode(password) {
-            if !decoded.is_empty() {
-                scrubbed = scrubbed.replace(&decoded, "***");
-            }
+        if let Ok(decoded) = percent_decode(password)
+            && !decoded.is_empty()
+        {
+            scrubbed = scrubbed.replace(&decoded, "***");
         }
         scrubbed
     }

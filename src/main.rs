@@ -8,11 +8,11 @@ use candlecast::config::Config;
 #[tokio::main]
 async fn main() -> ExitCode {
     // A missing .env is normal; a malformed one is worth saying.
-    if let Err(err) = dotenvy::dotenv() {
-        if !err.not_found() {
-            eprintln!("candlecast: cannot read .env: {err}");
-            return ExitCode::from(2);
-        }
+    if let Err(err) = dotenvy::dotenv()
+        && !err.not_found()
+    {
+        eprintln!("candlecast: cannot read .env: {err}");
+        return ExitCode::from(2);
     }
     let config = match Config::from_env() {
         Ok(config) => config,

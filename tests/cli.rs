@@ -272,3 +272,49 @@ async fn a_dotenv_file_points_it_at_mongodb() {
         "nothing written under ./data"
     );
 }
+
+const VARIABLES: [&str; 13] = [
+    "PORT",
+    "BIND_ADDR",
+    "MONGO_URI",
+    "MONGO_DATABASE",
+    "MONGO_COLLECTION",
+    "DATA_DIR",
+    "SYMBOLS",
+    "INTERVAL",
+    "HISTORY_LEN",
+    "BINANCE_WS_URL",
+    "BINANCE_REST_URL",
+    "TIME_ZONE",
+    "RUST_LOG",
+];
+
+#[test]
+fn env_example_and_readme_cover_every_variable_with_its_default() {
+    let example = std::fs::read_to_string(repo_root().join(".env.example")).unwrap();
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).unwrap();
+    let mut set = std::collections::HashMap::new();
+    for line in example.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let assignment = line.trim_start_matches("# ");
+        if let Some((name, value)) = assignment.split_once('=')
+            && !line.starts_with('#')
+        {
+            set.insert(name.to_owned(), value.to_owned());
+        }
+    }
+    for variable in VARIABLES {
+        assert!(
+            example.contains(&format!("{variable}=")),
+            ".env.example lacks {variable}"
+        );
+        assert!(
+            readme.contains(&format!("| `{variable}` |")),
+            "README's table lacks {variable}"
+        );
+    }
+    // Copying .env.example to .env changes nothing: its values are the defaults.
+    let from_example =
+        candlecast::config::Config::from_lookup(|name| set.get(name).cloned()).unwrap();
+    let defaults = candlecast::config::Config::from_lookup(|_| None).unwrap();
+    assert_eq!(format!("{from_example:?}"), format!("{defaults:?}"));
+}

@@ -86,7 +86,7 @@ fn next_candle(symbol: &str, open_time: i64, previous: Option<&Candle>) -> Candl
     let step = (open_time / MINUTE) as u64 ^ symbol.bytes().map(u64::from).sum::<u64>();
     // Every fifth candle closes exactly where the previous did (BUY on equality);
     // the rest move up or down by up to 0.2 %.
-    let change = if step % 5 == 0 {
+    let change = if step.is_multiple_of(5) {
         0.0
     } else {
         ((step.wrapping_mul(2_654_435_761) % 401) as f64 - 200.0) / 100_000.0

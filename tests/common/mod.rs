@@ -232,10 +232,10 @@ impl TestApp {
         let url = format!("http://{}/health", self.addr);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(response) = reqwest::get(&url).await {
-                if response.status().is_success() {
-                    return;
-                }
+            if let Ok(response) = reqwest::get(&url).await
+                && response.status().is_success()
+            {
+                return;
             }
             assert!(
                 !self.task.is_finished(),
