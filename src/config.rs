@@ -61,8 +61,16 @@ pub struct Config {
     pub log_filter: String,
     /// How long startup waits for the first backfill before serving anyway.
     pub startup_backfill_timeout: Duration,
-    /// No frame from the exchange for this long means the stream is dead.
+    /// `UPSTREAM_STALE_SECS`: no data frame for this long means the stream is dead.
     pub upstream_stale_after: Duration,
+    /// `UPSTREAM_BACKOFF_MAX_SECS`: the longest wait between reconnect attempts.
+    pub upstream_backoff_max: Duration,
+    /// `UPSTREAM_MAX_AGE_SECS`: a connection is renewed (make before break) at this
+    /// age, ahead of Binance's 24-hour cut.
+    pub upstream_max_age: Duration,
+    /// Batches of candles that may wait for the store before new ones are dropped
+    /// (and later recovered by a gap repair).
+    pub write_queue_batches: usize,
 }
 
 const DEFAULT_SYMBOLS: &str = "BTCUSDT,BNBUSDT,ETHUSDT,SOLUSDT,XRPUSDT";
@@ -120,7 +128,16 @@ impl Config {
                 }
             },
             startup_backfill_timeout: Duration::from_secs(15),
-            upstream_stale_after: Duration::from_secs(30),
+            upstream_stale_after: source.parse_or("UPSTREAM_STALE_SECS", Duration::from_secs(30), |raw| {
+                parse_seconds(raw, 1, 3600)
+            })?,
+            upstream_backoff_max: source.parse_or("UPSTREAM_BACKOFF_MAX_SECS", Duration::from_secs(30), |raw| {
+                parse_seconds(raw, 1, 3600)
+            })?,
+            upstream_max_age: source.parse_or("UPSTREAM_MAX_AGE_SECS", Duration::from_secs(82_800), |raw| {
+                parse_seconds(raw, 1, 86_000)
+            })?,
+            write_queue_batches: crate::store::WRITE_QUEUE_BATCHES,
         })
     }
 
@@ -166,6 +183,15 @@ impl Source<'_> {
 fn parse_port(raw: &str) -> Result<u16, String> {
     raw.parse::<u16>()
         .map_err(|_| format!("expected a port number from 0 to 65535, got {raw:?}"))
+}
+
+fn parse_seconds(raw: &str, min: u64, max: u64) -> Result<Duration, String> {
+    match raw.parse::<u64>() {
+        Ok(secs) if (min..=max).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(format!(
+            "expected whole seconds from {min} to {max}, got {raw:?}"
+        )),
+    }
 }
 
 fn parse_name(raw: &str) -> Result<String, String> {
@@ -404,6 +430,9 @@ mod tests {
         );
         assert_eq!(config.time_zone, Tz::UTC);
         assert_eq!(config.log_filter, "info");
+        assert_eq!(config.upstream_stale_after, Duration::from_secs(30));
+        assert_eq!(config.upstream_backoff_max, Duration::from_secs(30));
+        assert_eq!(config.upstream_max_age, Duration::from_secs(82_800));
     }
 
     #[test]
@@ -436,6 +465,9 @@ mod tests {
             ("MONGO_DATABASE", "a.b"),
             ("RUST_LOG", "info,[[["),
             ("PORT", "  "),
+            ("UPSTREAM_STALE_SECS", "0"),
+            ("UPSTREAM_BACKOFF_MAX_SECS", "1.5"),
+            ("UPSTREAM_MAX_AGE_SECS", "90000"),
         ];
         for (var, value) in cases {
             let err = config_with(&[(var, value)])

@@ -83,11 +83,16 @@ pub async fn run(
         signal.cancel();
     });
 
-    let (writer, writer_task) =
-        StoreWriter::spawn(Arc::clone(&store), Arc::clone(&counters), cancel.clone());
+    let (writer, writer_task) = StoreWriter::spawn(
+        Arc::clone(&store),
+        config.write_queue_batches,
+        Arc::clone(&counters),
+        cancel.clone(),
+    );
     let upstream = Arc::new(Upstream::new(
         &config,
         hub.clone(),
+        store,
         writer,
         Arc::clone(&counters),
     )?);

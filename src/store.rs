@@ -12,12 +12,15 @@ use mongodb::bson::{self, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
 use crate::candle::Candle;
 use crate::config::MongoUri;
 use crate::telemetry::Counters;
+use crate::upstream::{Backoff, FIRST_RETRY_DELAY};
 
 /// A store error, already safe to log (no connection-string secrets).
 #[derive(Debug, thiserror::Error)]
@@ -359,8 +362,10 @@ impl CandleStore for SqliteStore {
     }
 }
 
-/// How many batches of candles may wait for the database. At five symbols and one
-/// close a minute that is days of outage; a full queue drops the batch and logs it.
+/// How many batches of candles may wait for the database by default. A batch is one
+/// closed candle from the stream or one page from REST, so at five symbols that is
+/// about 13 hours of outage; past it new candles are dropped from the queue (not from
+/// clients' windows) and refetched from the exchange once the store writes again.
 pub const WRITE_QUEUE_BATCHES: usize = 4096;
 
 /// The sending side of the write queue; cheap to clone, never blocks.
@@ -368,28 +373,43 @@ pub const WRITE_QUEUE_BATCHES: usize = 4096;
 pub struct StoreWriter {
     queue: mpsc::Sender<Vec<Candle>>,
     counters: Arc<Counters>,
+    overflowed: Arc<AtomicBool>,
+    lost_candles: Arc<Notify>,
 }
 
 impl StoreWriter {
-    /// Starts the task that drains the queue into `store`, retrying each batch with
-    /// backoff until it lands. The task ends when every `StoreWriter` is dropped and
-    /// the queue is empty, or, once `cancel` fires, when a retry would wait.
+    /// Starts the task that drains the queue (at most `capacity` batches) into
+    /// `store`, retrying each batch with backoff until it lands. The task ends when
+    /// every `StoreWriter` is dropped and the queue is empty, or, once `cancel` fires,
+    /// at the first write that fails.
     pub fn spawn(
         store: Arc<dyn CandleStore>,
+        capacity: usize,
         counters: Arc<Counters>,
         cancel: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (queue, mut pending) = mpsc::channel::<Vec<Candle>>(WRITE_QUEUE_BATCHES);
-        let task_counters = Arc::clone(&counters);
+        let (queue, mut pending) = mpsc::channel::<Vec<Candle>>(capacity.max(1));
+        let writer = Self {
+            queue,
+            counters: Arc::clone(&counters),
+            overflowed: Arc::new(AtomicBool::new(false)),
+            lost_candles: Arc::new(Notify::new()),
+        };
+        let (overflowed, lost_candles) = (
+            Arc::clone(&writer.overflowed),
+            Arc::clone(&writer.lost_candles),
+        );
         let task = tokio::spawn(async move {
             while let Some(batch) = pending.recv().await {
-                task_counters
-                    .pending_writes
-                    .fetch_sub(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                write_with_retry(store.as_ref(), &batch, &task_counters, &cancel).await;
+                Counters::sub(&counters.pending_writes, batch.len() as u64);
+                let stored = write_with_retry(store.as_ref(), &batch, &counters, &cancel).await;
+                // Once the backlog is written, whatever did not fit is fetched again.
+                if stored && pending.is_empty() && overflowed.swap(false, Ordering::SeqCst) {
+                    lost_candles.notify_one();
+                }
             }
         });
-        (Self { queue, counters }, task)
+        (writer, task)
     }
 
     /// Queues closed candles for the store without waiting.
@@ -398,35 +418,38 @@ impl StoreWriter {
             return;
         }
         let count = candles.len() as u64;
-        self.counters
-            .pending_writes
-            .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
+        Counters::add(&self.counters.pending_writes, count);
         if let Err(err) = self.queue.try_send(candles) {
-            self.counters
-                .pending_writes
-                .fetch_sub(count, std::sync::atomic::Ordering::Relaxed);
-            self.counters
-                .dropped_writes
-                .fetch_add(count, std::sync::atomic::Ordering::Relaxed);
-            tracing::error!(candles = count, reason = %err, "store write queue unavailable; candles not persisted");
+            Counters::sub(&self.counters.pending_writes, count);
+            Counters::add(&self.counters.dropped_writes, count);
+            // Logged once per overflow, not once per candle.
+            if !self.overflowed.swap(true, Ordering::SeqCst) {
+                tracing::error!(candles = count, reason = %err, "store write queue full; dropping candles until the store catches up, then refetching them");
+            }
         }
+    }
+
+    /// Notified when the store wrote again after the queue had dropped candles.
+    pub fn lost_candles(&self) -> Arc<Notify> {
+        Arc::clone(&self.lost_candles)
     }
 }
 
+/// Writes `batch`, retrying with backoff; false if it gave up during shutdown.
 async fn write_with_retry(
     store: &dyn CandleStore,
     batch: &[Candle],
     counters: &Counters,
     cancel: &CancellationToken,
-) {
-    let mut delay = Duration::from_millis(250);
+) -> bool {
+    let mut backoff = Backoff::new(FIRST_RETRY_DELAY, Duration::from_secs(30));
     let mut attempt = 1u32;
     loop {
+        let started = std::time::Instant::now();
         match store.upsert(batch).await {
             Ok(()) => {
-                counters
-                    .stored
-                    .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                Counters::add(&counters.stored, batch.len() as u64);
+                Counters::observe_write(counters, started.elapsed());
                 if attempt > 1 {
                     tracing::info!(
                         candles = batch.len(),
@@ -434,25 +457,23 @@ async fn write_with_retry(
                         "store write succeeded after retrying"
                     );
                 }
-                return;
+                return true;
             }
             Err(err) => {
-                counters
-                    .store_retries
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                Counters::add(&counters.store_errors, 1);
                 if cancel.is_cancelled() {
-                    counters
-                        .dropped_writes
-                        .fetch_add(batch.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Counters::add(&counters.dropped_writes, batch.len() as u64);
                     tracing::error!(candles = batch.len(), error = %err, "store write failed during shutdown; giving up");
-                    return;
+                    return false;
                 }
+                let delay = backoff.next_delay();
+                // One line per failed attempt: an outage is visible, and so is its end.
                 tracing::warn!(candles = batch.len(), attempt, retry_in = ?delay, error = %err, "store write failed; will retry");
+                Counters::add(&counters.store_retries, 1);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = cancel.cancelled() => {}
                 }
-                delay = (delay * 2).min(Duration::from_secs(30));
                 attempt += 1;
             }
         }

@@ -1,47 +1,75 @@
-//! The Binance client: the combined kline stream (connect, parse, reconnect, stale
-//! watchdog) and REST backfill of the closed candles the stream did not deliver.
+//! The Binance client: the combined kline stream (connect, parse, reconnect with
+//! backoff, stale watchdog, renewal before the 24-hour cut) and REST backfill of the
+//! closed candles the stream did not deliver.
 //!
 //! Every closed candle, from either path, goes to the hub (clients see it at once)
-//! and to the store's write queue; the socket reader never waits for the database.
+//! and to the store's write queue; the socket reader never waits for the database,
+//! so it keeps reading, and answering the exchange's pings, whatever the store does.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, error, info, info_span, warn};
 use url::Url;
 
 use crate::candle::{Candle, KlineUpdate, RestKline};
 use crate::config::{Config, Interval};
 use crate::hub::Hub;
-use crate::store::StoreWriter;
-use crate::telemetry::Counters;
+use crate::store::{CandleStore, StoreWriter};
+use crate::telemetry::{Counters, ReconnectCause};
 
 /// Binance's maximum page size for `GET /fapi/v1/klines`.
 pub const REST_PAGE_LIMIT: usize = 1500;
-const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
-const MAX_RETRY_DELAY: Duration = Duration::from_secs(30);
+/// The first retry delay of every retry loop.
+pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A connection that delivered frames for this long counts as healthy: the next
-/// failure starts again from the shortest retry delay.
-const HEALTHY_AFTER: Duration = Duration::from_secs(60);
+/// The longest `Retry-After` honoured; a longer ban is retried after this anyway.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
-/// The upstream side of the service; shared by the stream task and backfill tasks.
-pub struct Upstream {
-    symbols: Vec<String>,
-    interval: Interval,
-    history_len: usize,
-    stream_url: Url,
-    klines_url: Url,
-    stale_after: Duration,
-    hub: Hub,
-    writer: StoreWriter,
-    counters: Arc<Counters>,
-    http: reqwest::Client,
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Connecting<'a> = Pin<Box<dyn Future<Output = Result<Socket, String>> + Send + 'a>>;
+
+/// Capped exponential backoff with "equal jitter": each delay is drawn from
+/// `[d/2, d]` where `d` doubles from the first delay up to the cap, so clients that
+/// failed together do not retry together.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    cap: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    /// Starts at `first`, never exceeds `cap`.
+    pub fn new(first: Duration, cap: Duration) -> Self {
+        let first = first.min(cap);
+        Self {
+            first,
+            cap,
+            next: first,
+        }
+    }
+
+    /// The delay before the next attempt; each call doubles the following one.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.next;
+        self.next = (self.next * 2).min(self.cap);
+        ceiling / 2 + ceiling.mul_f64(rand::random::<f64>() / 2.0)
+    }
+
+    /// Back to the first delay, after a success.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
 }
 
 /// `{base}?streams=btcusdt@kline_1m/ethusdt@kline_1m/…` (Binance wants the `@` and
@@ -56,27 +84,15 @@ pub fn stream_url(base: &Url, symbols: &[String], interval: &Interval) -> Url {
         .expect("appending a query keeps a URL valid")
 }
 
-/// Why a stream connection ended.
+/// How a stream connection ended.
 #[derive(Debug)]
 enum Ended {
     Shutdown,
-    Stale,
-    Eof,
-    Closed(String),
-    Error(String),
+    Lost(ReconnectCause, String),
 }
 
-impl std::fmt::Display for Ended {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Ended::Shutdown => f.write_str("shutting down"),
-            Ended::Stale => f.write_str("no frame within the stale window"),
-            Ended::Eof => f.write_str("connection closed without a close frame"),
-            Ended::Closed(reason) => write!(f, "server sent close frame ({reason})"),
-            Ended::Error(err) => write!(f, "read error: {err}"),
-        }
-    }
-}
+/// What the service holds of one symbol when a repair is planned.
+type ResumePoint = (String, Option<(i64, bool)>);
 
 /// Why a REST request failed, and how long the server asked us to wait.
 #[derive(Debug, thiserror::Error)]
@@ -86,11 +102,29 @@ struct RestError {
     retry_after: Option<Duration>,
 }
 
+/// The upstream side of the service; shared by the stream task and backfill tasks.
+pub struct Upstream {
+    symbols: Vec<String>,
+    interval: Interval,
+    history_len: usize,
+    stream_url: Url,
+    klines_url: Url,
+    stale_after: Duration,
+    backoff_max: Duration,
+    max_age: Duration,
+    hub: Hub,
+    store: Arc<dyn CandleStore>,
+    writer: StoreWriter,
+    counters: Arc<Counters>,
+    http: reqwest::Client,
+}
+
 impl Upstream {
     /// Builds the client from the configuration.
     pub fn new(
         config: &Config,
         hub: Hub,
+        store: Arc<dyn CandleStore>,
         writer: StoreWriter,
         counters: Arc<Counters>,
     ) -> anyhow::Result<Self> {
@@ -99,17 +133,18 @@ impl Upstream {
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(20))
             .build()?;
+        let rest_base = config.binance_rest_url.as_str().trim_end_matches('/');
         Ok(Self {
             symbols: config.symbols.clone(),
             interval: config.interval.clone(),
             history_len: config.history_len,
             stream_url: stream_url(&config.binance_ws_url, &config.symbols, &config.interval),
-            klines_url: Url::parse(&format!(
-                "{}/fapi/v1/klines",
-                config.binance_rest_url.as_str().trim_end_matches('/')
-            ))?,
+            klines_url: Url::parse(&format!("{rest_base}/fapi/v1/klines"))?,
             stale_after: config.upstream_stale_after,
+            backoff_max: config.upstream_backoff_max,
+            max_age: config.upstream_max_age,
             hub,
+            store,
             writer,
             counters,
             http,
@@ -117,15 +152,16 @@ impl Upstream {
     }
 
     /// Runs until `cancel`: backfills once at start (reporting on `startup_done`), then
-    /// streams, reconnecting with backoff and repairing the gap after each connect.
+    /// streams, reconnecting with backoff and repairing the gap after each connect,
+    /// and after the store had to drop queued candles.
     pub async fn run(
         self: Arc<Self>,
         cancel: CancellationToken,
         startup_done: oneshot::Sender<()>,
     ) {
         let mut repairs = JoinSet::new();
-        let resume = self.resume_points();
         let startup = Arc::clone(&self);
+        let resume = self.resume_points();
         let startup_cancel = cancel.clone();
         repairs.spawn(
             async move {
@@ -134,86 +170,172 @@ impl Upstream {
             }
             .instrument(info_span!("backfill", reason = "startup")),
         );
+        repairs.spawn(Arc::clone(&self).repair_store_gaps(cancel.clone()));
 
-        let mut delay = FIRST_RETRY_DELAY;
+        let mut backoff = Backoff::new(FIRST_RETRY_DELAY, self.backoff_max);
         loop {
             // Taken before connecting: the new stream may deliver newer candles before
             // the repair starts, and the gap lies behind what we held when it broke.
             let resume = self.resume_points();
             let connected = tokio::select! {
                 _ = cancel.cancelled() => break,
-                connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(self.stream_url.as_str())) => connected,
+                connected = self.connect() => connected,
             };
-            let failure = match connected {
-                Ok(Ok((socket, _response))) => {
+            let (cause, reason) = match connected {
+                Ok(socket) => {
                     info!(url = %self.stream_url, "upstream connected");
                     let repair = Arc::clone(&self);
                     let repair_cancel = cancel.clone();
                     repairs.spawn(
                         async move { repair.backfill(resume, &repair_cancel).await }
-                            .instrument(info_span!("backfill", reason = "connect")),
+                            .instrument(info_span!("backfill", reason = "reconnect")),
                     );
-                    let started = tokio::time::Instant::now();
-                    let ended = self.read(socket, &cancel).await;
-                    if matches!(ended, Ended::Shutdown) {
-                        break;
+                    match self.stream(socket, &cancel, &mut backoff).await {
+                        Ended::Shutdown => break,
+                        Ended::Lost(cause, reason) => (cause, reason),
                     }
-                    if started.elapsed() >= HEALTHY_AFTER {
-                        delay = FIRST_RETRY_DELAY;
-                    }
-                    ended.to_string()
                 }
-                Ok(Err(err)) => format!("connect failed: {err}"),
-                Err(_) => format!("connect timed out after {CONNECT_TIMEOUT:?}"),
+                Err(reason) => (ReconnectCause::ConnectFailed, reason),
             };
-            Counters::add(&self.counters.reconnects, 1);
-            warn!(cause = %failure, retry_in = ?delay, "upstream connection lost; reconnecting");
+            self.counters.reconnected(cause);
+            let delay = backoff.next_delay();
+            warn!(cause = cause.label(), reason = %reason, retry_in = ?delay, "upstream connection lost; reconnecting");
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(delay) => {}
             }
-            delay = (delay * 2).min(MAX_RETRY_DELAY);
         }
         repairs.shutdown().await;
     }
 
-    fn resume_points(&self) -> Vec<(String, Option<(i64, bool)>)> {
+    async fn connect(&self) -> Result<Socket, String> {
+        match tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            tokio_tungstenite::connect_async(self.stream_url.as_str()),
+        )
+        .await
+        {
+            Ok(Ok((socket, _response))) => Ok(socket),
+            Ok(Err(err)) => Err(format!("connect failed: {err}")),
+            Err(_) => Err(format!("connect timed out after {CONNECT_TIMEOUT:?}")),
+        }
+    }
+
+    fn resume_points(&self) -> Vec<ResumePoint> {
         self.symbols
             .iter()
             .map(|symbol| (symbol.clone(), self.hub.newest_open_time(symbol)))
             .collect()
     }
 
-    async fn read(
+    /// Reads `socket` until it is lost or `cancel` fires. At `max_age` a second
+    /// connection is opened; once it delivers a frame it replaces the first, which is
+    /// then closed, so no candle falls between the two.
+    async fn stream(
         &self,
-        mut socket: tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
+        mut socket: Socket,
         cancel: &CancellationToken,
+        backoff: &mut Backoff,
     ) -> Ended {
+        let mut connected_at = Instant::now();
+        let mut last_data = Instant::now();
+        let mut renew_at = Instant::now() + self.max_age;
+        let mut renewing: Option<Connecting<'_>> = None;
+        let mut successor: Option<Socket> = None;
         loop {
-            // Reading continuously is also what answers the exchange's pings.
-            let next = tokio::select! {
+            // A connection that has delivered data for a whole stale window is healthy:
+            // the next failure starts again from the shortest delay.
+            if last_data - connected_at >= self.stale_after {
+                backoff.reset();
+            }
+            tokio::select! {
                 _ = cancel.cancelled() => {
-                    let _ = socket.close(None).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
                     return Ended::Shutdown;
                 }
-                next = tokio::time::timeout(self.stale_after, socket.next()) => next,
-            };
-            match next {
-                Err(_) => return Ended::Stale,
-                Ok(None) => return Ended::Eof,
-                Ok(Some(Err(err))) => return Ended::Error(err.to_string()),
-                Ok(Some(Ok(Message::Text(text)))) => self.on_frame(text.as_str()),
-                Ok(Some(Ok(Message::Close(frame)))) => {
-                    return Ended::Closed(frame.map_or_else(
-                        || "no reason".to_owned(),
-                        |f| format!("{} {}", f.code, f.reason),
-                    ));
+                // Only data counts as life: a retired endpoint keeps TCP open and sends nothing.
+                _ = tokio::time::sleep_until(last_data + self.stale_after) => {
+                    let stale = format!("no data for {:?}", self.stale_after);
+                    match successor.take() {
+                        Some(next) => socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at),
+                        None => return Ended::Lost(ReconnectCause::Stale, stale),
+                    }
                 }
-                Ok(Some(Ok(_))) => {} // pings are answered by tungstenite; pongs and binary are ignored
+                next = socket.next() => {
+                    let lost = match next {
+                        Some(Ok(Message::Text(text))) => {
+                            last_data = Instant::now();
+                            self.on_frame(text.as_str());
+                            None
+                        }
+                        Some(Ok(Message::Close(frame))) => Some((
+                            ReconnectCause::Closed,
+                            frame.map_or_else(|| "close frame without reason".to_owned(), |f| format!("close frame {} {}", f.code, f.reason)),
+                        )),
+                        Some(Ok(_)) => None, // pings are answered by tungstenite while we read
+                        Some(Err(err)) => Some((ReconnectCause::Error, format!("read error: {err}"))),
+                        None => Some((ReconnectCause::Eof, "connection ended without a close frame".to_owned())),
+                    };
+                    if let Some((cause, reason)) = lost {
+                        match successor.take() {
+                            Some(next) => socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at),
+                            None => return Ended::Lost(cause, reason),
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(renew_at), if renewing.is_none() && successor.is_none() => {
+                    debug!(age = ?connected_at.elapsed(), "renewing the upstream connection");
+                    renewing = Some(Box::pin(self.connect()));
+                }
+                connected = async { renewing.as_mut().expect("guarded").await }, if renewing.is_some() => {
+                    renewing = None;
+                    match connected {
+                        Ok(next) => successor = Some(next),
+                        Err(reason) => {
+                            let retry = backoff.next_delay();
+                            warn!(reason = %reason, retry_in = ?retry, "renewal connection failed; keeping the current one");
+                            renew_at = Instant::now() + retry;
+                        }
+                    }
+                }
+                next = async { successor.as_mut().expect("guarded").next().await }, if successor.is_some() => {
+                    match next {
+                        Some(Ok(Message::Text(text))) => {
+                            self.on_frame(text.as_str());
+                            let next = successor.take().expect("guarded");
+                            socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(_)) | None => {
+                            successor = None;
+                            let retry = backoff.next_delay();
+                            warn!(retry_in = ?retry, "renewal connection ended before delivering; keeping the current one");
+                            renew_at = Instant::now() + retry;
+                        }
+                    }
+                }
             }
         }
+    }
+
+    /// Makes `next` the current connection and closes `old` in the background.
+    fn switch(
+        &self,
+        mut old: Socket,
+        next: Socket,
+        connected_at: &mut Instant,
+        last_data: &mut Instant,
+        renew_at: &mut Instant,
+    ) -> Socket {
+        Counters::add(&self.counters.renewals, 1);
+        info!(age = ?connected_at.elapsed(), "upstream connection renewed");
+        tokio::spawn(async move {
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.close(None)).await;
+        });
+        *connected_at = Instant::now();
+        *last_data = Instant::now();
+        *renew_at = Instant::now() + self.max_age;
+        next
     }
 
     fn on_frame(&self, text: &str) {
@@ -242,13 +364,41 @@ impl Upstream {
         self.writer.enqueue(candles);
     }
 
+    /// Each time the store had to drop queued candles and then wrote again, fetches
+    /// everything after the store's newest candle so the store has no hole.
+    async fn repair_store_gaps(self: Arc<Self>, cancel: CancellationToken) {
+        let lost = self.writer.lost_candles();
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = lost.notified() => {}
+            }
+            Counters::add(&self.counters.store_repairs, 1);
+            let mut resume = Vec::with_capacity(self.symbols.len());
+            for symbol in &self.symbols {
+                match self.store.latest(symbol, self.interval.name(), 1).await {
+                    // `true`: the window is held in memory; only the store needs filling.
+                    Ok(newest) => {
+                        resume.push((symbol.clone(), newest.first().map(|c| (c.open_time, true))))
+                    }
+                    Err(err) => {
+                        error!(symbol, error = %err, "cannot read the store's newest candle; repairing from the window");
+                        resume.push((symbol.clone(), self.hub.newest_open_time(symbol)));
+                    }
+                }
+            }
+            warn!(
+                "the store dropped queued candles; refetching everything after its newest candle"
+            );
+            self.backfill(resume, &cancel)
+                .instrument(info_span!("backfill", reason = "store"))
+                .await;
+        }
+    }
+
     /// Fetches, per symbol, every closed candle after the newest one held up to now;
     /// while a window is not yet full, at least the last `history_len + 1`.
-    async fn backfill(
-        &self,
-        resume: Vec<(String, Option<(i64, bool)>)>,
-        cancel: &CancellationToken,
-    ) {
+    async fn backfill(&self, resume: Vec<ResumePoint>, cancel: &CancellationToken) {
         let jobs = resume
             .into_iter()
             .map(|(symbol, held)| async move { self.backfill_symbol(&symbol, held, cancel).await });
@@ -302,7 +452,8 @@ impl Upstream {
         }
     }
 
-    /// One page of klines, retried with capped backoff until it arrives or `cancel`.
+    /// One page of klines, retried with backoff until it arrives or `cancel`; a
+    /// `Retry-After` from the exchange (429, 418) is honoured.
     async fn fetch_with_retry(
         &self,
         symbol: &str,
@@ -310,7 +461,7 @@ impl Upstream {
         end: i64,
         cancel: &CancellationToken,
     ) -> Option<Vec<Candle>> {
-        let mut delay = FIRST_RETRY_DELAY;
+        let mut backoff = Backoff::new(FIRST_RETRY_DELAY, self.backoff_max);
         loop {
             let error = match self.fetch_page(symbol, start, end).await {
                 Ok(page) => return Some(page),
@@ -318,14 +469,12 @@ impl Upstream {
             };
             let wait = error
                 .retry_after
-                .unwrap_or(delay)
-                .min(Duration::from_secs(300));
+                .map_or_else(|| backoff.next_delay(), |asked| asked.min(MAX_RETRY_AFTER));
             warn!(symbol, error = %error, retry_in = ?wait, "kline backfill request failed");
             tokio::select! {
                 _ = cancel.cancelled() => return None,
                 _ = tokio::time::sleep(wait) => {}
             }
-            delay = (delay * 2).min(MAX_RETRY_DELAY);
         }
     }
 
@@ -409,5 +558,33 @@ mod tests {
             .as_str(),
             "ws://127.0.0.1:9/market/stream?x=1&streams=solusdt@kline_5m"
         );
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let ceilings = [500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000];
+        for _ in 0..50 {
+            let mut run = backoff.clone();
+            for ceiling in ceilings {
+                let delay = run.next_delay().as_millis() as u64;
+                assert!(
+                    (ceiling / 2..=ceiling).contains(&delay),
+                    "{delay} ms outside [{}, {ceiling}]",
+                    ceiling / 2
+                );
+            }
+        }
+        for _ in 0..5 {
+            backoff.next_delay();
+        }
+        backoff.reset();
+        assert!(backoff.next_delay() <= Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_cap_below_the_first_delay_wins() {
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_millis(200));
+        assert!(backoff.next_delay() <= Duration::from_millis(200));
     }
 }
