@@ -58,7 +58,16 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let counters = Arc::new(Counters::default());
+    run_with_counters(config, listener, shutdown, Arc::new(Counters::default())).await
+}
+
+/// [`run`], counting into `counters`, which the caller can read meanwhile.
+pub async fn run_with_counters(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    counters: Arc<Counters>,
+) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
 
     let hub = Hub::new(

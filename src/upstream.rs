@@ -117,6 +117,18 @@ pub struct Upstream {
     writer: StoreWriter,
     counters: Arc<Counters>,
     http: reqwest::Client,
+    /// How many backfills are running now, per symbol.
+    in_flight: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// Whether a backfill may leave out symbols that are being backfilled already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overlap {
+    /// For a new connection: a backfill still running checks whether it has caught
+    /// up only after the connection opened, so it already covers the gap.
+    SkipInFlight,
+    /// For the store: a running backfill may have started after its gap.
+    FetchAll,
 }
 
 impl Upstream {
@@ -148,6 +160,7 @@ impl Upstream {
             writer,
             counters,
             http,
+            in_flight: Default::default(),
         })
     }
 
@@ -165,7 +178,9 @@ impl Upstream {
         let startup_cancel = cancel.clone();
         repairs.spawn(
             async move {
-                startup.backfill(resume, &startup_cancel).await;
+                startup
+                    .backfill(resume, Overlap::SkipInFlight, &startup_cancel)
+                    .await;
                 let _ = startup_done.send(());
             }
             .instrument(info_span!("backfill", reason = "startup")),
@@ -187,8 +202,12 @@ impl Upstream {
                     let repair = Arc::clone(&self);
                     let repair_cancel = cancel.clone();
                     repairs.spawn(
-                        async move { repair.backfill(resume, &repair_cancel).await }
-                            .instrument(info_span!("backfill", reason = "reconnect")),
+                        async move {
+                            repair
+                                .backfill(resume, Overlap::SkipInFlight, &repair_cancel)
+                                .await
+                        }
+                        .instrument(info_span!("backfill", reason = "reconnect")),
                     );
                     match self.stream(socket, &cancel, &mut backoff).await {
                         Ended::Shutdown => break,
@@ -390,7 +409,7 @@ impl Upstream {
             warn!(
                 "the store dropped queued candles; refetching everything after its newest candle"
             );
-            self.backfill(resume, &cancel)
+            self.backfill(resume, Overlap::FetchAll, &cancel)
                 .instrument(info_span!("backfill", reason = "store"))
                 .await;
         }
@@ -398,11 +417,35 @@ impl Upstream {
 
     /// Fetches, per symbol, every closed candle after the newest one held up to now;
     /// while a window is not yet full, at least the last `history_len + 1`.
-    async fn backfill(&self, resume: Vec<ResumePoint>, cancel: &CancellationToken) {
-        let jobs = resume
-            .into_iter()
-            .map(|(symbol, held)| async move { self.backfill_symbol(&symbol, held, cancel).await });
-        futures_util::future::join_all(jobs).await;
+    async fn backfill(
+        &self,
+        resume: Vec<ResumePoint>,
+        overlap: Overlap,
+        cancel: &CancellationToken,
+    ) {
+        let jobs = resume.into_iter().filter_map(|(symbol, held)| {
+            {
+                let mut in_flight = self.in_flight.lock().expect("in_flight lock");
+                let running = in_flight.entry(symbol.clone()).or_default();
+                if *running > 0 && overlap == Overlap::SkipInFlight {
+                    debug!(symbol, "backfill already running; it covers this gap too");
+                    return None;
+                }
+                *running += 1;
+            }
+            Some(async move {
+                self.backfill_symbol(&symbol, held, cancel).await;
+                if let Some(running) = self
+                    .in_flight
+                    .lock()
+                    .expect("in_flight lock")
+                    .get_mut(&symbol)
+                {
+                    *running -= 1;
+                }
+            })
+        });
+        futures_util::future::join_all(jobs.collect::<Vec<_>>()).await;
     }
 
     async fn backfill_symbol(

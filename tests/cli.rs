@@ -3,123 +3,8 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-
+use common::binary::{Running, binary, fake_env};
 use common::*;
-
-fn binary() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_candlecast"));
-    command.env_clear().stdin(Stdio::null());
-    command
-}
-
-/// The binary running in its own directory, with its output collected.
-struct Running {
-    child: Child,
-    output: Arc<Mutex<String>>,
-    pub dir: tempfile::TempDir,
-}
-
-impl Running {
-    fn start(dir: tempfile::TempDir, env: &[(&str, String)]) -> Self {
-        let mut command = binary();
-        command
-            .current_dir(dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let mut child = command.spawn().expect("start candlecast");
-        let output = Arc::new(Mutex::new(String::new()));
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let output = Arc::clone(&output);
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let mut output = output.lock().unwrap();
-                    output.push_str(&line);
-                    output.push('\n');
-                }
-            });
-        }
-        Self { child, output, dir }
-    }
-
-    fn output(&self) -> String {
-        self.output.lock().unwrap().clone()
-    }
-
-    /// Waits for the "serving" log line and returns the address it names.
-    async fn wait_for_address(&mut self) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let output = self.output();
-            if let Some(line) = output
-                .lines()
-                .find(|l| l.contains("serving websocket clients"))
-            {
-                let address = line
-                    .split("address=")
-                    .nth(1)
-                    .expect("address field")
-                    .split_whitespace()
-                    .next()
-                    .unwrap();
-                return address.to_owned();
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("candlecast exited with {status} before serving:\n{output}");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "candlecast did not start serving:\n{output}"
-            );
-            // Async: the fake exchange runs on this test's runtime.
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    /// Sends SIGTERM and returns the exit code, the output and the working directory.
-    async fn terminate(mut self) -> (i32, String, tempfile::TempDir) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                let output = self.output();
-                return (status.code().unwrap_or(-1), output, self.dir);
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "candlecast did not exit within 15 s of SIGTERM:\n{}",
-                    self.output()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-}
-
-fn fake_env(fake: &FakeExchange) -> Vec<(&'static str, String)> {
-    vec![
-        ("PORT", "0".into()),
-        ("BIND_ADDR", "127.0.0.1".into()),
-        ("BINANCE_WS_URL", fake.ws_url()),
-        ("BINANCE_REST_URL", fake.rest_url()),
-    ]
-}
 
 #[test]
 fn an_invalid_setting_stops_startup_with_exit_code_2_naming_the_variable() {
@@ -273,7 +158,7 @@ async fn a_dotenv_file_points_it_at_mongodb() {
     );
 }
 
-const VARIABLES: [&str; 13] = [
+const VARIABLES: [&str; 16] = [
     "PORT",
     "BIND_ADDR",
     "MONGO_URI",
@@ -287,6 +172,9 @@ const VARIABLES: [&str; 13] = [
     "BINANCE_REST_URL",
     "TIME_ZONE",
     "RUST_LOG",
+    "UPSTREAM_BACKOFF_MAX_SECS",
+    "UPSTREAM_STALE_SECS",
+    "UPSTREAM_MAX_AGE_SECS",
 ];
 
 #[test]

@@ -28,6 +28,8 @@ pub const MINUTE: i64 = 60_000;
 #[derive(Debug, Clone)]
 pub struct RestRequest {
     pub symbol: String,
+    pub at: std::time::Instant,
+    pub status: u16,
     pub start_time: Option<i64>,
     pub end_time: Option<i64>,
     pub limit: Option<usize>,
@@ -37,10 +39,24 @@ pub struct RestRequest {
     pub open_row: Option<Candle>,
 }
 
+/// What the fake tells its open stream connections.
+#[derive(Debug, Clone)]
+enum Frame {
+    Text(String),
+    /// Drop the socket without a close frame.
+    Drop,
+    /// Keep the socket open but send nothing more on it.
+    Silence,
+    /// Send a websocket ping.
+    Ping,
+}
+
+/// A scripted answer for the next REST request: status and optional `Retry-After`.
+pub type RestFailure = (u16, Option<u64>);
+
 struct FakeState {
     history: Mutex<BTreeMap<String, Vec<Candle>>>,
-    /// `None` tells every stream connection to drop.
-    frames: broadcast::Sender<Option<String>>,
+    frames: broadcast::Sender<Frame>,
     replayed: Mutex<Vec<Candle>>,
     connections: AtomicUsize,
     stream_queries: Mutex<Vec<String>>,
@@ -48,6 +64,12 @@ struct FakeState {
     page_cap: AtomicUsize,
     replay_last_close_on_connect: AtomicBool,
     refuse_stream: AtomicBool,
+    attempts: Mutex<Vec<std::time::Instant>>,
+    open_connections: AtomicUsize,
+    peak_open_connections: AtomicUsize,
+    closed_by_client: AtomicUsize,
+    pongs: AtomicUsize,
+    rest_failures: Mutex<std::collections::VecDeque<RestFailure>>,
     /// How many minutes the fake's history trails the wall clock.
     lag_minutes: i64,
 }
@@ -151,9 +173,14 @@ fn rest_row(c: &Candle) -> serde_json::Value {
 
 impl FakeState {
     /// Appends the candles that closed since the last call, up to the current minute.
+    /// A lagging fake's history is made once and then changes only by the test's
+    /// closes, so the wall clock never adds a candle behind a test's back.
     fn catch_up(&self) {
         let current = now_ms().div_euclid(MINUTE) * MINUTE - self.lag_minutes * MINUTE;
         let mut history = self.history.lock().unwrap();
+        if self.lag_minutes > 0 && history.values().all(|candles| !candles.is_empty()) {
+            return;
+        }
         for (symbol, candles) in history.iter_mut() {
             loop {
                 let next_open = candles
@@ -181,9 +208,11 @@ impl FakeExchange {
         Self::start_with(symbols, addr, 0).await
     }
 
-    /// A fake whose history stops `lag_minutes` before now, so that candles it
-    /// closes later are already in the past: REST serves them as closed, which is
-    /// how a test makes candles close while the service is disconnected.
+    /// A fake whose history stops `lag_minutes` before now and then stays put, so
+    /// candles it closes later are already in the past (REST serves them as closed:
+    /// how a test makes candles close while the service is disconnected) and no
+    /// minute boundary adds one. A service starting on it needs a seeded store, as
+    /// the last `HISTORY_LEN + 1` minutes hold no candles.
     pub async fn start_lagging(symbols: &[&str], lag_minutes: i64) -> Self {
         Self::start_with(symbols, ([127, 0, 0, 1], 0).into(), lag_minutes).await
     }
@@ -205,6 +234,12 @@ impl FakeExchange {
             page_cap: AtomicUsize::new(1500),
             replay_last_close_on_connect: AtomicBool::new(false),
             refuse_stream: AtomicBool::new(false),
+            attempts: Mutex::new(Vec::new()),
+            open_connections: AtomicUsize::new(0),
+            peak_open_connections: AtomicUsize::new(0),
+            closed_by_client: AtomicUsize::new(0),
+            pongs: AtomicUsize::new(0),
+            rest_failures: Mutex::new(Default::default()),
             lag_minutes,
         });
         state.catch_up();
@@ -294,12 +329,81 @@ impl FakeExchange {
 
     /// Sends any text on every stream connection.
     pub fn send_raw(&self, text: &str) {
-        let _ = self.state.frames.send(Some(text.to_owned()));
+        let _ = self.state.frames.send(Frame::Text(text.to_owned()));
     }
 
     /// Drops every open stream connection abruptly (no close frame).
     pub fn disconnect_all(&self) {
-        let _ = self.state.frames.send(None);
+        let _ = self.state.frames.send(Frame::Drop);
+    }
+
+    /// The open stream connections stay open but go quiet, as Binance's retired
+    /// endpoints do; later connections are served normally.
+    pub fn silence_current(&self) {
+        let _ = self.state.frames.send(Frame::Silence);
+    }
+
+    /// Pings every open stream connection; answers are counted by [`FakeExchange::pongs`].
+    pub fn ping_all(&self) {
+        let _ = self.state.frames.send(Frame::Ping);
+    }
+
+    /// Pongs received so far.
+    pub fn pongs(&self) -> usize {
+        self.state.pongs.load(Ordering::SeqCst)
+    }
+
+    /// Like Binance, send an update of each symbol's open candle every `every`, so a
+    /// healthy stream is never quiet. Stops when the fake is dropped.
+    pub fn tick(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let state = Arc::clone(&self.state);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            loop {
+                interval.tick().await;
+                let updates: Vec<String> = {
+                    let history = state.history.lock().unwrap();
+                    history
+                        .iter()
+                        .filter_map(|(symbol, candles)| {
+                            let last = candles.last()?;
+                            let mut open = next_candle(symbol, last.open_time + MINUTE, Some(last));
+                            open.trades = 0;
+                            Some(kline_frame(&open, false))
+                        })
+                        .collect()
+                };
+                for update in updates {
+                    if state.frames.send(Frame::Text(update)).is_err() {
+                        // No connection right now; keep ticking.
+                    }
+                }
+            }
+        })
+    }
+
+    /// When each stream connection attempt arrived, refused or not.
+    pub fn attempts(&self) -> Vec<std::time::Instant> {
+        self.state.attempts.lock().unwrap().clone()
+    }
+
+    /// Stream connections open now, the most that were open at once, and how many
+    /// the service closed with a close frame.
+    pub fn open_connections(&self) -> (usize, usize, usize) {
+        (
+            self.state.open_connections.load(Ordering::SeqCst),
+            self.state.peak_open_connections.load(Ordering::SeqCst),
+            self.state.closed_by_client.load(Ordering::SeqCst),
+        )
+    }
+
+    /// The next REST requests fail with these statuses, in order.
+    pub fn fail_rest(&self, failures: &[RestFailure]) {
+        self.state
+            .rest_failures
+            .lock()
+            .unwrap()
+            .extend(failures.iter().copied());
     }
 
     /// Candles sent by [`FakeExchange::replay_last_close_on_connect`] for `symbol`.
@@ -347,6 +451,11 @@ async fn stream(
     Query(query): Query<HashMap<String, String>>,
     State(state): State<Arc<FakeState>>,
 ) -> Response {
+    state
+        .attempts
+        .lock()
+        .unwrap()
+        .push(std::time::Instant::now());
     if state.refuse_stream.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -377,37 +486,60 @@ async fn stream(
                 Vec::new()
             };
             state.connections.fetch_add(1, Ordering::SeqCst);
-            forward(socket, frames, replay).await;
+            let open = state.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
+            state
+                .peak_open_connections
+                .fetch_max(open, Ordering::SeqCst);
+            let closed_by_client = forward(socket, frames, replay, &state).await;
+            state.open_connections.fetch_sub(1, Ordering::SeqCst);
+            if closed_by_client {
+                state.closed_by_client.fetch_add(1, Ordering::SeqCst);
+            }
         })
         .into_response()
 }
 
+/// Forwards frames to one connection until it ends; true if the service closed it
+/// with a close frame.
 async fn forward(
     mut socket: WebSocket,
-    mut frames: broadcast::Receiver<Option<String>>,
+    mut frames: broadcast::Receiver<Frame>,
     replay: Vec<String>,
-) {
+    state: &FakeState,
+) -> bool {
     for text in replay {
         if socket.send(Message::Text(text.into())).await.is_err() {
-            return;
+            return false;
         }
     }
+    let mut silent = false;
     loop {
         tokio::select! {
             frame = frames.recv() => match frame {
-                Ok(Some(text)) => {
+                Ok(Frame::Text(text)) if !silent => {
                     if socket.send(Message::Text(text.into())).await.is_err() {
-                        return;
+                        return false;
                     }
                 }
-                Ok(None) => return, // dropping the socket without a close frame
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            incoming = socket.recv() => {
-                if !matches!(incoming, Some(Ok(_))) {
-                    return;
+                Ok(Frame::Text(_)) => {}
+                Ok(Frame::Ping) if !silent => {
+                    if socket.send(Message::Ping(b"are you there".to_vec().into())).await.is_err() {
+                        return false;
+                    }
                 }
+                Ok(Frame::Ping) => {}
+                Ok(Frame::Silence) => silent = true,
+                Ok(Frame::Drop) => return false, // dropping the socket without a close frame
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return false,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Pong(_))) => {
+                    state.pongs.fetch_add(1, Ordering::SeqCst);
+                }
+                Some(Ok(Message::Close(_))) => return true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return false,
             }
         }
     }
@@ -419,6 +551,30 @@ async fn klines(
 ) -> Response {
     state.catch_up();
     let symbol = query.get("symbol").cloned().unwrap_or_default();
+    let failure = state.rest_failures.lock().unwrap().pop_front();
+    if let Some((status, retry_after)) = failure {
+        state.rest_requests.lock().unwrap().push(RestRequest {
+            symbol,
+            at: std::time::Instant::now(),
+            status,
+            start_time: query.get("startTime").and_then(|v| v.parse().ok()),
+            end_time: None,
+            limit: None,
+            closed_rows: Vec::new(),
+            open_row: None,
+        });
+        let mut response = (
+            StatusCode::from_u16(status).unwrap(),
+            axum::Json(json!({"code": -1003, "msg": "Way too many requests."})),
+        )
+            .into_response();
+        if let Some(seconds) = retry_after {
+            response
+                .headers_mut()
+                .insert("retry-after", seconds.to_string().parse().unwrap());
+        }
+        return response;
+    }
     let number = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
     let (start_time, end_time) = (number("startTime"), number("endTime"));
     let limit = number("limit").map(|l| l as usize);
@@ -476,6 +632,8 @@ async fn klines(
         .collect();
     state.rest_requests.lock().unwrap().push(RestRequest {
         symbol,
+        at: std::time::Instant::now(),
+        status: 200,
         start_time,
         end_time,
         limit,

@@ -2,7 +2,9 @@
 //! websocket client, and direct views of what the database holds.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod binary;
 pub mod fake_exchange;
+pub mod mongo_server;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -138,7 +140,17 @@ impl Backend {
 
     /// Waits until `symbol`'s stored open times equal `expected` (the test's view).
     pub async fn wait_for_stored(&self, symbol: &str, expected: &[Candle]) -> Vec<Candle> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+        self.wait_for_stored_within(15, symbol, expected).await
+    }
+
+    /// [`Backend::wait_for_stored`] with a chosen patience.
+    pub async fn wait_for_stored_within(
+        &self,
+        seconds: u64,
+        symbol: &str,
+        expected: &[Candle],
+    ) -> Vec<Candle> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
         loop {
             let stored = self.stored(symbol).await;
             let same_times = stored
@@ -205,6 +217,7 @@ pub fn config_for(fake: &FakeExchange, backend: &Backend, extra: &[(&str, &str)]
 pub struct TestApp {
     pub addr: SocketAddr,
     pub config: Config,
+    pub counters: std::sync::Arc<candlecast::telemetry::Counters>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -215,12 +228,20 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(candlecast::run(config.clone(), listener, async move {
+        let counters = std::sync::Arc::new(candlecast::telemetry::Counters::default());
+        let stopped = async move {
             let _ = stop.await;
-        }));
+        };
+        let task = tokio::spawn(candlecast::run_with_counters(
+            config.clone(),
+            listener,
+            stopped,
+            counters.clone(),
+        ));
         let app = Self {
             addr,
             config,
+            counters,
             shutdown: Some(shutdown),
             task,
         };
@@ -362,6 +383,72 @@ pub fn served_closed(fake: &FakeExchange, symbol: &str) -> Vec<Candle> {
     served.sort_by_key(|c| c.open_time);
     served.dedup_by_key(|c| c.open_time);
     served
+}
+
+/// Asserts two candle lists are equal, reporting only the differences.
+#[track_caller]
+pub fn assert_same_candles(actual: &[Candle], expected: &[Candle], what: &str) {
+    if actual == expected {
+        return;
+    }
+    let times = |list: &[Candle]| {
+        list.iter()
+            .map(|c| c.open_time)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+    let (have, want) = (times(actual), times(expected));
+    let missing: Vec<_> = want.difference(&have).collect();
+    let extra: Vec<_> = have.difference(&want).collect();
+    let changed: Vec<_> = actual
+        .iter()
+        .filter(|a| {
+            expected
+                .iter()
+                .any(|e| e.open_time == a.open_time && e != *a)
+        })
+        .map(|c| c.open_time)
+        .collect();
+    panic!(
+        "{what}: {} candles, expected {}; missing open times {missing:?}; unexpected {extra:?}; \
+         different values at {changed:?}; order {}",
+        actual.len(),
+        expected.len(),
+        if actual.windows(2).all(|w| w[0].open_time < w[1].open_time) {
+            "ascending"
+        } else {
+            "NOT ascending"
+        }
+    );
+}
+
+/// Polls `condition` every 20 ms for up to `seconds`; panics with `what` if it never holds.
+pub async fn eventually(seconds: u64, what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !condition() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Seeds a store directly (not through the service) with `candles`.
+pub async fn seed(backend: &Backend, candles: &[Candle]) {
+    use candlecast::store::CandleStore;
+    match backend {
+        Backend::Mongo { uri, database } => {
+            let uri = candlecast::config::MongoUri::parse(uri).unwrap();
+            let store = candlecast::store::MongoStore::connect(&uri, database, "candles")
+                .await
+                .unwrap();
+            store.upsert(candles).await.unwrap();
+        }
+        Backend::Sqlite { dir } => {
+            let store = candlecast::store::SqliteStore::open(dir.path()).unwrap();
+            store.upsert(candles).await.unwrap();
+        }
+    }
 }
 
 /// Merges candle lists by open time (later lists win), oldest first.

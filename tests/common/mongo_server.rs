@@ -1,0 +1,129 @@
+//! A MongoDB wire server of the test's own, which it can stop and start again on the
+//! same port and data directory. `./scripts/test` says which program to run in
+//! `MONGO_TEST_SERVER` (`secantus:/path/to/secantusd-py` or `mongod:/path/to/mongod`).
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct MongoServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl MongoServer {
+    /// Starts a fresh server on a free loopback port.
+    pub async fn start() -> Self {
+        let mut server = Self {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.resume().await;
+        server
+    }
+
+    /// A connection string for the service.
+    pub fn uri(&self) -> String {
+        format!("mongodb://127.0.0.1:{}/?directConnection=true", self.port)
+    }
+
+    /// Starts the server process (again) on the same port and directory.
+    pub async fn resume(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let spec = std::env::var("MONGO_TEST_SERVER").unwrap_or_else(|_| {
+            panic!(
+                "MONGO_TEST_SERVER is not set: run ./scripts/test, which installs a MongoDB wire \
+                 server and sets it (e.g. secantus:.venv-test/bin/secantusd-py or mongod:/usr/bin/mongod)"
+            )
+        });
+        let (kind, program) = spec
+            .split_once(':')
+            .expect("MONGO_TEST_SERVER is kind:path");
+        let data = self.dir.path().display().to_string();
+        let port = self.port.to_string();
+        let mut command = Command::new(program);
+        match kind {
+            // Acknowledged writes must survive the process being stopped.
+            "secantus" => command
+                .args([
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    &port,
+                    "--storage-path",
+                    &data,
+                ])
+                .args(["--sync-on-commit", "--log-level", "WARNING"]),
+            "mongod" => command.args([
+                "--bind_ip",
+                "127.0.0.1",
+                "--port",
+                &port,
+                "--dbpath",
+                &data,
+                "--quiet",
+            ]),
+            other => panic!("unknown MONGO_TEST_SERVER kind {other}"),
+        };
+        let child = command
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the database server");
+        self.child = Some(child);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_err()
+        {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the database server did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Stops the server process (SIGTERM, then SIGKILL after 10 s) and waits for it.
+    pub async fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while child.try_wait().unwrap().is_none() {
+            if tokio::time::Instant::now() > deadline {
+                let _ = child.kill();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        // The port must be free before the server can come back on it.
+        while tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
