@@ -68,6 +68,14 @@ pub struct Config {
     /// `UPSTREAM_MAX_AGE_SECS`: a connection is renewed (make before break) at this
     /// age, ahead of Binance's 24-hour cut.
     pub upstream_max_age: Duration,
+    /// `CLIENT_SEND_TIMEOUT_SECS`: a client whose send has not completed in this
+    /// time is closed (code 1013).
+    pub client_send_timeout: Duration,
+    /// `CLIENT_PING_SECS`: how often clients are pinged; one silent for two
+    /// intervals is closed (code 1008).
+    pub client_ping_every: Duration,
+    /// `MAX_CONNECTIONS`: websocket clients served at once; more get HTTP 503.
+    pub max_connections: usize,
     /// Batches of candles that may wait for the store before new ones are dropped
     /// (and later recovered by a gap repair).
     pub write_queue_batches: usize,
@@ -136,6 +144,16 @@ impl Config {
             })?,
             upstream_max_age: source.parse_or("UPSTREAM_MAX_AGE_SECS", Duration::from_secs(82_800), |raw| {
                 parse_seconds(raw, 1, 86_000)
+            })?,
+            client_send_timeout: source.parse_or("CLIENT_SEND_TIMEOUT_SECS", Duration::from_secs(10), |raw| {
+                parse_seconds(raw, 1, 3600)
+            })?,
+            client_ping_every: source.parse_or("CLIENT_PING_SECS", Duration::from_secs(30), |raw| {
+                parse_seconds(raw, 1, 3600)
+            })?,
+            max_connections: source.parse_or("MAX_CONNECTIONS", 10_000, |raw| match raw.parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(n),
+                _ => Err(format!("expected a whole number of at least 1, got {raw:?}")),
             })?,
             write_queue_batches: crate::store::WRITE_QUEUE_BATCHES,
         })
@@ -433,6 +451,9 @@ mod tests {
         assert_eq!(config.upstream_stale_after, Duration::from_secs(30));
         assert_eq!(config.upstream_backoff_max, Duration::from_secs(30));
         assert_eq!(config.upstream_max_age, Duration::from_secs(82_800));
+        assert_eq!(config.client_send_timeout, Duration::from_secs(10));
+        assert_eq!(config.client_ping_every, Duration::from_secs(30));
+        assert_eq!(config.max_connections, 10_000);
     }
 
     #[test]
@@ -468,6 +489,9 @@ mod tests {
             ("UPSTREAM_STALE_SECS", "0"),
             ("UPSTREAM_BACKOFF_MAX_SECS", "1.5"),
             ("UPSTREAM_MAX_AGE_SECS", "90000"),
+            ("CLIENT_SEND_TIMEOUT_SECS", "0"),
+            ("CLIENT_PING_SECS", "soon"),
+            ("MAX_CONNECTIONS", "0"),
         ];
         for (var, value) in cases {
             let err = config_with(&[(var, value)])

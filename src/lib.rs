@@ -26,8 +26,10 @@ use crate::store::{CandleStore, MongoStore, SqliteStore, StoreWriter};
 use crate::telemetry::Counters;
 use crate::upstream::Upstream;
 
+/// How long shutdown waits for clients to take their close frames.
+const CLIENTS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued candles to reach the store.
-const FLUSH_TIMEOUT: Duration = Duration::from_secs(8);
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Opens the configured store: MongoDB when `MONGO_URI` is set, else SQLite.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CandleStore>> {
@@ -124,13 +126,31 @@ pub async fn run_with_counters(
 
     let address = listener.local_addr()?;
     info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
-    let app = http::router(http::AppState::new(hub, cancel.clone()))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let state = http::AppState::new(
+        hub,
+        cancel.clone(),
+        Arc::clone(&counters),
+        http::ClientPolicy::from_config(&config),
+    );
+    let clients = state.clients.clone();
+    let app = http::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(cancel.clone().cancelled_owned())
         .await;
     cancel.cancel();
 
+    // Shutdown fits in 10 s: clients get their 1001 close frames, the upstream
+    // closes its socket, then queued candles are flushed to the store.
+    clients.close();
+    if tokio::time::timeout(CLIENTS_TIMEOUT, clients.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            clients = clients.len(),
+            "some clients did not close in time"
+        );
+    }
     if let Err(err) = upstream_task.await {
         warn!(error = %err, "upstream task failed");
     }

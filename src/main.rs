@@ -32,7 +32,7 @@ async fn main() -> ExitCode {
     );
 
     let address = SocketAddr::new(config.bind_addr, config.port);
-    let listener = match tokio::net::TcpListener::bind(address).await {
+    let listener = match candlecast::http::bind(address) {
         Ok(listener) => listener,
         Err(err) => {
             tracing::error!(%address, error = %err, "cannot listen");

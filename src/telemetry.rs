@@ -48,6 +48,19 @@ pub struct Counters {
     pub dropped_writes: AtomicU64,
     /// Gauge: candles waiting in the write queue.
     pub pending_writes: AtomicU64,
+    /// Gauge: websocket clients connected now.
+    pub clients_connected: AtomicU64,
+    /// Messages and bytes sent to clients.
+    pub messages_sent: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    /// Clients closed because a send did not complete within the send timeout.
+    pub slow_clients_closed: AtomicU64,
+    /// Clients closed for not answering pings.
+    pub unresponsive_clients_closed: AtomicU64,
+    /// Clients closed for sending a message over the size limit.
+    pub oversized_messages: AtomicU64,
+    /// Upgrades refused at `MAX_CONNECTIONS`.
+    pub connections_rejected: AtomicU64,
 }
 
 /// Why the upstream connection had to be re-established.

@@ -11,7 +11,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::oneshot;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -31,6 +31,8 @@ pub const REST_PAGE_LIMIT: usize = 1500;
 /// The first retry delay of every retry loop.
 pub const FIRST_RETRY_DELAY: Duration = Duration::from_millis(500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// At most this many already-received frames are handled as one batch.
+const MAX_BATCH_FRAMES: usize = 64;
 /// The longest `Retry-After` honoured; a longer ban is retried after this anyway.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 
@@ -281,20 +283,39 @@ impl Upstream {
                     }
                 }
                 next = socket.next() => {
-                    let lost = match next {
-                        Some(Ok(Message::Text(text))) => {
-                            last_data = Instant::now();
-                            self.on_frame(text.as_str());
-                            None
+                    // Frames that have already arrived join this one, so candles that
+                    // close together are published together and reach each client in
+                    // one write.
+                    let mut closed = Vec::new();
+                    let mut next = next;
+                    let mut lost = None;
+                    for _ in 0..MAX_BATCH_FRAMES {
+                        match next {
+                            Some(Ok(Message::Text(text))) => {
+                                last_data = Instant::now();
+                                self.on_frame(text.as_str(), &mut closed);
+                            }
+                            Some(Ok(Message::Close(frame))) => {
+                                let reason = frame.map_or_else(|| "close frame without reason".to_owned(), |f| format!("close frame {} {}", f.code, f.reason));
+                                lost = Some((ReconnectCause::Closed, reason));
+                                break;
+                            }
+                            Some(Ok(_)) => {} // pings are answered by tungstenite while we read
+                            Some(Err(err)) => {
+                                lost = Some((ReconnectCause::Error, format!("read error: {err}")));
+                                break;
+                            }
+                            None => {
+                                lost = Some((ReconnectCause::Eof, "connection ended without a close frame".to_owned()));
+                                break;
+                            }
                         }
-                        Some(Ok(Message::Close(frame))) => Some((
-                            ReconnectCause::Closed,
-                            frame.map_or_else(|| "close frame without reason".to_owned(), |f| format!("close frame {} {}", f.code, f.reason)),
-                        )),
-                        Some(Ok(_)) => None, // pings are answered by tungstenite while we read
-                        Some(Err(err)) => Some((ReconnectCause::Error, format!("read error: {err}"))),
-                        None => Some((ReconnectCause::Eof, "connection ended without a close frame".to_owned())),
-                    };
+                        match socket.next().now_or_never() {
+                            Some(ready) => next = ready,
+                            None => break,
+                        }
+                    }
+                    self.deliver(closed);
                     if let Some((cause, reason)) = lost {
                         match successor.take() {
                             Some(next) => socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at),
@@ -320,7 +341,9 @@ impl Upstream {
                 next = async { successor.as_mut().expect("guarded").next().await }, if successor.is_some() => {
                     match next {
                         Some(Ok(Message::Text(text))) => {
-                            self.on_frame(text.as_str());
+                            let mut closed = Vec::new();
+                            self.on_frame(text.as_str(), &mut closed);
+                            self.deliver(closed);
                             let next = successor.take().expect("guarded");
                             socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at);
                         }
@@ -357,12 +380,13 @@ impl Upstream {
         next
     }
 
-    fn on_frame(&self, text: &str) {
+    /// Parses one frame; a closed candle is added to `closed`.
+    fn on_frame(&self, text: &str, closed: &mut Vec<Candle>) {
         Counters::add(&self.counters.frames, 1);
         match KlineUpdate::from_combined_frame(text) {
             Ok(update) if update.closed => {
                 Counters::add(&self.counters.closed_from_stream, 1);
-                self.deliver(vec![update.candle]);
+                closed.push(update.candle);
             }
             Ok(_) => {} // still open: only closed candles matter
             Err(err) => {

@@ -225,6 +225,10 @@ pub struct TestApp {
 impl TestApp {
     /// Starts `candlecast::run` on 127.0.0.1:0 and waits until it serves.
     pub async fn spawn(config: Config) -> Self {
+        // TEST_LOG=debug shows the service's logs (with --nocapture).
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            candlecast::telemetry::init(&filter);
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
