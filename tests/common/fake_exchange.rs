@@ -72,6 +72,8 @@ struct FakeState {
     rest_failures: Mutex<std::collections::VecDeque<RestFailure>>,
     /// How many minutes the fake's history trails the wall clock.
     lag_minutes: i64,
+    /// How many minutes of history a new fake has.
+    history_minutes: i64,
 }
 
 /// Handle to a running fake exchange; it stops when dropped.
@@ -185,7 +187,9 @@ impl FakeState {
             loop {
                 let next_open = candles
                     .last()
-                    .map_or(current - 120 * MINUTE, |c| c.open_time + MINUTE);
+                    .map_or(current - self.history_minutes * MINUTE, |c| {
+                        c.open_time + MINUTE
+                    });
                 if next_open >= current {
                     break;
                 }
@@ -205,7 +209,12 @@ impl FakeExchange {
 
     /// Like [`FakeExchange::start`], on a chosen address.
     pub async fn start_on(symbols: &[&str], addr: SocketAddr) -> Self {
-        Self::start_with(symbols, addr, 0).await
+        Self::start_with(symbols, addr, 0, 120).await
+    }
+
+    /// Like [`FakeExchange::start`], with `minutes` of history per symbol.
+    pub async fn start_sized(symbols: &[&str], minutes: i64) -> Self {
+        Self::start_with(symbols, ([127, 0, 0, 1], 0).into(), 0, minutes).await
     }
 
     /// A fake whose history stops `lag_minutes` before now and then stays put, so
@@ -214,10 +223,15 @@ impl FakeExchange {
     /// minute boundary adds one. A service starting on it needs a seeded store, as
     /// the last `HISTORY_LEN + 1` minutes hold no candles.
     pub async fn start_lagging(symbols: &[&str], lag_minutes: i64) -> Self {
-        Self::start_with(symbols, ([127, 0, 0, 1], 0).into(), lag_minutes).await
+        Self::start_with(symbols, ([127, 0, 0, 1], 0).into(), lag_minutes, 120).await
     }
 
-    async fn start_with(symbols: &[&str], addr: SocketAddr, lag_minutes: i64) -> Self {
+    async fn start_with(
+        symbols: &[&str],
+        addr: SocketAddr,
+        lag_minutes: i64,
+        history_minutes: i64,
+    ) -> Self {
         let (frames, _) = broadcast::channel(1024);
         let state = Arc::new(FakeState {
             history: Mutex::new(
@@ -241,6 +255,7 @@ impl FakeExchange {
             pongs: AtomicUsize::new(0),
             rest_failures: Mutex::new(Default::default()),
             lag_minutes,
+            history_minutes,
         });
         state.catch_up();
         let app = Router::new()

@@ -1,0 +1,284 @@
+//! Fan-out under stress: clients that never read, send too much, exceed the limit or
+//! outlive the server; none of them costs the others anything.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use candlecast::telemetry::Counters;
+use common::binary::{Running, fake_env};
+use common::mongo_server::MongoServer;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A websocket client with a tiny receive buffer that completes the handshake and
+/// then never reads: its socket fills up and the server's sends to it stall.
+async fn stuck_client(app: &TestApp) -> impl Sized {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(app.addr).await.unwrap();
+    let (client, _) = tokio_tungstenite::client_async(app.ws_url(), stream)
+        .await
+        .unwrap();
+    client
+}
+
+#[tokio::test]
+async fn new_clients_get_their_snapshot_while_the_database_is_down() {
+    let mut database = MongoServer::start().await;
+    let backend = Backend::Mongo {
+        uri: database.uri(),
+        database: unique_database("candlecast_snapshot"),
+    };
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let app = TestApp::spawn(config_for(&fake, &backend, &[])).await;
+    let before = app.client().await.next_n(5).await;
+
+    database.stop().await;
+    let during = app.client().await.next_n(5).await;
+    assert_eq!(
+        during, before,
+        "served from memory, not from the stopped database"
+    );
+    assert!(
+        during
+            .iter()
+            .all(|m| m["values"].as_array().unwrap().len() == 10)
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_delays_no_one_and_is_closed_after_the_send_timeout() {
+    let backend = Backend::sqlite();
+    // 1000-candle windows: about 25 KB per coin message.
+    let fake = FakeExchange::start_sized(&SYMBOLS, 1100).await;
+    let settings = [("HISTORY_LEN", "1000"), ("CLIENT_SEND_TIMEOUT_SECS", "5")];
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    let mut healthy = app.client().await;
+    healthy.next_n(5).await;
+    let stuck = stuck_client(&app).await;
+    fake.wait_for_connections(1).await;
+
+    // About 6 MB per client: more than the kernel buffers between the server and a
+    // client that does not read can hold.
+    let rounds = 50;
+    for _ in 0..rounds {
+        let closes: Vec<_> = SYMBOLS
+            .iter()
+            .map(|symbol| fake.close_next(symbol))
+            .collect();
+        for close in &closes {
+            let message = healthy.next_json().await;
+            assert_eq!(
+                (message["coin"].as_str(), message["values"][0].as_f64()),
+                (Some(close.symbol.as_str()), Some(close.close))
+            );
+        }
+    }
+    // Every round reached the healthy client while the stuck one still held its
+    // connection: its stalled sends delayed no one.
+    assert_eq!(Counters::get(&app.counters.slow_clients_closed), 0);
+    let fully_served = 2 * 5 * (rounds + 1);
+    let sent = Counters::get(&app.counters.messages_sent);
+    assert!(
+        sent < fully_served,
+        "the stuck client must have stalled: {sent} of {fully_served} messages sent"
+    );
+
+    eventually(15, "the stuck client is closed", || {
+        Counters::get(&app.counters.slow_clients_closed) == 1
+    })
+    .await;
+    eventually(5, "its slot is given back", || {
+        Counters::get(&app.counters.clients_connected) == 1
+    })
+    .await;
+    let candle = fake.close_next("ETHUSDT");
+    assert_eq!(
+        healthy.next_json().await["values"][0].as_f64(),
+        Some(candle.close)
+    );
+    drop(stuck);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_that_client_with_1009_and_no_other() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let app = TestApp::spawn(config_for(&fake, &backend, &[])).await;
+    let mut bystander = app.client().await;
+    bystander.next_n(5).await;
+
+    let (mut offender, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
+    offender
+        .send(Message::text("x".repeat(64 * 1024)))
+        .await
+        .unwrap();
+    let close = loop {
+        match tokio::time::timeout(Duration::from_secs(10), offender.next())
+            .await
+            .unwrap()
+        {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| u16::from(f.code)), Some(1009));
+    assert_eq!(Counters::get(&app.counters.oversized_messages), 1);
+
+    fake.wait_for_connections(1).await;
+    let candle = fake.close_next("SOLUSDT");
+    assert_eq!(
+        bystander.next_json().await["values"][0].as_f64(),
+        Some(candle.close)
+    );
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn past_max_connections_upgrades_get_503_and_existing_clients_carry_on() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let app = TestApp::spawn(config_for(&fake, &backend, &[("MAX_CONNECTIONS", "3")])).await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = app.client().await;
+        client.next_n(5).await;
+        clients.push(client);
+    }
+
+    match tokio_tungstenite::connect_async(app.ws_url()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503);
+            assert!(response.headers().contains_key("retry-after"));
+            let body = String::from_utf8(response.body().clone().unwrap_or_default()).unwrap();
+            assert!(body.contains("connection limit"), "{body}");
+        }
+        other => panic!(
+            "expected HTTP 503, got {other:?}",
+            other = other.map(|_| "a connection")
+        ),
+    }
+    assert_eq!(Counters::get(&app.counters.connections_rejected), 1);
+
+    fake.wait_for_connections(1).await;
+    let candle = fake.close_next("BNBUSDT");
+    for client in &mut clients {
+        assert_eq!(
+            client.next_json().await["values"][0].as_f64(),
+            Some(candle.close)
+        );
+    }
+    // A slot freed by a leaving client can be taken again.
+    drop(clients.pop());
+    eventually(5, "the slot is given back", || {
+        Counters::get(&app.counters.clients_connected) == 2
+    })
+    .await;
+    app.client().await.next_n(5).await;
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn clients_are_pinged_and_one_that_never_answers_is_closed() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let app = TestApp::spawn(config_for(&fake, &backend, &[("CLIENT_PING_SECS", "1")])).await;
+    let (mut live, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
+    // Never polled, so it never answers a ping.
+    let (mut silent, _) = tokio_tungstenite::connect_async(app.ws_url())
+        .await
+        .unwrap();
+
+    // The live client reads (answering pings as it goes) for 3.5 s: two missed
+    // intervals would have closed it by then.
+    let mut pings = 0;
+    let until = tokio::time::Instant::now() + Duration::from_millis(3500);
+    while let Ok(Some(message)) = tokio::time::timeout_at(until, live.next()).await {
+        match message.unwrap() {
+            Message::Ping(_) => pings += 1,
+            Message::Close(frame) => panic!("the live client was closed: {frame:?}"),
+            _ => {}
+        }
+    }
+    assert!(
+        pings >= 2,
+        "pinged {pings} times in 3.5 s at a 1 s interval"
+    );
+
+    let mut close_code = None;
+    while let Ok(Some(Ok(message))) =
+        tokio::time::timeout(Duration::from_secs(5), silent.next()).await
+    {
+        if let Message::Close(frame) = message {
+            close_code = frame.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(close_code, Some(1008), "closed for not answering pings");
+    assert_eq!(Counters::get(&app.counters.unresponsive_clients_closed), 1);
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001_and_exits_0_with_every_candle_stored() {
+    let backend = Backend::mongo();
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    for symbol in SYMBOLS {
+        seed(&backend, &fake.history(symbol)).await;
+    }
+    let mut env = fake_env(&fake);
+    env.extend(backend.env());
+    let mut running = Running::start(tempfile::tempdir().unwrap(), &env);
+    let address = running.wait_for_address().await;
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let mut client = Client::connect(&format!("ws://{address}/")).await;
+        client.next_n(5).await;
+        clients.push(client);
+    }
+    fake.wait_for_connections(1).await;
+    let closes: Vec<_> = SYMBOLS
+        .iter()
+        .map(|symbol| fake.close_next(symbol))
+        .collect();
+    for client in &mut clients {
+        let mut coins: Vec<String> = Vec::new();
+        while coins.len() < closes.len() {
+            coins.push(
+                client.next_json().await["coin"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            );
+        }
+    }
+
+    let asked = Instant::now();
+    let terminating = tokio::spawn(running.terminate());
+    for client in &mut clients {
+        match client.next_raw().await {
+            Some(Message::Close(Some(frame))) => assert_eq!(u16::from(frame.code), 1001),
+            other => panic!("expected a 1001 close frame, got {other:?}"),
+        }
+    }
+    let (code, output, _) = terminating.await.unwrap();
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "exited in {:?}",
+        asked.elapsed()
+    );
+    for symbol in SYMBOLS {
+        let history = fake.history(symbol);
+        assert_same_candles(&backend.stored(symbol).await, &history, symbol);
+    }
+}
