@@ -33,7 +33,7 @@ pub const LISTEN_BACKLOG: u32 = 4096;
 /// Clients send only control frames; anything larger than this is closed with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// Per-connection read buffer (axum's default is 128 KiB).
-const READ_BUFFER: usize = 4 * 1024;
+const READ_BUFFER: usize = 1024;
 /// Outgoing bytes are gathered up to this size before a write, so the five messages
 /// of a round leave in one write (axum's default is 128 KiB).
 const WRITE_BUFFER: usize = 8 * 1024;

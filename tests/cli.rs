@@ -158,7 +158,7 @@ async fn a_dotenv_file_points_it_at_mongodb() {
     );
 }
 
-const VARIABLES: [&str; 16] = [
+const VARIABLES: [&str; 19] = [
     "PORT",
     "BIND_ADDR",
     "MONGO_URI",
@@ -175,6 +175,9 @@ const VARIABLES: [&str; 16] = [
     "UPSTREAM_BACKOFF_MAX_SECS",
     "UPSTREAM_STALE_SECS",
     "UPSTREAM_MAX_AGE_SECS",
+    "CLIENT_SEND_TIMEOUT_SECS",
+    "CLIENT_PING_SECS",
+    "MAX_CONNECTIONS",
 ];
 
 #[test]
