@@ -51,6 +51,9 @@ pub struct Config {
     pub interval: Interval,
     /// `HISTORY_LEN`: candles per coin in each client message.
     pub history_len: usize,
+    /// `HISTORY_MAX`: candles per coin kept in memory, the most `?limit=` may ask for
+    /// (never less than `HISTORY_LEN`).
+    pub history_max: usize,
     /// `BINANCE_WS_URL`: the combined-stream endpoint, without the `streams` query.
     pub binance_ws_url: Url,
     /// `BINANCE_REST_URL`: the REST base URL.
@@ -59,6 +62,8 @@ pub struct Config {
     pub time_zone: Tz,
     /// `RUST_LOG`: the tracing filter.
     pub log_filter: String,
+    /// `LOG_FORMAT`: `pretty` (default) or `json`, one object per line.
+    pub log_format: crate::telemetry::LogFormat,
     /// How long startup waits for the first backfill before serving anyway.
     pub startup_backfill_timeout: Duration,
     /// `UPSTREAM_STALE_SECS`: no data frame for this long means the stream is dead.
@@ -116,6 +121,10 @@ impl Config {
                 Ok(n) if (1..=MAX_HISTORY_LEN).contains(&n) => Ok(n),
                 _ => Err(format!("expected a whole number from 1 to {MAX_HISTORY_LEN}, got {raw:?}")),
             })?,
+            history_max: source.parse_or("HISTORY_MAX", 100, |raw| match raw.parse::<usize>() {
+                Ok(n) if (1..=MAX_HISTORY_LEN).contains(&n) => Ok(n),
+                _ => Err(format!("expected a whole number from 1 to {MAX_HISTORY_LEN}, got {raw:?}")),
+            })?,
             binance_ws_url: source.parse_or("BINANCE_WS_URL", Url::parse(DEFAULT_WS_URL).expect("valid"), |raw| {
                 parse_url(raw, &["ws", "wss"])
             })?,
@@ -135,6 +144,13 @@ impl Config {
                     raw
                 }
             },
+            log_format: source.parse_or("LOG_FORMAT", crate::telemetry::LogFormat::Pretty, |raw| {
+                match raw.to_ascii_lowercase().as_str() {
+                    "pretty" | "text" => Ok(crate::telemetry::LogFormat::Pretty),
+                    "json" => Ok(crate::telemetry::LogFormat::Json),
+                    _ => Err(format!("expected pretty or json, got {raw:?}")),
+                }
+            })?,
             startup_backfill_timeout: Duration::from_secs(15),
             upstream_stale_after: source.parse_or("UPSTREAM_STALE_SECS", Duration::from_secs(30), |raw| {
                 parse_seconds(raw, 1, 3600)
@@ -157,6 +173,11 @@ impl Config {
             })?,
             write_queue_batches: crate::store::WRITE_QUEUE_BATCHES,
         })
+    }
+
+    /// Candles kept in memory per coin: `HISTORY_MAX`, or `HISTORY_LEN` if larger.
+    pub fn window_len(&self) -> usize {
+        self.history_max.max(self.history_len)
     }
 
     /// The store the service will use, for the startup log line.
@@ -438,6 +459,7 @@ mod tests {
         assert_eq!(config.interval.name(), "1m");
         assert_eq!(config.interval.millis(), 60_000);
         assert_eq!(config.history_len, 10);
+        assert_eq!(config.history_max, 100);
         assert_eq!(
             config.binance_ws_url.as_str(),
             "wss://fstream.binance.com/market/stream"
@@ -492,6 +514,8 @@ mod tests {
             ("CLIENT_SEND_TIMEOUT_SECS", "0"),
             ("CLIENT_PING_SECS", "soon"),
             ("MAX_CONNECTIONS", "0"),
+            ("LOG_FORMAT", "xml"),
+            ("HISTORY_MAX", "0"),
         ];
         for (var, value) in cases {
             let err = config_with(&[(var, value)])

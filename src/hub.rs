@@ -14,7 +14,14 @@ use chrono_tz::Tz;
 use tokio::sync::watch;
 
 use crate::candle::{Candle, Operation};
-use crate::protocol::CoinMessage;
+use crate::protocol::{CandleEntry, CandlesMessage, CoinMessage, Format};
+
+/// What a client asked to see of each coin: how many candles, in which format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct View {
+    pub limit: usize,
+    pub format: Format,
+}
 
 /// Every coin's current message, in `SYMBOLS` order.
 #[derive(Debug, Clone)]
@@ -41,23 +48,38 @@ struct HubInner {
     symbols: Vec<String>,
     positions: HashMap<String, usize>,
     interval: String,
+    default_view: View,
     windows: Mutex<Vec<Window>>,
+    /// Other views' messages, rendered once per coin version and shared.
+    rendered: Mutex<HashMap<(usize, View), (u64, Utf8Bytes)>>,
     published: watch::Sender<Arc<Snapshot>>,
 }
 
 impl Hub {
-    /// A hub with an empty window for each symbol; `history_len` candles per message.
-    pub fn new(symbols: &[String], interval: &str, history_len: usize, zone: Tz) -> Self {
+    /// A hub with an empty window for each symbol, keeping `history_max` candles
+    /// per coin; the published messages hold `history_len` of them.
+    pub fn new(
+        symbols: &[String],
+        interval: &str,
+        history_len: usize,
+        history_max: usize,
+        zone: Tz,
+    ) -> Self {
+        let history_max = history_max.max(history_len);
+        let default_view = View {
+            limit: history_len,
+            format: Format::Compact,
+        };
         let windows: Vec<Window> = symbols
             .iter()
-            .map(|symbol| Window::new(symbol.clone(), history_len, zone))
+            .map(|symbol| Window::new(symbol.clone(), history_max, zone))
             .collect();
         let snapshot = Snapshot {
             coins: windows
                 .iter()
                 .map(|window| CoinFrame {
                     version: 0,
-                    text: window.render(),
+                    text: window.render(default_view),
                 })
                 .collect(),
         };
@@ -71,7 +93,9 @@ impl Hub {
                     .map(|(i, s)| (s.clone(), i))
                     .collect(),
                 interval: interval.to_owned(),
+                default_view,
                 windows: Mutex::new(windows),
+                rendered: Mutex::new(HashMap::new()),
                 published,
             }),
         }
@@ -103,7 +127,7 @@ impl Hub {
                 for (position, _) in changed.iter().enumerate().filter(|(_, c)| **c) {
                     let frame = &mut snapshot.coins[position];
                     frame.version += 1;
-                    frame.text = windows[position].render();
+                    frame.text = windows[position].render(self.inner.default_view);
                 }
             });
         }
@@ -111,13 +135,51 @@ impl Hub {
     }
 
     /// Open time of the newest candle held for `symbol`, and whether the window is
-    /// full (holds `history_len` candles plus the one before them).
+    /// full (holds `HISTORY_MAX` candles plus the one before them).
     pub fn newest_open_time(&self, symbol: &str) -> Option<(i64, bool)> {
         let position = *self.inner.positions.get(symbol)?;
         let windows = self.inner.windows.lock().expect("hub lock poisoned");
         let window = &windows[position];
-        let full = window.candles.len() > window.history_len;
+        let full = window.candles.len() > window.capacity;
         window.candles.back().map(|c| (c.open_time, full))
+    }
+
+    /// The position of `symbol` in `SYMBOLS`, if configured.
+    pub fn position(&self, symbol: &str) -> Option<usize> {
+        self.inner.positions.get(symbol).copied()
+    }
+
+    /// The view plain `/` clients get.
+    pub fn default_view(&self) -> View {
+        self.inner.default_view
+    }
+
+    /// The most candles per coin a view may ask for.
+    pub fn history_max(&self) -> usize {
+        self.inner.windows.lock().expect("hub lock poisoned")[0].capacity
+    }
+
+    /// The message of the coin at `position` for `view`. The default view's bytes
+    /// come from `snapshot`; others are rendered once per coin version and shared by
+    /// every client with the same view.
+    pub fn message(&self, snapshot: &Snapshot, position: usize, view: View) -> Utf8Bytes {
+        let frame = &snapshot.coins[position];
+        if view == self.inner.default_view {
+            return frame.text.clone();
+        }
+        let mut rendered = self.inner.rendered.lock().expect("hub lock poisoned");
+        if let Some((version, text)) = rendered.get(&(position, view)) {
+            if *version >= frame.version {
+                return text.clone();
+            }
+        }
+        // Versions only grow, and the windows are read under the same lock order
+        // (rendered, then windows) everywhere, so the cache never goes backwards.
+        let windows = self.inner.windows.lock().expect("hub lock poisoned");
+        let version = self.inner.published.borrow().coins[position].version;
+        let text = windows[position].render(view);
+        rendered.insert((position, view), (version, text.clone()));
+        text
     }
 
     /// The current snapshot and a receiver that wakes when it changes.
@@ -126,22 +188,22 @@ impl Hub {
     }
 }
 
-/// The newest `history_len` closed candles of one coin, oldest first, plus one more
+/// The newest `capacity` closed candles of one coin, oldest first, plus one more
 /// candle before them so the oldest one shown still has a previous close.
 struct Window {
     symbol: String,
-    history_len: usize,
+    capacity: usize,
     zone: Tz,
     candles: VecDeque<Candle>,
 }
 
 impl Window {
-    fn new(symbol: String, history_len: usize, zone: Tz) -> Self {
+    fn new(symbol: String, capacity: usize, zone: Tz) -> Self {
         Self {
             symbol,
-            history_len,
+            capacity,
             zone,
-            candles: VecDeque::with_capacity(history_len + 1),
+            candles: VecDeque::with_capacity(capacity + 1),
         }
     }
 
@@ -157,10 +219,10 @@ impl Window {
                 self.candles[found] = candle;
                 true
             }
-            Err(0) if self.candles.len() > self.history_len => false, // older than all we keep
+            Err(0) if self.candles.len() > self.capacity => false, // older than all we keep
             Err(position) => {
                 self.candles.insert(position, candle);
-                if self.candles.len() > self.history_len + 1 {
+                if self.candles.len() > self.capacity + 1 {
                     self.candles.pop_front();
                 }
                 true
@@ -168,10 +230,22 @@ impl Window {
         }
     }
 
-    /// The client message for this window, newest first.
-    fn render(&self) -> Utf8Bytes {
-        let shown = self.candles.len().min(self.history_len);
+    /// The client message for this window in `view`, newest first.
+    fn render(&self, view: View) -> Utf8Bytes {
+        let shown = self.candles.len().min(view.limit).min(self.capacity);
         let first_shown = self.candles.len() - shown;
+        if view.format == Format::Candles {
+            let message = CandlesMessage {
+                coin: &self.symbol,
+                candles: self
+                    .candles
+                    .range(first_shown..)
+                    .rev()
+                    .map(CandleEntry::from)
+                    .collect(),
+            };
+            return Utf8Bytes::from(message.to_json());
+        }
         let mut message = CoinMessage {
             coin: &self.symbol,
             values: Vec::with_capacity(shown),
@@ -220,6 +294,7 @@ mod tests {
         Hub::new(
             &["BTCUSDT".into(), "ETHUSDT".into()],
             "1m",
+            history_len,
             history_len,
             Tz::UTC,
         )
@@ -314,6 +389,61 @@ mod tests {
             serde_json::json!(["BUY", "SELL", "BUY"])
         );
         assert_eq!(hub.subscribe().borrow().coins[0].version, version + 1);
+    }
+
+    #[test]
+    fn other_views_are_rendered_from_the_same_window_and_cached_per_version() {
+        let hub = Hub::new(&["BTCUSDT".into()], "1m", 2, 4, Tz::UTC);
+        hub.apply(
+            &(0..6)
+                .map(|m| candle("BTCUSDT", m, 1.0, m as f64))
+                .collect::<Vec<_>>(),
+        );
+        let snapshot = hub.subscribe().borrow().clone();
+        let parse =
+            |text: Utf8Bytes| serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap();
+        // The default view is the published message itself.
+        assert_eq!(
+            hub.message(&snapshot, 0, hub.default_view()).as_str(),
+            snapshot.coins[0].text.as_str()
+        );
+        let longer = View {
+            limit: 4,
+            format: Format::Compact,
+        };
+        assert_eq!(
+            parse(hub.message(&snapshot, 0, longer))["values"],
+            serde_json::json!([5.0, 4.0, 3.0, 2.0])
+        );
+        let candles = View {
+            limit: 2,
+            format: Format::Candles,
+        };
+        let message = parse(hub.message(&snapshot, 0, candles));
+        assert_eq!(message["coin"], "BTCUSDT");
+        assert_eq!(message["candles"][0]["open_time"], T0 + 5 * MINUTE);
+        assert_eq!(message["candles"][0]["close_time"], T0 + 6 * MINUTE - 1);
+        assert_eq!(message["candles"][1]["close"], 4.0);
+        assert_eq!(message["candles"].as_array().unwrap().len(), 2);
+        // Asking for more than is kept gives what is kept.
+        let all = View {
+            limit: 50,
+            format: Format::Compact,
+        };
+        assert_eq!(
+            parse(hub.message(&snapshot, 0, all))["values"]
+                .as_array()
+                .unwrap()
+                .len(),
+            4
+        );
+        // A new close invalidates the cached rendering.
+        hub.apply(&[candle("BTCUSDT", 6, 1.0, 6.0)]);
+        let snapshot = hub.subscribe().borrow().clone();
+        assert_eq!(
+            parse(hub.message(&snapshot, 0, longer))["values"],
+            serde_json::json!([6.0, 5.0, 4.0, 3.0])
+        );
     }
 
     #[test]

@@ -76,11 +76,12 @@ pub async fn run_with_counters(
         &config.symbols,
         config.interval.name(),
         config.history_len,
+        config.window_len(),
         config.time_zone,
     );
     for symbol in &config.symbols {
         let candles = store
-            .latest(symbol, config.interval.name(), config.history_len + 1)
+            .latest(symbol, config.interval.name(), config.window_len() + 1)
             .await
             .with_context(|| format!("cannot load the stored window of {symbol}"))?;
         hub.apply(&candles);

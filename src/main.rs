@@ -21,7 +21,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    candlecast::telemetry::init(&config.log_filter);
+    candlecast::telemetry::init_with(&config.log_filter, config.log_format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         store = %config.store_description(),

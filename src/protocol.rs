@@ -24,6 +24,57 @@ impl CoinMessage<'_> {
     }
 }
 
+/// How a client wants its messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// The DESIGN.md §3 message: `values`, `operations`, `time`.
+    Compact,
+    /// Full candles: `{"coin", "candles": [{"open_time", …}]}`.
+    Candles,
+}
+
+/// One candle in the `candles` format; times in epoch milliseconds.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandleEntry {
+    pub open_time: i64,
+    pub close_time: i64,
+    pub open: f64,
+    pub high: f64,
+    pub low: f64,
+    pub close: f64,
+    pub volume: f64,
+    pub trades: i64,
+}
+
+impl From<&crate::candle::Candle> for CandleEntry {
+    fn from(c: &crate::candle::Candle) -> Self {
+        Self {
+            open_time: c.open_time,
+            close_time: c.close_time,
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+            trades: c.trades,
+        }
+    }
+}
+
+/// A coin's window in the `candles` format, newest first.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CandlesMessage<'a> {
+    pub coin: &'a str,
+    pub candles: Vec<CandleEntry>,
+}
+
+impl CandlesMessage<'_> {
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a CandlesMessage always serializes")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

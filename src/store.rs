@@ -40,7 +40,22 @@ pub trait CandleStore: Send + Sync {
         symbol: &str,
         interval: &str,
         limit: usize,
+    ) -> Result<Vec<Candle>, StoreError> {
+        self.page(symbol, interval, limit, None).await
+    }
+
+    /// Up to `limit` candles opened before `before` (epoch ms; `None`: up to the
+    /// newest), newest first.
+    async fn page(
+        &self,
+        symbol: &str,
+        interval: &str,
+        limit: usize,
+        before: Option<i64>,
     ) -> Result<Vec<Candle>, StoreError>;
+
+    /// Checks that the store answers.
+    async fn ping(&self) -> Result<(), StoreError>;
 }
 
 /// The DESIGN.md §4 document.
@@ -198,15 +213,23 @@ impl CandleStore for MongoStore {
         Ok(())
     }
 
-    async fn latest(
+    async fn page(
         &self,
         symbol: &str,
         interval: &str,
         limit: usize,
+        before: Option<i64>,
     ) -> Result<Vec<Candle>, StoreError> {
+        let mut filter = doc! {"symbol": symbol, "interval": interval};
+        if let Some(before) = before {
+            filter.insert(
+                "open_time",
+                doc! {"$lt": bson::DateTime::from_millis(before)},
+            );
+        }
         let cursor = self
             .collection
-            .find(doc! {"symbol": symbol, "interval": interval})
+            .find(filter)
             .sort(doc! {"open_time": -1})
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await
@@ -214,6 +237,18 @@ impl CandleStore for MongoStore {
         let documents: Vec<CandleDocument> =
             cursor.try_collect().await.map_err(|err| self.error(err))?;
         Ok(documents.into_iter().map(Candle::from).collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let admin = self.collection.client().database("admin");
+        let ping = admin.run_command(doc! {"ping": 1});
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(self.error(err)),
+            Err(_) => Err(StoreError(
+                "MongoDB did not answer a ping within 2 s".into(),
+            )),
+        }
     }
 }
 
@@ -324,38 +359,46 @@ impl CandleStore for SqliteStore {
         .await
     }
 
-    async fn latest(
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_connection(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+
+    async fn page(
         &self,
         symbol: &str,
         interval: &str,
         limit: usize,
+        before: Option<i64>,
     ) -> Result<Vec<Candle>, StoreError> {
         let (symbol, interval) = (symbol.to_owned(), interval.to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = before.unwrap_or(i64::MAX);
         self.with_connection(move |connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT symbol, interval, open_time, close_time, open, high, low, close, volume,
                         quote_volume, taker_buy_volume, taker_buy_quote_volume, trades
-                 FROM candles WHERE symbol = ?1 AND interval = ?2
+                 FROM candles WHERE symbol = ?1 AND interval = ?2 AND open_time < ?4
                  ORDER BY open_time DESC LIMIT ?3",
             )?;
-            let rows = statement.query_map(rusqlite::params![symbol, interval, limit], |row| {
-                Ok(Candle {
-                    symbol: row.get(0)?,
-                    interval: row.get(1)?,
-                    open_time: row.get(2)?,
-                    close_time: row.get(3)?,
-                    open: row.get(4)?,
-                    high: row.get(5)?,
-                    low: row.get(6)?,
-                    close: row.get(7)?,
-                    volume: row.get(8)?,
-                    quote_volume: row.get(9)?,
-                    taker_buy_volume: row.get(10)?,
-                    taker_buy_quote_volume: row.get(11)?,
-                    trades: row.get(12)?,
-                })
-            })?;
+            let rows =
+                statement.query_map(rusqlite::params![symbol, interval, limit, before], |row| {
+                    Ok(Candle {
+                        symbol: row.get(0)?,
+                        interval: row.get(1)?,
+                        open_time: row.get(2)?,
+                        close_time: row.get(3)?,
+                        open: row.get(4)?,
+                        high: row.get(5)?,
+                        low: row.get(6)?,
+                        close: row.get(7)?,
+                        volume: row.get(8)?,
+                        quote_volume: row.get(9)?,
+                        taker_buy_volume: row.get(10)?,
+                        taker_buy_quote_volume: row.get(11)?,
+                        trades: row.get(12)?,
+                    })
+                })?;
             rows.collect()
         })
         .await

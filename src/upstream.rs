@@ -151,7 +151,7 @@ impl Upstream {
         Ok(Self {
             symbols: config.symbols.clone(),
             interval: config.interval.clone(),
-            history_len: config.history_len,
+            history_len: config.window_len(),
             stream_url: stream_url(&config.binance_ws_url, &config.symbols, &config.interval),
             klines_url: Url::parse(&format!("{rest_base}/fapi/v1/klines"))?,
             stale_after: config.upstream_stale_after,
@@ -211,7 +211,10 @@ impl Upstream {
                         }
                         .instrument(info_span!("backfill", reason = "reconnect")),
                     );
-                    match self.stream(socket, &cancel, &mut backoff).await {
+                    self.counters.upstream_connected.set(1);
+                    let ended = self.stream(socket, &cancel, &mut backoff).await;
+                    self.counters.upstream_connected.set(0);
+                    match ended {
                         Ended::Shutdown => break,
                         Ended::Lost(cause, reason) => (cause, reason),
                     }
@@ -314,6 +317,9 @@ impl Upstream {
                             Some(ready) => next = ready,
                             None => break,
                         }
+                    }
+                    if last_data.elapsed() < Duration::from_millis(1) {
+                        self.counters.upstream_data_now();
                     }
                     self.deliver(closed);
                     if let Some((cause, reason)) = lost {
@@ -440,7 +446,7 @@ impl Upstream {
     }
 
     /// Fetches, per symbol, every closed candle after the newest one held up to now;
-    /// while a window is not yet full, at least the last `history_len + 1`.
+    /// while a window is not yet full, at least the last `HISTORY_MAX + 1`.
     async fn backfill(
         &self,
         resume: Vec<ResumePoint>,

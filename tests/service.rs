@@ -139,7 +139,9 @@ async fn a_restart_backfills_everything_since_the_newest_stored_candle(backend: 
         }
     }
 
-    let app = TestApp::spawn(config_for(&fake, &backend, &[])).await;
+    // A ten-candle window is full with the 80 seeded candles, so the service resumes
+    // right after the newest one.
+    let app = TestApp::spawn(config_for(&fake, &backend, &[("HISTORY_MAX", "10")])).await;
     let mut client = app.client().await;
     let snapshot = client.next_n(5).await;
 
