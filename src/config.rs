@@ -180,15 +180,50 @@ impl Config {
         self.history_max.max(self.history_len)
     }
 
-    /// The store the service will use, for the startup log line.
-    pub fn store_description(&self) -> String {
-        match &self.mongo_uri {
-            Some(uri) => format!(
-                "MongoDB {} (database {}, collection {})",
-                uri, self.mongo_database, self.mongo_collection
+    /// Every setting as `NAME=value`, for the startup log line; the MongoDB password
+    /// is shown as `***`.
+    pub fn summary(&self) -> String {
+        let mongo = self
+            .mongo_uri
+            .as_ref()
+            .map_or_else(|| "(unset: embedded store)".to_owned(), ToString::to_string);
+        let format = match self.log_format {
+            crate::telemetry::LogFormat::Pretty => "pretty",
+            crate::telemetry::LogFormat::Json => "json",
+        };
+        [
+            format!("PORT={}", self.port),
+            format!("BIND_ADDR={}", self.bind_addr),
+            format!("MONGO_URI={mongo}"),
+            format!("MONGO_DATABASE={}", self.mongo_database),
+            format!("MONGO_COLLECTION={}", self.mongo_collection),
+            format!("DATA_DIR={}", self.data_dir.display()),
+            format!("SYMBOLS={}", self.symbols.join(",")),
+            format!("INTERVAL={}", self.interval),
+            format!("HISTORY_LEN={}", self.history_len),
+            format!("HISTORY_MAX={}", self.window_len()),
+            format!("BINANCE_WS_URL={}", self.binance_ws_url),
+            format!("BINANCE_REST_URL={}", self.binance_rest_url),
+            format!("TIME_ZONE={}", self.time_zone),
+            format!("RUST_LOG={}", self.log_filter),
+            format!("LOG_FORMAT={format}"),
+            format!(
+                "UPSTREAM_BACKOFF_MAX_SECS={}",
+                self.upstream_backoff_max.as_secs()
             ),
-            None => format!("embedded SQLite under {}", self.data_dir.display()),
-        }
+            format!(
+                "UPSTREAM_STALE_SECS={}",
+                self.upstream_stale_after.as_secs()
+            ),
+            format!("UPSTREAM_MAX_AGE_SECS={}", self.upstream_max_age.as_secs()),
+            format!(
+                "CLIENT_SEND_TIMEOUT_SECS={}",
+                self.client_send_timeout.as_secs()
+            ),
+            format!("CLIENT_PING_SECS={}", self.client_ping_every.as_secs()),
+            format!("MAX_CONNECTIONS={}", self.max_connections),
+        ]
+        .join(" ")
     }
 }
 
@@ -548,7 +583,12 @@ mod tests {
             "mongodb://alice:***@db.example:27017/?authSource=admin"
         );
         assert!(!format!("{config:?}").contains("s3cr"));
-        assert!(!config.store_description().contains("s3cr"));
+        assert!(
+            config
+                .summary()
+                .contains("MONGO_URI=mongodb://alice:***@db.example:27017/")
+        );
+        assert!(!config.summary().contains("s3cr"));
         assert_eq!(
             uri.scrub("auth failed for s3cr@t and s3cr%40t"),
             "auth failed for *** and ***"

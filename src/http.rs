@@ -11,9 +11,9 @@ use axum::Router;
 use axum::extract::rejection::ExtensionRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, Path, RawQuery, State};
 use axum::http::{StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use futures_util::SinkExt;
 use tokio::net::{TcpListener, TcpSocket};
@@ -24,8 +24,17 @@ use tower_http::trace::TraceLayer;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::config::Config;
-use crate::hub::Hub;
-use crate::telemetry::Counters;
+use crate::hub::{Hub, View};
+use crate::protocol::Format;
+use crate::store::CandleStore;
+use crate::telemetry::{Counters, SymbolLabel};
+
+/// The live page, and the chart library it uses (vendored from npm; see web/vendor).
+const PAGE: &str = include_str!("../web/index.html");
+const CHARTS_JS: &[u8] =
+    include_bytes!("../web/vendor/lightweight-charts/lightweight-charts.standalone.production.js");
+/// Most candles one history request returns.
+pub const HISTORY_API_MAX: usize = 1000;
 
 /// Pending connections the kernel queues for us; bursts of connects beyond the
 /// default 128 would otherwise be dropped and retried by clients after a second.
@@ -58,12 +67,15 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// How connections are treated, from the configuration.
+/// How connections are treated and what readiness means, from the configuration.
 #[derive(Debug, Clone)]
 pub struct ClientPolicy {
     pub send_timeout: Duration,
     pub ping_every: Duration,
     pub max_connections: usize,
+    /// Readiness fails when the exchange sent no data for this long.
+    pub upstream_stale_after: Duration,
+    pub interval: crate::config::Interval,
 }
 
 impl ClientPolicy {
@@ -72,6 +84,8 @@ impl ClientPolicy {
             send_timeout: config.client_send_timeout,
             ping_every: config.client_ping_every,
             max_connections: config.max_connections,
+            upstream_stale_after: config.upstream_stale_after,
+            interval: config.interval.clone(),
         }
     }
 }
@@ -86,15 +100,18 @@ pub struct AppState {
     /// Every client task, so shutdown can wait for their close frames.
     pub clients: TaskTracker,
     pub counters: Arc<Counters>,
+    store: Arc<dyn CandleStore>,
+    registry: Arc<prometheus_client::registry::Registry>,
     policy: Arc<ClientPolicy>,
     open: Arc<AtomicUsize>,
     next_connection: Arc<AtomicU64>,
 }
 
 impl AppState {
-    /// State for a router serving `hub` until `shutdown` fires.
+    /// State for a router serving `hub` (and `store`'s history) until `shutdown` fires.
     pub fn new(
         hub: Hub,
+        store: Arc<dyn CandleStore>,
         shutdown: CancellationToken,
         counters: Arc<Counters>,
         policy: ClientPolicy,
@@ -103,7 +120,9 @@ impl AppState {
             hub,
             shutdown,
             clients: TaskTracker::new(),
+            registry: Arc::new(counters.registry()),
             counters,
+            store,
             policy: Arc::new(policy),
             open: Arc::new(AtomicUsize::new(0)),
             next_connection: Arc::new(AtomicU64::new(1)),
@@ -146,6 +165,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(feed))
         .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/candles/{symbol}", get(history))
+        .route(
+            "/assets/lightweight-charts.standalone.production.js",
+            get(charts_js),
+        )
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
@@ -154,19 +180,239 @@ async fn health() -> impl IntoResponse {
     axum::Json(serde_json::json!({"status": "ok"}))
 }
 
-/// `/`: a websocket upgrade subscribes to the feed; a plain request gets a hint.
+/// `/ready`: 200 when the store answers and the exchange sent data within the stale
+/// window; 503 with the reasons otherwise.
+async fn ready(State(state): State<AppState>) -> Response {
+    let mut reasons = Vec::new();
+    if let Err(err) = state.store.ping().await {
+        reasons.push(format!("store: {err}"));
+    }
+    let last = state.counters.last_upstream_data_ms.load(Ordering::Relaxed);
+    let silent_ms = chrono::Utc::now().timestamp_millis() - last;
+    if last == 0 {
+        reasons.push("upstream: no data received from the exchange yet".to_owned());
+    } else if silent_ms > state.policy.upstream_stale_after.as_millis() as i64 {
+        reasons.push(format!(
+            "upstream: no data from the exchange for {} s",
+            silent_ms / 1000
+        ));
+    }
+    if reasons.is_empty() {
+        axum::Json(serde_json::json!({"status": "ready"})).into_response()
+    } else {
+        let body = serde_json::json!({"status": "not ready", "reasons": reasons});
+        (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+/// `/metrics`: every counter in the Prometheus (OpenMetrics) text format.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let now = chrono::Utc::now().timestamp_millis();
+    for symbol in state.hub.symbols() {
+        if let Some((open_time, _)) = state.hub.newest_open_time(symbol) {
+            let closed_at = open_time + state.policy.interval.millis();
+            let label = SymbolLabel {
+                symbol: symbol.clone(),
+            };
+            state
+                .counters
+                .newest_candle_age
+                .get_or_create(&label)
+                .set((now - closed_at) as f64 / 1000.0);
+        }
+    }
+    let mut body = String::new();
+    if let Err(err) = prometheus_client::encoding::text::encode(&mut body, &state.registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, err.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn charts_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        CHARTS_JS,
+    )
+        .into_response()
+}
+
+/// A 400 answer naming the parameter at fault.
+fn bad_parameter(parameter: &str, error: String) -> Response {
+    let body = serde_json::json!({"error": error, "parameter": parameter});
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// Query pairs, decoded; a parameter given twice is an error.
+fn query_pairs(query: Option<&str>, known: &[&str]) -> Result<Vec<(String, String)>, Response> {
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (name, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+        if !known.contains(&name.as_ref()) {
+            return Err(bad_parameter(
+                &name,
+                format!(
+                    "unknown parameter {name:?}; expected one of {}",
+                    known.join(", ")
+                ),
+            ));
+        }
+        if pairs.iter().any(|(seen, _)| *seen == name) {
+            return Err(bad_parameter(
+                &name,
+                format!("{name} is given more than once"),
+            ));
+        }
+        pairs.push((name.into_owned(), value.into_owned()));
+    }
+    Ok(pairs)
+}
+
+fn parse_number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(
+    parameter: &str,
+    value: &str,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, Response> {
+    match value.parse::<T>() {
+        Ok(number) if range.contains(&number) => Ok(number),
+        _ => Err(bad_parameter(
+            parameter,
+            format!(
+                "{parameter} must be a whole number from {} to {}, got {value:?}",
+                range.start(),
+                range.end()
+            ),
+        )),
+    }
+}
+
+/// Which coins a websocket client wants, in which order, and how.
+struct Subscription {
+    positions: Vec<usize>,
+    view: View,
+}
+
+/// Reads `?symbols=`, `?limit=` and `?format=`.
+fn parse_subscription(query: Option<&str>, hub: &Hub) -> Result<Subscription, Response> {
+    let mut subscription = Subscription {
+        positions: (0..hub.symbols().len()).collect(),
+        view: hub.default_view(),
+    };
+    for (name, value) in query_pairs(query, &["symbols", "limit", "format"])? {
+        match name.as_str() {
+            "symbols" => {
+                let mut positions = Vec::new();
+                for symbol in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+                    let symbol = symbol.to_ascii_uppercase();
+                    let Some(position) = hub.position(&symbol) else {
+                        let known = hub.symbols().join(",");
+                        return Err(bad_parameter(
+                            "symbols",
+                            format!("unknown symbol {symbol}; this server has {known}"),
+                        ));
+                    };
+                    if positions.contains(&position) {
+                        return Err(bad_parameter(
+                            "symbols",
+                            format!("{symbol} is listed twice"),
+                        ));
+                    }
+                    positions.push(position);
+                }
+                if positions.is_empty() {
+                    return Err(bad_parameter(
+                        "symbols",
+                        "symbols must name at least one symbol".to_owned(),
+                    ));
+                }
+                subscription.positions = positions;
+            }
+            "limit" => {
+                subscription.view.limit = parse_number("limit", &value, 1..=hub.history_max())?
+            }
+            "format" => {
+                subscription.view.format = match value.as_str() {
+                    "compact" => Format::Compact,
+                    "candles" => Format::Candles,
+                    _ => {
+                        return Err(bad_parameter(
+                            "format",
+                            format!("format must be compact or candles, got {value:?}"),
+                        ));
+                    }
+                }
+            }
+            _ => unreachable!("query_pairs only returns known names"),
+        }
+    }
+    Ok(subscription)
+}
+
+/// `/api/v1/candles/{symbol}?limit=&before=`: stored candles, newest first, paged
+/// by `before` (an open time in epoch ms, exclusive).
+async fn history(
+    Path(symbol): Path<String>,
+    RawQuery(query): RawQuery,
+    State(state): State<AppState>,
+) -> Response {
+    let symbol = symbol.to_ascii_uppercase();
+    if state.hub.position(&symbol).is_none() {
+        let body = serde_json::json!({"error": format!("unknown symbol {symbol}"), "symbols": state.hub.symbols()});
+        return (StatusCode::NOT_FOUND, axum::Json(body)).into_response();
+    }
+    let (mut limit, mut before) = (100usize, None);
+    let pairs = match query_pairs(query.as_deref(), &["limit", "before"]) {
+        Ok(pairs) => pairs,
+        Err(response) => return response,
+    };
+    for (name, value) in pairs {
+        let parsed = match name.as_str() {
+            "limit" => parse_number("limit", &value, 1..=HISTORY_API_MAX).map(|n| limit = n),
+            _ => parse_number("before", &value, 0..=i64::MAX).map(|n| before = Some(n)),
+        };
+        if let Err(response) = parsed {
+            return response;
+        }
+    }
+    let interval = state.policy.interval.name();
+    match state.store.page(&symbol, interval, limit, before).await {
+        Ok(candles) => {
+            let candles: Vec<crate::protocol::StoredCandle> =
+                candles.iter().map(Into::into).collect();
+            axum::Json(
+                serde_json::json!({"symbol": symbol, "interval": interval, "candles": candles}),
+            )
+            .into_response()
+        }
+        Err(err) => {
+            warn!(error = %err, "history request failed");
+            let body = serde_json::json!({"error": format!("the store is unavailable: {err}")});
+            (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+        }
+    }
+}
+
+/// `/`: a websocket upgrade subscribes to the feed; a browser gets the live page.
 async fn feed(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    RawQuery(query): RawQuery,
     State(state): State<AppState>,
     connect_info: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
 ) -> Response {
     let Ok(upgrade) = upgrade else {
-        return (
-            StatusCode::UPGRADE_REQUIRED,
-            [(header::UPGRADE, "websocket")],
-            "candlecast streams candles over a websocket: connect with e.g. `wscat -c ws://HOST:PORT/`\n",
-        )
-            .into_response();
+        return Html(PAGE).into_response();
+    };
+    let subscription = match parse_subscription(query.as_deref(), &state.hub) {
+        Ok(subscription) => subscription,
+        Err(response) => return response,
     };
     let Some(slot) = state.claim_slot() else {
         Counters::add(&state.counters.connections_rejected, 1);
@@ -194,7 +440,8 @@ async fn feed(
         .max_frame_size(MAX_CLIENT_MESSAGE)
         .on_upgrade(move |socket| {
             clients.track_future(
-                serve_client(socket, state, slot).instrument(info_span!("client", id, peer)),
+                serve_client(socket, state, subscription, slot)
+                    .instrument(info_span!("client", id, peer)),
             )
         })
 }
@@ -242,17 +489,25 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
 
 /// Sends the current window of every coin, then each coin's new window as it changes.
 /// A client that falls behind gets only the newest message per coin, never a backlog.
-async fn serve_client(mut socket: WebSocket, state: AppState, _slot: Slot) {
+async fn serve_client(
+    mut socket: WebSocket,
+    state: AppState,
+    subscription: Subscription,
+    _slot: Slot,
+) {
+    let Subscription { positions, view } = subscription;
     let mut updates = state.hub.subscribe();
     let snapshot = Arc::clone(&updates.borrow_and_update());
-    let mut sent: Vec<u64> = snapshot.coins.iter().map(|coin| coin.version).collect();
-    let outcome = send_batch(
-        &mut socket,
-        snapshot.coins.iter().map(|coin| coin.text.clone()),
-        &state,
-    )
-    .await;
+    let mut sent: Vec<u64> = positions
+        .iter()
+        .map(|&p| snapshot.coins[p].version)
+        .collect();
+    let first: Vec<Utf8Bytes> = positions
+        .iter()
+        .map(|&p| state.hub.message(&snapshot, p, view))
+        .collect();
     drop(snapshot);
+    let outcome = send_batch(&mut socket, first.into_iter(), &state).await;
     if let Err(failed) = outcome {
         return on_failed(&mut socket, failed, &state).await;
     }
@@ -271,14 +526,13 @@ async fn serve_client(mut socket: WebSocket, state: AppState, _slot: Slot) {
                     return;
                 }
                 let snapshot = Arc::clone(&updates.borrow_and_update());
-                let changed: Vec<Utf8Bytes> = snapshot
-                    .coins
+                let changed: Vec<Utf8Bytes> = positions
                     .iter()
                     .zip(sent.iter_mut())
-                    .filter(|(coin, sent)| coin.version != **sent)
-                    .map(|(coin, sent)| {
-                        *sent = coin.version;
-                        coin.text.clone()
+                    .filter(|(p, sent)| snapshot.coins[**p].version != **sent)
+                    .map(|(&p, sent)| {
+                        *sent = snapshot.coins[p].version;
+                        state.hub.message(&snapshot, p, view)
                     })
                     .collect();
                 drop(snapshot);

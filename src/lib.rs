@@ -101,6 +101,7 @@ pub async fn run_with_counters(
         Arc::clone(&counters),
         cancel.clone(),
     );
+    let upstream_store = Arc::clone(&store);
     let upstream = Arc::new(Upstream::new(
         &config,
         hub.clone(),
@@ -129,6 +130,7 @@ pub async fn run_with_counters(
     info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
     let state = http::AppState::new(
         hub,
+        upstream_store,
         cancel.clone(),
         Arc::clone(&counters),
         http::ClientPolicy::from_config(&config),

@@ -24,10 +24,7 @@ async fn main() -> ExitCode {
     candlecast::telemetry::init_with(&config.log_filter, config.log_format);
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        store = %config.store_description(),
-        upstream = %config.binance_ws_url,
-        time_zone = %config.time_zone,
-        history_len = config.history_len,
+        config = %config.summary(),
         "starting candlecast"
     );
 

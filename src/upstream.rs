@@ -304,6 +304,14 @@ impl Upstream {
                                 break;
                             }
                             Some(Ok(_)) => {} // pings are answered by tungstenite while we read
+                            // A socket dropped without a close frame is an EOF, however
+                            // tungstenite reports it.
+                            Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(
+                                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
+                            ))) => {
+                                lost = Some((ReconnectCause::Eof, "connection reset without a close frame".to_owned()));
+                                break;
+                            }
                             Some(Err(err)) => {
                                 lost = Some((ReconnectCause::Error, format!("read error: {err}")));
                                 break;

@@ -221,7 +221,7 @@ async fn configured_symbols_come_in_their_order_and_history_len_sets_the_length(
 }
 
 #[tokio::test]
-async fn health_answers_and_a_plain_get_explains_the_websocket() {
+async fn health_answers_and_a_plain_get_serves_the_page() {
     let backend = Backend::sqlite();
     let fake = FakeExchange::start(&SYMBOLS).await;
     let app = TestApp::spawn(config_for(&fake, &backend, &[])).await;
@@ -230,8 +230,14 @@ async fn health_answers_and_a_plain_get_explains_the_websocket() {
         .unwrap();
     assert_eq!(health.status(), 200);
     let plain = reqwest::get(format!("http://{}/", app.addr)).await.unwrap();
-    assert_eq!(plain.status(), 426);
-    assert!(plain.text().await.unwrap().contains("websocket"));
+    assert_eq!(plain.status(), 200);
+    assert!(
+        plain
+            .text()
+            .await
+            .unwrap()
+            .contains("<title>candlecast</title>")
+    );
     app.stop().await.unwrap();
 }
 
