@@ -158,7 +158,7 @@ async fn a_dotenv_file_points_it_at_mongodb() {
     );
 }
 
-const VARIABLES: [&str; 19] = [
+const VARIABLES: [&str; 21] = [
     "PORT",
     "BIND_ADDR",
     "MONGO_URI",
@@ -178,6 +178,8 @@ const VARIABLES: [&str; 19] = [
     "CLIENT_SEND_TIMEOUT_SECS",
     "CLIENT_PING_SECS",
     "MAX_CONNECTIONS",
+    "HISTORY_MAX",
+    "LOG_FORMAT",
 ];
 
 #[test]
