@@ -39,6 +39,9 @@ pub struct Config {
     pub bind_addr: IpAddr,
     /// `MONGO_URI`: `None` selects the embedded SQLite store.
     pub mongo_uri: Option<MongoUri>,
+    /// `INGEST`: connect to the exchange and write (true), or only follow the
+    /// database's change stream (false; needs `MONGO_URI`).
+    pub ingest: bool,
     /// `MONGO_DATABASE`.
     pub mongo_database: String,
     /// `MONGO_COLLECTION`.
@@ -102,7 +105,7 @@ impl Config {
     /// Builds the configuration from any variable source; tests pass a map.
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let source = Source(&lookup);
-        Ok(Self {
+        Self {
             port: source.parse_or("PORT", 8080, parse_port)?,
             bind_addr: source.parse_or("BIND_ADDR", IpAddr::from([0, 0, 0, 0]), |raw| {
                 IpAddr::from_str(raw)
@@ -112,6 +115,11 @@ impl Config {
                 None => None,
                 Some(raw) => Some(MongoUri::parse(raw.trim()).map_err(|reason| ConfigError::new("MONGO_URI", reason))?),
             },
+            ingest: source.parse_or("INGEST", true, |raw| match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(format!("expected true or false, got {raw:?}")),
+            })?,
             mongo_database: source.parse_or("MONGO_DATABASE", "candlecast".to_owned(), parse_name)?,
             mongo_collection: source.parse_or("MONGO_COLLECTION", "candles".to_owned(), parse_name)?,
             data_dir: source.parse_or("DATA_DIR", PathBuf::from("./data"), |raw| Ok(PathBuf::from(raw)))?,
@@ -172,7 +180,18 @@ impl Config {
                 _ => Err(format!("expected a whole number of at least 1, got {raw:?}")),
             })?,
             write_queue_batches: crate::store::WRITE_QUEUE_BATCHES,
-        })
+        }
+        .check()
+    }
+
+    fn check(self) -> Result<Self, ConfigError> {
+        if !self.ingest && self.mongo_uri.is_none() {
+            return Err(ConfigError::new(
+                "INGEST",
+                "INGEST=false needs MONGO_URI: a follower reads the candles ingesters write to MongoDB",
+            ));
+        }
+        Ok(self)
     }
 
     /// Candles kept in memory per coin: `HISTORY_MAX`, or `HISTORY_LEN` if larger.
@@ -194,6 +213,7 @@ impl Config {
         [
             format!("PORT={}", self.port),
             format!("BIND_ADDR={}", self.bind_addr),
+            format!("INGEST={}", self.ingest),
             format!("MONGO_URI={mongo}"),
             format!("MONGO_DATABASE={}", self.mongo_database),
             format!("MONGO_COLLECTION={}", self.mongo_collection),
@@ -558,6 +578,21 @@ mod tests {
             assert_eq!(err.var, var, "{var}={value:?} gave {err}");
             assert!(err.to_string().contains(var), "{err}");
         }
+    }
+
+    #[test]
+    fn a_follower_needs_mongodb() {
+        let err = config_with(&[("INGEST", "false")]).unwrap_err();
+        assert_eq!(err.var, "INGEST");
+        assert!(err.to_string().contains("MONGO_URI"), "{err}");
+        let follower =
+            config_with(&[("INGEST", "false"), ("MONGO_URI", "mongodb://db:27017")]).unwrap();
+        assert!(!follower.ingest);
+        assert!(config_with(&[]).unwrap().ingest);
+        assert_eq!(
+            config_with(&[("INGEST", "maybe")]).unwrap_err().var,
+            "INGEST"
+        );
     }
 
     #[test]

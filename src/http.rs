@@ -75,6 +75,8 @@ pub struct ClientPolicy {
     pub max_connections: usize,
     /// Readiness fails when the exchange sent no data for this long.
     pub upstream_stale_after: Duration,
+    /// An ingester is ready with live exchange data; a follower with an open change stream.
+    pub ingest: bool,
     pub interval: crate::config::Interval,
 }
 
@@ -85,6 +87,7 @@ impl ClientPolicy {
             ping_every: config.client_ping_every,
             max_connections: config.max_connections,
             upstream_stale_after: config.upstream_stale_after,
+            ingest: config.ingest,
             interval: config.interval.clone(),
         }
     }
@@ -187,15 +190,21 @@ async fn ready(State(state): State<AppState>) -> Response {
     if let Err(err) = state.store.ping().await {
         reasons.push(format!("store: {err}"));
     }
-    let last = state.counters.last_upstream_data_ms.load(Ordering::Relaxed);
-    let silent_ms = chrono::Utc::now().timestamp_millis() - last;
-    if last == 0 {
-        reasons.push("upstream: no data received from the exchange yet".to_owned());
-    } else if silent_ms > state.policy.upstream_stale_after.as_millis() as i64 {
-        reasons.push(format!(
-            "upstream: no data from the exchange for {} s",
-            silent_ms / 1000
-        ));
+    if state.policy.ingest {
+        let last = state.counters.last_upstream_data_ms.load(Ordering::Relaxed);
+        let silent_ms = chrono::Utc::now().timestamp_millis() - last;
+        if last == 0 {
+            reasons.push("upstream: no data received from the exchange yet".to_owned());
+        } else if silent_ms > state.policy.upstream_stale_after.as_millis() as i64 {
+            reasons.push(format!(
+                "upstream: no data from the exchange for {} s",
+                silent_ms / 1000
+            ));
+        }
+    } else if Counters::get(&state.counters.change_stream_open) == 0 {
+        reasons.push(
+            "change stream: not open, so candles written by ingesters do not arrive".to_owned(),
+        );
     }
     if reasons.is_empty() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()

@@ -48,6 +48,7 @@ struct HubInner {
     symbols: Vec<String>,
     positions: HashMap<String, usize>,
     interval: String,
+    history_max: usize,
     default_view: View,
     windows: Mutex<Vec<Window>>,
     /// Other views' messages, rendered once per coin version and shared.
@@ -93,6 +94,7 @@ impl Hub {
                     .map(|(i, s)| (s.clone(), i))
                     .collect(),
                 interval: interval.to_owned(),
+                history_max,
                 default_view,
                 windows: Mutex::new(windows),
                 rendered: Mutex::new(HashMap::new()),
@@ -156,7 +158,7 @@ impl Hub {
 
     /// The most candles per coin a view may ask for.
     pub fn history_max(&self) -> usize {
-        self.inner.windows.lock().expect("hub lock poisoned")[0].capacity
+        self.inner.history_max
     }
 
     /// The message of the coin at `position` for `view`. The default view's bytes

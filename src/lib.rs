@@ -3,6 +3,7 @@
 
 pub mod candle;
 pub mod config;
+pub mod follow;
 pub mod http;
 pub mod hub;
 pub mod protocol;
@@ -20,7 +21,8 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
+use crate::follow::Follower;
 use crate::hub::Hub;
 use crate::store::{CandleStore, MongoStore, SqliteStore, StoreWriter};
 use crate::telemetry::Counters;
@@ -31,15 +33,25 @@ const CLIENTS_TIMEOUT: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued candles to reach the store.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The store the service uses, and the MongoDB handle when it is MongoDB (whose
+/// change stream a replica can follow).
+pub struct Stores {
+    pub store: Arc<dyn CandleStore>,
+    pub mongo: Option<MongoStore>,
+}
+
 /// Opens the configured store: MongoDB when `MONGO_URI` is set, else SQLite.
-pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CandleStore>> {
+pub async fn open_store(config: &Config) -> anyhow::Result<Stores> {
     Ok(match &config.mongo_uri {
         Some(uri) => {
             let store = MongoStore::connect(uri, &config.mongo_database, &config.mongo_collection)
                 .await
                 .with_context(|| format!("cannot open MongoDB store at {uri}"))?;
             info!(uri = %uri, database = %config.mongo_database, collection = %config.mongo_collection, "using MongoDB store");
-            Arc::new(store)
+            Stores {
+                store: Arc::new(store.clone()),
+                mongo: Some(store),
+            }
         }
         None => {
             let store =
@@ -48,7 +60,10 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn CandleStore>>
                 path = %config.data_dir.join(store::SQLITE_FILE).display(),
                 "MONGO_URI is not set: using the embedded SQLite store"
             );
-            Arc::new(store)
+            Stores {
+                store: Arc::new(store),
+                mongo: None,
+            }
         }
     })
 }
@@ -70,8 +85,7 @@ pub async fn run_with_counters(
     shutdown: impl Future<Output = ()> + Send + 'static,
     counters: Arc<Counters>,
 ) -> anyhow::Result<()> {
-    let store = open_store(&config).await?;
-
+    let Stores { store, mongo } = open_store(&config).await?;
     let hub = Hub::new(
         &config.symbols,
         config.interval.name(),
@@ -95,42 +109,88 @@ pub async fn run_with_counters(
         signal.cancel();
     });
 
-    let (writer, writer_task) = StoreWriter::spawn(
-        Arc::clone(&store),
-        config.write_queue_batches,
-        Arc::clone(&counters),
-        cancel.clone(),
-    );
-    let upstream_store = Arc::clone(&store);
-    let upstream = Arc::new(Upstream::new(
-        &config,
-        hub.clone(),
-        store,
-        writer,
-        Arc::clone(&counters),
-    )?);
-    let (startup_done, startup_backfill) = oneshot::channel();
-    let upstream_task = tokio::spawn(
-        upstream
-            .run(cancel.clone(), startup_done)
-            .instrument(info_span!("upstream")),
-    );
+    // Every replica on MongoDB follows the change stream: a follower's only source,
+    // and an ingester's view of what other ingesters write.
+    let follower_task = match mongo {
+        Some(mongo) => match mongo.watch(None).await {
+            Ok(_) => {
+                let follower = Follower {
+                    mongo,
+                    store: Arc::clone(&store),
+                    hub: hub.clone(),
+                    interval: config.interval.name().to_owned(),
+                    window_len: config.window_len(),
+                    backoff_max: config.upstream_backoff_max,
+                    counters: Arc::clone(&counters),
+                };
+                Some(tokio::spawn(
+                    follower
+                        .run(cancel.clone())
+                        .instrument(info_span!("follow")),
+                ))
+            }
+            Err(err) if !config.ingest => {
+                let uri = config
+                    .mongo_uri
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                return Err(ConfigError {
+                    var: "MONGO_URI",
+                    reason: format!(
+                        "INGEST=false needs a MongoDB replica set (change streams), but {uri} cannot open one: {err}"
+                    ),
+                }
+                .into());
+            }
+            Err(err) => {
+                warn!(error = %err, "MongoDB has no change streams (standalone?): this ingester serves only what it ingests");
+                None
+            }
+        },
+        None => None,
+    };
 
-    // Serve full windows from the first connection when the exchange answers in time.
-    tokio::select! {
-        _ = cancel.cancelled() => {}
-        waited = tokio::time::timeout(config.startup_backfill_timeout, startup_backfill) => {
-            if waited.is_err() {
-                warn!(timeout = ?config.startup_backfill_timeout, "startup backfill still running; serving what is stored");
+    let ingest = if config.ingest {
+        let (writer, writer_task) = StoreWriter::spawn(
+            Arc::clone(&store),
+            config.write_queue_batches,
+            Arc::clone(&counters),
+            cancel.clone(),
+        );
+        let upstream = Arc::new(Upstream::new(
+            &config,
+            hub.clone(),
+            Arc::clone(&store),
+            writer,
+            Arc::clone(&counters),
+        )?);
+        let (startup_done, startup_backfill) = oneshot::channel();
+        let upstream_task = tokio::spawn(
+            upstream
+                .run(cancel.clone(), startup_done)
+                .instrument(info_span!("upstream")),
+        );
+        // Serve full windows from the first connection when the exchange answers in time.
+        tokio::select! {
+            _ = cancel.cancelled() => {}
+            waited = tokio::time::timeout(config.startup_backfill_timeout, startup_backfill) => {
+                if waited.is_err() {
+                    warn!(timeout = ?config.startup_backfill_timeout, "startup backfill still running; serving what is stored");
+                }
             }
         }
-    }
+        Some((upstream_task, writer_task))
+    } else {
+        info!("INGEST=false: following the candle collection; not connecting to the exchange");
+        None
+    };
 
     let address = listener.local_addr()?;
     info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
     let state = http::AppState::new(
         hub,
-        upstream_store,
+        store,
         cancel.clone(),
         Arc::clone(&counters),
         http::ClientPolicy::from_config(&config),
@@ -154,18 +214,23 @@ pub async fn run_with_counters(
             "some clients did not close in time"
         );
     }
-    if let Err(err) = upstream_task.await {
-        warn!(error = %err, "upstream task failed");
+    if let Some(follower) = follower_task {
+        let _ = follower.await;
     }
-    // The upstream held the last queue senders; the writer now drains and ends.
-    if tokio::time::timeout(FLUSH_TIMEOUT, writer_task)
-        .await
-        .is_err()
-    {
-        warn!(
-            pending = Counters::get(&counters.pending_writes),
-            "store writes still pending at exit"
-        );
+    if let Some((upstream_task, writer_task)) = ingest {
+        if let Err(err) = upstream_task.await {
+            warn!(error = %err, "upstream task failed");
+        }
+        // The upstream held the last queue senders; the writer now drains and ends.
+        if tokio::time::timeout(FLUSH_TIMEOUT, writer_task)
+            .await
+            .is_err()
+        {
+            warn!(
+                pending = Counters::get(&counters.pending_writes),
+                "store writes still pending at exit"
+            );
+        }
     }
     info!("stopped");
     served.context("http server failed")

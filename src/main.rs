@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use candlecast::config::Config;
+use candlecast::config::{Config, ConfigError};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -38,6 +38,12 @@ async fn main() -> ExitCode {
     };
     match candlecast::run(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
+        // A store that cannot do what the configuration asks is a configuration error.
+        Err(err) if err.downcast_ref::<ConfigError>().is_some() => {
+            tracing::error!(error = %err, "candlecast cannot start");
+            eprintln!("candlecast: {err}");
+            ExitCode::from(2)
+        }
         Err(err) => {
             tracing::error!(
                 error = format!("{err:#}"),

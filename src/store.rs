@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::TryStreamExt;
+use futures_util::{StreamExt, TryStreamExt};
 use mongodb::bson::{self, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
@@ -162,6 +162,32 @@ impl MongoStore {
         Ok(store)
     }
 
+    /// Opens a change stream of written candles, resuming after `token` when given.
+    /// Fails on a server without change streams (a standalone mongod).
+    pub async fn watch(&self, token: Option<ResumeToken>) -> Result<CandleChanges, StoreError> {
+        let written = [
+            "insert",
+            "update",
+            "replace",
+            "drop",
+            "dropDatabase",
+            "rename",
+            "invalidate",
+        ];
+        let stream = self
+            .collection
+            .watch()
+            .pipeline([doc! {"$match": {"operationType": {"$in": written.to_vec()}}}])
+            .full_document(mongodb::options::FullDocumentType::UpdateLookup)
+            .resume_after(token)
+            .await
+            .map_err(|err| self.error(err))?;
+        Ok(CandleChanges {
+            stream,
+            uri: self.uri.clone(),
+        })
+    }
+
     fn error(&self, err: mongodb::error::Error) -> StoreError {
         StoreError(self.uri.scrub(&err.to_string()))
     }
@@ -249,6 +275,58 @@ impl CandleStore for MongoStore {
                 "MongoDB did not answer a ping within 2 s".into(),
             )),
         }
+    }
+}
+
+pub use mongodb::change_stream::event::ResumeToken;
+
+/// What happened to the candle collection.
+#[derive(Debug)]
+pub enum Change {
+    /// A candle was inserted or replaced.
+    Written(Candle),
+    /// The collection or database went away: the stream cannot go on.
+    Reset,
+}
+
+/// The candle collection's change stream.
+pub struct CandleChanges {
+    stream: mongodb::change_stream::ChangeStream<
+        mongodb::change_stream::event::ChangeStreamEvent<CandleDocument>,
+    >,
+    uri: MongoUri,
+}
+
+impl CandleChanges {
+    /// The next change; `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<Change, StoreError>> {
+        use mongodb::change_stream::event::OperationType;
+        loop {
+            let event = match self.stream.next().await? {
+                Ok(event) => event,
+                Err(err) => return Some(Err(StoreError(self.uri.scrub(&err.to_string())))),
+            };
+            match event.operation_type {
+                OperationType::Insert | OperationType::Update | OperationType::Replace => {
+                    if let Some(document) = event.full_document {
+                        return Some(Ok(Change::Written(document.into())));
+                    }
+                    // An update whose document is already gone: nothing to show.
+                }
+                OperationType::Drop
+                | OperationType::DropDatabase
+                | OperationType::Rename
+                | OperationType::Invalidate => {
+                    return Some(Ok(Change::Reset));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Where to resume after the last change returned.
+    pub fn resume_token(&self) -> Option<ResumeToken> {
+        self.stream.resume_token()
     }
 }
 

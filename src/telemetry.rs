@@ -152,6 +152,12 @@ pub struct Counters {
     pub oversized_messages: Counter,
     /// Upgrades refused at `MAX_CONNECTIONS`.
     pub connections_rejected: Counter,
+    /// 1 while the change stream of the candle collection is open.
+    pub change_stream_open: Gauge,
+    /// Candles received from the change stream.
+    pub followed_candles: Counter,
+    /// Change stream interruptions.
+    pub change_stream_errors: Counter,
     /// Age in seconds of the newest closed candle, per symbol (set at scrape time).
     pub newest_candle_age: Family<SymbolLabel, Gauge<f64, AtomicU64>>,
 }
@@ -184,6 +190,9 @@ impl Default for Counters {
             unresponsive_clients_closed: Counter::default(),
             oversized_messages: Counter::default(),
             connections_rejected: Counter::default(),
+            change_stream_open: Gauge::default(),
+            followed_candles: Counter::default(),
+            change_stream_errors: Counter::default(),
             newest_candle_age: Family::default(),
         }
     }
@@ -342,6 +351,21 @@ impl Counters {
             "connections_rejected",
             "Upgrades refused at MAX_CONNECTIONS",
             self.connections_rejected.clone(),
+        );
+        r.register(
+            "change_stream_open",
+            "1 while the change stream is open",
+            self.change_stream_open.clone(),
+        );
+        r.register(
+            "followed_candles",
+            "Candles received from the change stream",
+            self.followed_candles.clone(),
+        );
+        r.register(
+            "change_stream_errors",
+            "Change stream interruptions",
+            self.change_stream_errors.clone(),
         );
         r.register(
             "newest_candle_age_seconds",

@@ -292,10 +292,11 @@ impl Upstream {
                     let mut closed = Vec::new();
                     let mut next = next;
                     let mut lost = None;
+                    let mut got_data = false;
                     for _ in 0..MAX_BATCH_FRAMES {
                         match next {
                             Some(Ok(Message::Text(text))) => {
-                                last_data = Instant::now();
+                                got_data = true;
                                 self.on_frame(text.as_str(), &mut closed);
                             }
                             Some(Ok(Message::Close(frame))) => {
@@ -326,7 +327,8 @@ impl Upstream {
                             None => break,
                         }
                     }
-                    if last_data.elapsed() < Duration::from_millis(1) {
+                    if got_data {
+                        last_data = Instant::now();
                         self.counters.upstream_data_now();
                     }
                     self.deliver(closed);
@@ -357,6 +359,7 @@ impl Upstream {
                         Some(Ok(Message::Text(text))) => {
                             let mut closed = Vec::new();
                             self.on_frame(text.as_str(), &mut closed);
+                            self.counters.upstream_data_now();
                             self.deliver(closed);
                             let next = successor.take().expect("guarded");
                             socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at);

@@ -1,0 +1,121 @@
+//! Follows the candle collection's MongoDB change stream into the hub, so a replica
+//! serves candles that any ingester wrote: the only source of a follower
+//! (`INGEST=false`), and a second one for ingesters, whose clients then see other
+//! ingesters' candles while their own exchange connection is down.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::hub::Hub;
+use crate::store::{CandleStore, Change, MongoStore, ResumeToken};
+use crate::telemetry::Counters;
+use crate::upstream::{Backoff, FIRST_RETRY_DELAY};
+
+/// What the follower needs.
+pub struct Follower {
+    pub mongo: MongoStore,
+    pub store: Arc<dyn CandleStore>,
+    pub hub: Hub,
+    pub interval: String,
+    /// Candles per coin to reload into a window.
+    pub window_len: usize,
+    pub backoff_max: Duration,
+    pub counters: Arc<Counters>,
+}
+
+impl Follower {
+    /// Applies every written candle to the hub until `cancel`. After an error it
+    /// resumes from the last resume token with backoff; when it cannot resume (token
+    /// too old, collection dropped) it opens a fresh stream and then reloads the
+    /// windows from the store, so nothing written in between is missed.
+    pub async fn run(self, cancel: CancellationToken) {
+        let mut token: Option<ResumeToken> = None;
+        // The windows were loaded before the stream opened: load them again once it
+        // is open, so a candle written in between is not missed.
+        let mut reload = true;
+        let mut backoff = Backoff::new(FIRST_RETRY_DELAY, self.backoff_max);
+        loop {
+            let opened = tokio::select! {
+                _ = cancel.cancelled() => break,
+                opened = self.mongo.watch(token.clone()) => opened,
+            };
+            let mut changes = match opened {
+                Ok(changes) => changes,
+                Err(err) if token.is_some() => {
+                    warn!(error = %err, "cannot resume the change stream; opening a fresh one and reloading the windows");
+                    token = None;
+                    reload = true;
+                    continue;
+                }
+                Err(err) => {
+                    let delay = backoff.next_delay();
+                    warn!(error = %err, retry_in = ?delay, "cannot open the change stream");
+                    tokio::select! {
+                        _ = cancel.cancelled() => break,
+                        _ = tokio::time::sleep(delay) => continue,
+                    }
+                }
+            };
+            self.counters.change_stream_open.set(1);
+            info!(
+                resumed = token.is_some(),
+                "following the candle collection's change stream"
+            );
+            if reload {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = self.reload() => reload = false,
+                }
+            }
+            let ended = loop {
+                let next = tokio::select! {
+                    _ = cancel.cancelled() => None,
+                    next = changes.next() => Some(next),
+                };
+                match next {
+                    None => break None, // shutting down
+                    Some(Some(Ok(Change::Written(candle)))) => {
+                        backoff.reset();
+                        token = changes.resume_token();
+                        Counters::add(&self.counters.followed_candles, 1);
+                        self.hub.apply(&[candle]);
+                    }
+                    Some(Some(Ok(Change::Reset))) => {
+                        token = None;
+                        reload = true;
+                        break Some("the collection was dropped or renamed".to_owned());
+                    }
+                    Some(Some(Err(err))) => break Some(err.to_string()),
+                    Some(None) => break Some("the change stream ended".to_owned()),
+                }
+            };
+            self.counters.change_stream_open.set(0);
+            let Some(reason) = ended else { break };
+            Counters::add(&self.counters.change_stream_errors, 1);
+            let delay = backoff.next_delay();
+            warn!(reason = %reason, retry_in = ?delay, "change stream interrupted; resuming");
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    async fn reload(&self) {
+        for symbol in self.hub.symbols() {
+            match self
+                .store
+                .latest(symbol, &self.interval, self.window_len + 1)
+                .await
+            {
+                Ok(candles) => {
+                    self.hub.apply(&candles);
+                }
+                Err(err) => warn!(symbol, error = %err, "cannot reload the window from the store"),
+            }
+        }
+    }
+}
