@@ -119,3 +119,29 @@ impl Follower {
         }
     }
 }
+
+/// Writes this ingester's heartbeat every `every` until `cancel`, so followers can
+/// tell whether anyone is still bringing in candles.
+pub async fn heartbeat(
+    mongo: MongoStore,
+    counters: Arc<Counters>,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let last_data = counters
+            .last_upstream_data_ms
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if let Err(err) = mongo.beat(&id, last_data).await {
+            // The store's own errors are logged by the writer; this one stays quiet.
+            tracing::debug!(error = %err, "heartbeat not written");
+        }
+    }
+}

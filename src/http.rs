@@ -104,6 +104,8 @@ pub struct AppState {
     pub clients: TaskTracker,
     pub counters: Arc<Counters>,
     store: Arc<dyn CandleStore>,
+    /// For a follower's readiness: the ingesters' heartbeats.
+    mongo: Option<crate::store::MongoStore>,
     registry: Arc<prometheus_client::registry::Registry>,
     policy: Arc<ClientPolicy>,
     open: Arc<AtomicUsize>,
@@ -115,6 +117,7 @@ impl AppState {
     pub fn new(
         hub: Hub,
         store: Arc<dyn CandleStore>,
+        mongo: Option<crate::store::MongoStore>,
         shutdown: CancellationToken,
         counters: Arc<Counters>,
         policy: ClientPolicy,
@@ -126,6 +129,7 @@ impl AppState {
             registry: Arc::new(counters.registry()),
             counters,
             store,
+            mongo,
             policy: Arc::new(policy),
             open: Arc::new(AtomicUsize::new(0)),
             next_connection: Arc::new(AtomicU64::new(1)),
@@ -201,16 +205,41 @@ async fn ready(State(state): State<AppState>) -> Response {
                 silent_ms / 1000
             ));
         }
-    } else if Counters::get(&state.counters.change_stream_open) == 0 {
-        reasons.push(
-            "change stream: not open, so candles written by ingesters do not arrive".to_owned(),
-        );
+    } else {
+        if Counters::get(&state.counters.change_stream_open) == 0 {
+            reasons.push(
+                "change stream: not open, so candles written by ingesters do not arrive".to_owned(),
+            );
+        }
+        if let Some(reason) = ingesters_unhealthy(&state).await {
+            reasons.push(reason);
+        }
     }
     if reasons.is_empty() {
         axum::Json(serde_json::json!({"status": "ready"})).into_response()
     } else {
         let body = serde_json::json!({"status": "not ready", "reasons": reasons});
         (StatusCode::SERVICE_UNAVAILABLE, axum::Json(body)).into_response()
+    }
+}
+
+/// Why no new candles reach a follower, judged by the ingesters' heartbeats.
+async fn ingesters_unhealthy(state: &AppState) -> Option<String> {
+    let stale_ms = state.policy.upstream_stale_after.as_millis() as i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let hint = "new candles come only from replicas with INGEST=true";
+    match state.mongo.as_ref()?.freshest_heartbeat().await {
+        Ok(None) => Some(format!("ingesters: none has reported yet; {hint}")),
+        Ok(Some(beat)) if now - beat.seen_ms > 2 * stale_ms => Some(format!(
+            "ingesters: none has reported for {} s; {hint}",
+            (now - beat.seen_ms) / 1000
+        )),
+        Ok(Some(beat)) if now - beat.last_data_ms > stale_ms => Some(format!(
+            "ingesters: no data from the exchange for {} s",
+            (now - beat.last_data_ms) / 1000
+        )),
+        Ok(Some(_)) => None,
+        Err(_) => None, // the store's own check reports it
     }
 }
 

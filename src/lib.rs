@@ -111,7 +111,7 @@ pub async fn run_with_counters(
 
     // Every replica on MongoDB follows the change stream: a follower's only source,
     // and an ingester's view of what other ingesters write.
-    let follower_task = match mongo {
+    let follower_task = match mongo.clone() {
         Some(mongo) => match mongo.watch(None).await {
             Ok(_) => {
                 let follower = Follower {
@@ -165,6 +165,15 @@ pub async fn run_with_counters(
             writer,
             Arc::clone(&counters),
         )?);
+        if let Some(mongo) = mongo.clone() {
+            let every = (config.upstream_stale_after / 2).max(Duration::from_millis(500));
+            tokio::spawn(follow::heartbeat(
+                mongo,
+                Arc::clone(&counters),
+                every,
+                cancel.clone(),
+            ));
+        }
         let (startup_done, startup_backfill) = oneshot::channel();
         let upstream_task = tokio::spawn(
             upstream
@@ -191,6 +200,7 @@ pub async fn run_with_counters(
     let state = http::AppState::new(
         hub,
         store,
+        mongo,
         cancel.clone(),
         Arc::clone(&counters),
         http::ClientPolicy::from_config(&config),

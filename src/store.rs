@@ -120,7 +120,17 @@ impl From<CandleDocument> for Candle {
 #[derive(Clone)]
 pub struct MongoStore {
     collection: Collection<CandleDocument>,
+    /// `{collection}_ingesters`: one heartbeat document per running ingester.
+    heartbeats: Collection<Document>,
     uri: MongoUri,
+}
+
+/// The freshest ingester heartbeat: when it was written and when that ingester last
+/// had data from the exchange (epoch ms; 0 for never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub seen_ms: i64,
+    pub last_data_ms: i64,
 }
 
 impl MongoStore {
@@ -142,6 +152,9 @@ impl MongoStore {
         let client = Client::with_options(options).map_err(scrub)?;
         let store = Self {
             collection: client.database(database).collection(collection),
+            heartbeats: client
+                .database(database)
+                .collection(&format!("{collection}_ingesters")),
             uri: uri.clone(),
         };
         store
@@ -186,6 +199,34 @@ impl MongoStore {
             stream,
             uri: self.uri.clone(),
         })
+    }
+
+    /// Records that ingester `id` is alive and last had exchange data at `last_data_ms`.
+    pub async fn beat(&self, id: &str, last_data_ms: i64) -> Result<(), StoreError> {
+        let now = bson::DateTime::now();
+        let update =
+            doc! {"$set": {"seen": now, "last_data": bson::DateTime::from_millis(last_data_ms)}};
+        self.heartbeats
+            .update_one(doc! {"_id": id}, update)
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(|err| self.error(err))
+    }
+
+    /// The most recent heartbeat of any ingester.
+    pub async fn freshest_heartbeat(&self) -> Result<Option<Heartbeat>, StoreError> {
+        let newest = self.heartbeats.find_one(doc! {}).sort(doc! {"seen": -1});
+        let document = tokio::time::timeout(Duration::from_secs(2), newest)
+            .await
+            .map_err(|_| StoreError("MongoDB did not answer within 2 s".into()))?
+            .map_err(|err| self.error(err))?;
+        Ok(document.map(|d| Heartbeat {
+            seen_ms: d.get_datetime("seen").map_or(0, |t| t.timestamp_millis()),
+            last_data_ms: d
+                .get_datetime("last_data")
+                .map_or(0, |t| t.timestamp_millis()),
+        }))
     }
 
     fn error(&self, err: mongodb::error::Error) -> StoreError {

@@ -18,6 +18,8 @@ fn an_invalid_setting_stops_startup_with_exit_code_2_naming_the_variable() {
         ("INTERVAL", "2m"),
         ("MONGO_URI", "mysql://root:pw@localhost"),
         ("BINANCE_WS_URL", "fstream.binance.com"),
+        ("INGEST", "false"),
+        ("INGEST", "sometimes"),
     ];
     for (var, value) in cases {
         let dir = tempfile::tempdir().unwrap();
@@ -158,7 +160,7 @@ async fn a_dotenv_file_points_it_at_mongodb() {
     );
 }
 
-const VARIABLES: [&str; 21] = [
+const VARIABLES: [&str; 22] = [
     "PORT",
     "BIND_ADDR",
     "MONGO_URI",
@@ -180,6 +182,7 @@ const VARIABLES: [&str; 21] = [
     "MAX_CONNECTIONS",
     "HISTORY_MAX",
     "LOG_FORMAT",
+    "INGEST",
 ];
 
 #[test]

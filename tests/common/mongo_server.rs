@@ -9,6 +9,8 @@ pub struct MongoServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// Without replica-set features (no change streams), like a plain `mongod`.
+    standalone: bool,
 }
 
 fn free_port() -> u16 {
@@ -22,10 +24,20 @@ fn free_port() -> u16 {
 impl MongoServer {
     /// Starts a fresh server on a free loopback port.
     pub async fn start() -> Self {
+        Self::start_with(false).await
+    }
+
+    /// A server without change streams.
+    pub async fn start_standalone() -> Self {
+        Self::start_with(true).await
+    }
+
+    async fn start_with(standalone: bool) -> Self {
         let mut server = Self {
             port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            standalone,
         };
         server.resume().await;
         server
@@ -52,28 +64,37 @@ impl MongoServer {
         let port = self.port.to_string();
         let mut command = Command::new(program);
         match kind {
-            // Acknowledged writes must survive the process being stopped.
-            "secantus" => command
-                .args([
-                    "--host",
+            "secantus" => {
+                // Acknowledged writes must survive the process being stopped.
+                command
+                    .args([
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        &port,
+                        "--storage-path",
+                        &data,
+                    ])
+                    .args(["--sync-on-commit", "--log-level", "WARNING"]);
+                if self.standalone {
+                    command.arg("--standalone");
+                }
+            }
+            // A mongod without --replSet is standalone; these tests do not initiate a
+            // replica set for it.
+            "mongod" => {
+                command.args([
+                    "--bind_ip",
                     "127.0.0.1",
                     "--port",
                     &port,
-                    "--storage-path",
+                    "--dbpath",
                     &data,
-                ])
-                .args(["--sync-on-commit", "--log-level", "WARNING"]),
-            "mongod" => command.args([
-                "--bind_ip",
-                "127.0.0.1",
-                "--port",
-                &port,
-                "--dbpath",
-                &data,
-                "--quiet",
-            ]),
+                    "--quiet",
+                ]);
+            }
             other => panic!("unknown MONGO_TEST_SERVER kind {other}"),
-        };
+        }
         let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
