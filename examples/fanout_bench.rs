@@ -207,7 +207,7 @@ async fn client(
             received += 1;
             if received == SYMBOLS.len() {
                 let _ = connected.send(started.elapsed());
-            } else if received % SYMBOLS.len() == 0 {
+            } else if received.is_multiple_of(SYMBOLS.len()) {
                 let _ = rounds.send(Instant::now());
             }
         }

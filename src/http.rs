@@ -1,6 +1,10 @@
-//! The axum router: the websocket feed on `/` and the health endpoint, plus the
-//! listener setup. Connections are cheap: small buffers, one shared snapshot, and
-//! a slow client only ever owes the newest message of each coin.
+//! The axum router: the websocket feed and the live page on `/`, health, readiness,
+//! metrics and the history API, plus the listener setup. Connections are cheap:
+//! small buffers, one shared snapshot, and a slow client only ever owes the newest
+//! message of each coin.
+// Validation helpers return the 400 response itself; it is built once, for a
+// rejected request, so its size does not matter.
+#![allow(clippy::result_large_err)]
 
 use std::net::SocketAddr;
 use std::sync::Arc;

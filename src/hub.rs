@@ -170,10 +170,10 @@ impl Hub {
             return frame.text.clone();
         }
         let mut rendered = self.inner.rendered.lock().expect("hub lock poisoned");
-        if let Some((version, text)) = rendered.get(&(position, view)) {
-            if *version >= frame.version {
-                return text.clone();
-            }
+        if let Some((version, text)) = rendered.get(&(position, view))
+            && *version >= frame.version
+        {
+            return text.clone();
         }
         // Versions only grow, and the windows are read under the same lock order
         // (rendered, then windows) everywhere, so the cache never goes backwards.
