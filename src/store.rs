@@ -116,6 +116,9 @@ impl From<CandleDocument> for Candle {
     }
 }
 
+/// Upserts of one batch sent to MongoDB at once.
+const MONGO_WRITES_IN_FLIGHT: usize = 16;
+
 /// Candles in a MongoDB collection, one document per closed candle.
 #[derive(Clone)]
 pub struct MongoStore {
@@ -272,12 +275,17 @@ fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
 #[async_trait]
 impl CandleStore for MongoStore {
     async fn upsert(&self, candles: &[Candle]) -> Result<(), StoreError> {
-        for candle in candles {
-            self.upsert_one(candle)
-                .await
-                .map_err(|err| self.error(err))?;
-        }
-        Ok(())
+        // Independent keys: a backfill page of hundreds of candles goes out as
+        // concurrent upserts over the driver's pool instead of one round trip each.
+        let writes: Vec<_> = candles
+            .iter()
+            .map(|candle| self.upsert_one(candle))
+            .collect();
+        futures_util::stream::iter(writes)
+            .buffer_unordered(MONGO_WRITES_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+            .map_err(|err| self.error(err))
     }
 
     async fn page(
