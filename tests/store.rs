@@ -68,6 +68,22 @@ async fn store_contract(store: Arc<dyn CandleStore>, reopen: Reopen) {
     assert_eq!(all.len(), 5);
     assert_eq!(all[3], corrected);
 
+    // Paging: `before` is an exclusive open time, newest first.
+    let before = first[3].open_time;
+    assert_eq!(
+        store.page("BTCUSDT", "1m", 2, Some(before)).await.unwrap(),
+        vec![first[2].clone(), corrected.clone()]
+    );
+    assert!(
+        store
+            .page("BTCUSDT", "1m", 10, Some(first[0].open_time))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.page("BTCUSDT", "1m", 10, None).await.unwrap(), all);
+    store.ping().await.unwrap();
+
     // Symbols and intervals are kept apart.
     assert_eq!(
         store.latest("ETHUSDT", "1m", 100).await.unwrap(),
