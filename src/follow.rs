@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::hub::Hub;
-use crate::store::{CandleStore, Change, MongoStore, ResumeToken};
+use crate::store::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
 use crate::telemetry::Counters;
 use crate::upstream::{Backoff, FIRST_RETRY_DELAY};
 
@@ -31,18 +31,24 @@ impl Follower {
     /// resumes from the last resume token with backoff; when it cannot resume (token
     /// too old, collection dropped) it opens a fresh stream and then reloads the
     /// windows from the store, so nothing written in between is missed.
-    pub async fn run(self, cancel: CancellationToken) {
+    ///
+    /// `opened` is a stream already opened at startup (to check that the server has
+    /// change streams); it is used rather than opening a second one.
+    pub async fn run(self, mut opened: Option<CandleChanges>, cancel: CancellationToken) {
         let mut token: Option<ResumeToken> = None;
         // The windows were loaded before the stream opened: load them again once it
         // is open, so a candle written in between is not missed.
         let mut reload = true;
         let mut backoff = Backoff::new(FIRST_RETRY_DELAY, self.backoff_max);
         loop {
-            let opened = tokio::select! {
-                _ = cancel.cancelled() => break,
-                opened = self.mongo.watch(token.clone()) => opened,
+            let next = match opened.take() {
+                Some(changes) => Ok(changes),
+                None => tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    next = self.mongo.watch(token.clone()) => next,
+                },
             };
-            let mut changes = match opened {
+            let mut changes = match next {
                 Ok(changes) => changes,
                 Err(err) if token.is_some() => {
                     warn!(error = %err, "cannot resume the change stream; opening a fresh one and reloading the windows");

@@ -113,7 +113,7 @@ pub async fn run_with_counters(
     // and an ingester's view of what other ingesters write.
     let follower_task = match mongo.clone() {
         Some(mongo) => match mongo.watch(None).await {
-            Ok(_) => {
+            Ok(changes) => {
                 let follower = Follower {
                     mongo,
                     store: Arc::clone(&store),
@@ -125,7 +125,7 @@ pub async fn run_with_counters(
                 };
                 Some(tokio::spawn(
                     follower
-                        .run(cancel.clone())
+                        .run(Some(changes), cancel.clone())
                         .instrument(info_span!("follow")),
                 ))
             }
