@@ -61,37 +61,24 @@ impl From<&crate::candle::Candle> for CandleEntry {
     }
 }
 
-/// A stored candle as the history API returns it: every stored field but the
-/// symbol and interval (given once per answer); times in epoch milliseconds.
+/// A stored candle as the history API returns it: the `candles` format's fields
+/// plus the remaining volumes (symbol and interval are given once per answer).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredCandle {
-    pub open_time: i64,
-    pub close_time: i64,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub volume: f64,
+    #[serde(flatten)]
+    pub candle: CandleEntry,
     pub quote_volume: f64,
     pub taker_buy_volume: f64,
     pub taker_buy_quote_volume: f64,
-    pub trades: i64,
 }
 
 impl From<&crate::candle::Candle> for StoredCandle {
     fn from(c: &crate::candle::Candle) -> Self {
         Self {
-            open_time: c.open_time,
-            close_time: c.close_time,
-            open: c.open,
-            high: c.high,
-            low: c.low,
-            close: c.close,
-            volume: c.volume,
+            candle: c.into(),
             quote_volume: c.quote_volume,
             taker_buy_volume: c.taker_buy_volume,
             taker_buy_quote_volume: c.taker_buy_quote_volume,
-            trades: c.trades,
         }
     }
 }
