@@ -1,9 +1,12 @@
-//! The candlecast binary: configuration, telemetry, listener, then `candlecast::run`.
+//! The candlecast binary: `.env`, configuration, telemetry, listener, then the app
+//! until SIGTERM or Ctrl-C. Exit codes: 0 after a shutdown signal, 2 for a
+//! configuration error (naming the variable), 1 for anything else.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use candlecast::config::{Config, ConfigError};
+use candlecast::config::Config;
+use candlecast::telemetry::Chain;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,12 +24,8 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    candlecast::telemetry::init_with(&config.log_filter, config.log_format);
-    tracing::info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = %config.summary(),
-        "starting candlecast"
-    );
+    candlecast::telemetry::init_with(&config.log.filter, config.log.format);
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "starting candlecast");
 
     let address = SocketAddr::new(config.bind_addr, config.port);
     let listener = match candlecast::http::bind(address) {
@@ -38,18 +37,14 @@ async fn main() -> ExitCode {
     };
     match candlecast::run(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
-        // A store that cannot do what the configuration asks is a configuration error.
-        Err(err) if err.downcast_ref::<ConfigError>().is_some() => {
-            tracing::error!(error = %err, "candlecast cannot start");
-            eprintln!("candlecast: {err}");
-            ExitCode::from(2)
-        }
         Err(err) => {
-            tracing::error!(
-                error = format!("{err:#}"),
-                "candlecast stopped with an error"
-            );
-            ExitCode::FAILURE
+            tracing::error!(error = %Chain(&err), "candlecast stopped with an error");
+            if let Some(config_error) = err.config_error() {
+                eprintln!("candlecast: {config_error}");
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -135,7 +135,7 @@ async fn metrics_count_what_happened() {
     fake.disconnect_all();
     fake.wait_for_connections(2).await;
     eventually(10, "the closed candle is stored", || {
-        candlecast::telemetry::Counters::get(&app.counters.stored) >= 1
+        app.metrics.stored.get() >= 1
     })
     .await;
 
@@ -297,10 +297,7 @@ async fn websocket_options_choose_coins_length_and_format() {
         assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
     }
     // Refused upgrades take no connection slot.
-    assert_eq!(
-        candlecast::telemetry::Counters::get(&app.counters.clients_connected),
-        2
-    );
+    assert_eq!(app.metrics.clients_connected.get(), 2);
     app.stop().await.unwrap();
 }
 

@@ -5,7 +5,6 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use candlecast::telemetry::Counters;
 use common::binary::{Running, fake_env};
 use common::mongo_server::MongoServer;
 use common::*;
@@ -79,20 +78,20 @@ async fn a_client_that_never_reads_delays_no_one_and_is_closed_after_the_send_ti
     }
     // Every round reached the healthy client while the stuck one still held its
     // connection: its stalled sends delayed no one.
-    assert_eq!(Counters::get(&app.counters.slow_clients_closed), 0);
+    assert_eq!(app.metrics.slow_clients_closed.get(), 0);
     let fully_served = 2 * 5 * (rounds + 1);
-    let sent = Counters::get(&app.counters.messages_sent);
+    let sent = app.metrics.messages_sent.get();
     assert!(
         sent < fully_served,
         "the stuck client must have stalled: {sent} of {fully_served} messages sent"
     );
 
     eventually(15, "the stuck client is closed", || {
-        Counters::get(&app.counters.slow_clients_closed) == 1
+        app.metrics.slow_clients_closed.get() == 1
     })
     .await;
     eventually(5, "its slot is given back", || {
-        Counters::get(&app.counters.clients_connected) == 1
+        app.metrics.clients_connected.get() == 1
     })
     .await;
     let candle = fake.close_next("ETHUSDT");
@@ -130,7 +129,7 @@ async fn an_oversized_message_closes_that_client_with_1009_and_no_other() {
         }
     };
     assert_eq!(close.map(|f| u16::from(f.code)), Some(1009));
-    assert_eq!(Counters::get(&app.counters.oversized_messages), 1);
+    assert_eq!(app.metrics.oversized_messages.get(), 1);
 
     fake.wait_for_connections(1).await;
     let candle = fake.close_next("SOLUSDT");
@@ -165,7 +164,7 @@ async fn past_max_connections_upgrades_get_503_and_existing_clients_carry_on() {
             other = other.map(|_| "a connection")
         ),
     }
-    assert_eq!(Counters::get(&app.counters.connections_rejected), 1);
+    assert_eq!(app.metrics.connections_rejected.get(), 1);
 
     fake.wait_for_connections(1).await;
     let candle = fake.close_next("BNBUSDT");
@@ -178,7 +177,7 @@ async fn past_max_connections_upgrades_get_503_and_existing_clients_carry_on() {
     // A slot freed by a leaving client can be taken again.
     drop(clients.pop());
     eventually(5, "the slot is given back", || {
-        Counters::get(&app.counters.clients_connected) == 2
+        app.metrics.clients_connected.get() == 2
     })
     .await;
     app.client().await.next_n(5).await;
@@ -224,7 +223,7 @@ async fn clients_are_pinged_and_one_that_never_answers_is_closed() {
         }
     }
     assert_eq!(close_code, Some(1008), "closed for not answering pings");
-    assert_eq!(Counters::get(&app.counters.unresponsive_clients_closed), 1);
+    assert_eq!(app.metrics.unresponsive_clients_closed.get(), 1);
     app.stop().await.unwrap();
 }
 

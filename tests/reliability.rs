@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use candlecast::candle::Candle;
-use candlecast::telemetry::{Counters, ReconnectCause};
+use candlecast::exchange::ReconnectCause;
 use common::binary::{Running, fake_env};
 use common::mongo_server::MongoServer;
 use common::*;
@@ -107,11 +107,15 @@ async fn a_dropped_stream_reconnects_and_fetches_what_closed_meanwhile() {
         "{repair:?}"
     );
     assert!(
-        app.counters.reconnects(ReconnectCause::Eof)
-            + app.counters.reconnects(ReconnectCause::Error)
+        app.metrics.reconnects_of(ReconnectCause::Eof.label())
+            + app.metrics.reconnects_of(ReconnectCause::Error.label())
             >= 1
     );
-    assert!(app.counters.reconnects(ReconnectCause::ConnectFailed) >= 1);
+    assert!(
+        app.metrics
+            .reconnects_of(ReconnectCause::ConnectFailed.label())
+            >= 1
+    );
 
     assert_store_matches_history(&backend, &fake, 15).await;
     app.stop().await.unwrap();
@@ -133,7 +137,7 @@ async fn a_silent_stream_is_dropped_by_the_watchdog() {
 
     fake.silence_current(); // TCP stays open, nothing arrives: a retired endpoint
     fake.wait_for_connections(2).await;
-    assert!(app.counters.reconnects(ReconnectCause::Stale) >= 1);
+    assert!(app.metrics.reconnects_of(ReconnectCause::Stale.label()) >= 1);
 
     let candle = fake.close_next("BTCUSDT");
     let message = client.next_json().await;
@@ -189,7 +193,11 @@ async fn refused_connections_are_retried_with_growing_capped_delays() {
             .all(|gap| *gap >= Duration::from_millis(450)),
         "grew: {gaps:?}"
     );
-    assert!(app.counters.reconnects(ReconnectCause::ConnectFailed) >= 6);
+    assert!(
+        app.metrics
+            .reconnects_of(ReconnectCause::ConnectFailed.label())
+            >= 6
+    );
 
     fake.refuse_stream(false);
     let mut client = app.client().await;
@@ -223,7 +231,7 @@ async fn the_connection_is_renewed_before_its_maximum_age_without_gap_or_duplica
     }
     let messages = follow_until_caught_up(&mut client, &fake, "SOLUSDT").await;
     assert!(messages.len() <= closes.len(), "at most one push per close");
-    let renewals = Counters::get(&app.counters.renewals);
+    let renewals = app.metrics.renewals.get();
     assert!(
         renewals >= 2,
         "renewed {renewals} times in 3.5 s at a 1 s maximum age"
@@ -237,7 +245,7 @@ async fn the_connection_is_renewed_before_its_maximum_age_without_gap_or_duplica
         closed_by_service >= 1,
         "the old connection is closed with a close frame"
     );
-    assert_eq!(app.counters.reconnects(ReconnectCause::Stale), 0);
+    assert_eq!(app.metrics.reconnects_of(ReconnectCause::Stale.label()), 0);
 
     assert!(closes.iter().all(|c| fake.history("SOLUSDT").contains(c)));
     assert_store_matches_history(&backend, &fake, 15).await;
@@ -295,7 +303,7 @@ async fn a_database_outage_stops_neither_ingest_nor_clients_and_loses_nothing() 
     let _ticks = fake.tick(Duration::from_millis(200));
     let mut config = config_for(&fake, &backend, &FAST);
     // A tiny queue, so the outage also overflows it and the store needs a repair.
-    config.write_queue_batches = 2;
+    config.store.write_queue_batches = 2;
     let app = TestApp::spawn(config).await;
     let mut client = app.client().await;
     client.next_n(5).await;
@@ -317,20 +325,20 @@ async fn a_database_outage_stops_neither_ingest_nor_clients_and_loses_nothing() 
     })
     .await;
     eventually(30, "a store write failed", || {
-        Counters::get(&app.counters.store_errors) >= 1
+        app.metrics.store_errors.get() >= 1
     })
     .await;
     assert!(
-        Counters::get(&app.counters.dropped_writes) >= 1,
+        app.metrics.dropped_writes.get() >= 1,
         "the small queue overflowed"
     );
     assert_eq!(fake.connections(), 1, "the stream stayed up throughout");
 
     database.resume().await;
     assert_store_matches_history(&backend, &fake, 60).await;
-    assert!(Counters::get(&app.counters.store_repairs) >= 1);
+    assert!(app.metrics.store_repairs.get() >= 1);
     eventually(10, "the queue drains", || {
-        Counters::get(&app.counters.pending_writes) == 0
+        app.metrics.pending_writes.get() == 0
     })
     .await;
     app.stop().await.unwrap();

@@ -204,7 +204,7 @@ async fn a_follower_resumes_its_change_stream_after_the_database_restarts() {
 
     database.stop().await;
     eventually(20, "the follower notices", || {
-        candlecast::telemetry::Counters::get(&follower.counters.change_stream_open) == 0
+        follower.metrics.change_stream_open.get() == 0
     })
     .await;
     let ready = reqwest::get(format!("http://{}/ready", follower.addr))
@@ -227,7 +227,7 @@ async fn a_follower_resumes_its_change_stream_after_the_database_restarts() {
         );
     }
     eventually(20, "the change stream is open again", || {
-        candlecast::telemetry::Counters::get(&follower.counters.change_stream_open) == 1
+        follower.metrics.change_stream_open.get() == 1
     })
     .await;
     follower.stop().await.unwrap();
@@ -359,8 +359,7 @@ async fn clients_through_nginx_get_the_same_windows_and_updates_from_either_repl
         assert_windows_match(&mut client, &fake).await;
         clients.push(client);
     }
-    let connected =
-        |app: &TestApp| candlecast::telemetry::Counters::get(&app.counters.clients_connected);
+    let connected = |app: &TestApp| app.metrics.clients_connected.get();
     assert!(
         connected(&ingester) >= 1 && connected(&follower) >= 1,
         "nginx spreads clients over both replicas"

@@ -112,7 +112,7 @@ async fn sqlite_client_sees_windows_and_closes_and_the_store_holds_each_closed_c
 async fn open_backend_store(backend: &Backend) -> Arc<dyn CandleStore> {
     match backend {
         Backend::Mongo { uri, database } => {
-            let uri = candlecast::config::MongoUri::parse(uri).unwrap();
+            let uri = candlecast::store::MongoUri::parse(uri).unwrap();
             Arc::new(
                 MongoStore::connect(&uri, database, "candles")
                     .await

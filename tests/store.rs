@@ -6,7 +6,7 @@ mod common;
 use std::sync::Arc;
 
 use candlecast::candle::Candle;
-use candlecast::config::MongoUri;
+use candlecast::store::MongoUri;
 use candlecast::store::{CandleStore, MongoStore, SqliteStore};
 use common::*;
 use futures_util::TryStreamExt;

@@ -214,17 +214,26 @@ pub fn config_for(fake: &FakeExchange, backend: &Backend, extra: &[(&str, &str)]
     Config::from_lookup(|name| vars.get(name).cloned()).expect("test configuration is valid")
 }
 
-/// The service running in this process on a port of its own.
+/// The service running in this process on a port of its own; dropping it shuts
+/// the service down.
 pub struct TestApp {
     pub addr: SocketAddr,
     pub config: Config,
-    pub counters: std::sync::Arc<candlecast::telemetry::Counters>,
+    pub metrics: std::sync::Arc<candlecast::metrics::Metrics>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    task: tokio::task::JoinHandle<Result<(), candlecast::AppError>>,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+    }
 }
 
 impl TestApp {
-    /// Starts `candlecast::run` on 127.0.0.1:0 and waits until it serves.
+    /// Builds [`candlecast::App`] on 127.0.0.1:0, runs it, and waits until it serves.
     pub async fn spawn(config: Config) -> Self {
         // TEST_LOG=debug shows the service's logs (with --nocapture).
         if let Ok(filter) = std::env::var("TEST_LOG") {
@@ -233,20 +242,18 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
-        let counters = std::sync::Arc::new(candlecast::telemetry::Counters::default());
         let stopped = async move {
             let _ = stop.await;
         };
-        let task = tokio::spawn(candlecast::run_with_counters(
-            config.clone(),
-            listener,
-            stopped,
-            counters.clone(),
-        ));
+        let app = candlecast::App::build(config.clone(), listener)
+            .await
+            .expect("the service starts");
+        let metrics = app.metrics();
+        let task = tokio::spawn(app.run(stopped));
         let app = Self {
             addr,
             config,
-            counters,
+            metrics,
             shutdown: Some(shutdown),
             task,
         };
@@ -286,7 +293,7 @@ impl TestApp {
     }
 
     /// Requests shutdown and waits for `run` to return.
-    pub async fn stop(mut self) -> anyhow::Result<()> {
+    pub async fn stop(mut self) -> Result<(), candlecast::AppError> {
         if let Some(shutdown) = self.shutdown.take() {
             let _ = shutdown.send(());
         }
@@ -443,7 +450,7 @@ pub async fn seed(backend: &Backend, candles: &[Candle]) {
     use candlecast::store::CandleStore;
     match backend {
         Backend::Mongo { uri, database } => {
-            let uri = candlecast::config::MongoUri::parse(uri).unwrap();
+            let uri = candlecast::store::MongoUri::parse(uri).unwrap();
             let store = candlecast::store::MongoStore::connect(&uri, database, "candles")
                 .await
                 .unwrap();

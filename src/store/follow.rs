@@ -9,10 +9,11 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
 use crate::hub::Hub;
-use crate::store::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
-use crate::telemetry::Counters;
-use crate::upstream::{Backoff, FIRST_RETRY_DELAY};
+use crate::metrics::{Metrics, UpstreamHealth};
+use crate::retry::{Backoff, FIRST_RETRY_DELAY};
+use crate::telemetry::Chain;
 
 /// What the follower needs.
 pub struct Follower {
@@ -23,7 +24,7 @@ pub struct Follower {
     /// Candles per coin to reload into a window.
     pub window_len: usize,
     pub backoff_max: Duration,
-    pub counters: Arc<Counters>,
+    pub metrics: Arc<Metrics>,
 }
 
 impl Follower {
@@ -51,21 +52,21 @@ impl Follower {
             let mut changes = match next {
                 Ok(changes) => changes,
                 Err(err) if token.is_some() => {
-                    warn!(error = %err, "cannot resume the change stream; opening a fresh one and reloading the windows");
+                    warn!(error = %Chain(&err), "cannot resume the change stream; opening a fresh one and reloading the windows");
                     token = None;
                     reload = true;
                     continue;
                 }
                 Err(err) => {
                     let delay = backoff.next_delay();
-                    warn!(error = %err, retry_in = ?delay, "cannot open the change stream");
+                    warn!(error = %Chain(&err), retry_in = ?delay, "cannot open the change stream");
                     tokio::select! {
                         _ = cancel.cancelled() => break,
                         _ = tokio::time::sleep(delay) => continue,
                     }
                 }
             };
-            self.counters.change_stream_open.set(1);
+            self.metrics.change_stream_open.set(1);
             info!(
                 resumed = token.is_some(),
                 "following the candle collection's change stream"
@@ -86,7 +87,7 @@ impl Follower {
                     Some(Some(Ok(Change::Written(candle)))) => {
                         backoff.reset();
                         token = changes.resume_token();
-                        Counters::add(&self.counters.followed_candles, 1);
+                        self.metrics.followed_candles.inc();
                         self.hub.apply(&[candle]);
                     }
                     Some(Some(Ok(Change::Reset))) => {
@@ -94,13 +95,13 @@ impl Follower {
                         reload = true;
                         break Some("the collection was dropped or renamed".to_owned());
                     }
-                    Some(Some(Err(err))) => break Some(err.to_string()),
+                    Some(Some(Err(err))) => break Some(Chain(&err).to_string()),
                     Some(None) => break Some("the change stream ended".to_owned()),
                 }
             };
-            self.counters.change_stream_open.set(0);
+            self.metrics.change_stream_open.set(0);
             let Some(reason) = ended else { break };
-            Counters::add(&self.counters.change_stream_errors, 1);
+            self.metrics.change_stream_errors.inc();
             let delay = backoff.next_delay();
             warn!(reason = %reason, retry_in = ?delay, "change stream interrupted; resuming");
             tokio::select! {
@@ -120,7 +121,9 @@ impl Follower {
                 Ok(candles) => {
                     self.hub.apply(&candles);
                 }
-                Err(err) => warn!(symbol, error = %err, "cannot reload the window from the store"),
+                Err(err) => {
+                    warn!(symbol, error = %Chain(&err), "cannot reload the window from the store")
+                }
             }
         }
     }
@@ -130,7 +133,7 @@ impl Follower {
 /// tell whether anyone is still bringing in candles.
 pub async fn heartbeat(
     mongo: MongoStore,
-    counters: Arc<Counters>,
+    health: Arc<UpstreamHealth>,
     every: Duration,
     cancel: CancellationToken,
 ) {
@@ -142,12 +145,10 @@ pub async fn heartbeat(
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let last_data = counters
-            .last_upstream_data_ms
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let last_data = health.last_data_ms().unwrap_or(0);
         if let Err(err) = mongo.beat(&id, last_data).await {
             // The store's own errors are logged by the writer; this one stays quiet.
-            tracing::debug!(error = %err, "heartbeat not written");
+            tracing::debug!(error = %Chain(&err), "heartbeat not written");
         }
     }
 }

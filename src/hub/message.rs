@@ -1,4 +1,5 @@
-//! The JSON messages sent to websocket clients (DESIGN.md §3).
+//! The JSON messages sent to websocket clients (DESIGN.md §3), and how a client
+//! asks for them.
 
 use serde::Serialize;
 
@@ -57,28 +58,6 @@ impl From<&crate::candle::Candle> for CandleEntry {
             close: c.close,
             volume: c.volume,
             trades: c.trades,
-        }
-    }
-}
-
-/// A stored candle as the history API returns it: the `candles` format's fields
-/// plus the remaining volumes (symbol and interval are given once per answer).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StoredCandle {
-    #[serde(flatten)]
-    pub candle: CandleEntry,
-    pub quote_volume: f64,
-    pub taker_buy_volume: f64,
-    pub taker_buy_quote_volume: f64,
-}
-
-impl From<&crate::candle::Candle> for StoredCandle {
-    fn from(c: &crate::candle::Candle) -> Self {
-        Self {
-            candle: c.into(),
-            quote_volume: c.quote_volume,
-            taker_buy_volume: c.taker_buy_volume,
-            taker_buy_quote_volume: c.taker_buy_quote_volume,
         }
     }
 }

@@ -1,31 +1,10 @@
-//! The `Candle` domain type: parsing it from a combined-stream kline frame and from a
-//! REST kline row, the derived BUY/SELL operation and the display time.
+//! Binance's kline wire formats: a combined-stream frame and a REST klines row,
+//! parsed into [`Candle`]s (Binance USD-M futures docs, "Kline/Candlestick Streams"
+//! and "Kline/Candlestick Data").
 
-use chrono::{DateTime, Utc};
-use chrono_tz::Tz;
 use serde::{Deserialize, Deserializer};
 
-/// One candle of one symbol at one interval, as Binance reports it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Candle {
-    /// Upper case, e.g. `BTCUSDT`.
-    pub symbol: String,
-    /// Binance's interval name, e.g. `1m`.
-    pub interval: String,
-    /// Epoch milliseconds, UTC.
-    pub open_time: i64,
-    /// Epoch milliseconds, UTC; the last millisecond of the candle (open + interval − 1).
-    pub close_time: i64,
-    pub open: f64,
-    pub high: f64,
-    pub low: f64,
-    pub close: f64,
-    pub volume: f64,
-    pub quote_volume: f64,
-    pub taker_buy_volume: f64,
-    pub taker_buy_quote_volume: f64,
-    pub trades: i64,
-}
+use crate::candle::{Candle, InvalidCandle};
 
 /// Why a frame or row was not a usable candle.
 #[derive(Debug, thiserror::Error)]
@@ -34,10 +13,8 @@ pub enum ParseError {
     Json(#[from] serde_json::Error),
     #[error("unexpected event type {0:?}")]
     EventType(String),
-    #[error("{field} is not a finite number")]
-    NotFinite { field: &'static str },
-    #[error("close time {close_time} is not after open time {open_time}")]
-    Times { open_time: i64, close_time: i64 },
+    #[error(transparent)]
+    Invalid(#[from] InvalidCandle),
 }
 
 /// A kline update from the combined stream: the candle so far and whether it closed.
@@ -161,85 +138,26 @@ impl KlineUpdate {
     }
 }
 
-impl Candle {
+impl RestKline {
     /// Builds a candle from a REST row; the symbol and interval come from the request.
-    pub fn from_rest_row(symbol: &str, interval: &str, row: RestKline) -> Result<Self, ParseError> {
+    pub fn into_candle(self, symbol: &str, interval: &str) -> Result<Candle, ParseError> {
         let candle = Candle {
             symbol: symbol.to_ascii_uppercase(),
             interval: interval.to_owned(),
-            open_time: row.0,
-            open: row.1,
-            high: row.2,
-            low: row.3,
-            close: row.4,
-            volume: row.5,
-            close_time: row.6,
-            quote_volume: row.7,
-            trades: row.8,
-            taker_buy_volume: row.9,
-            taker_buy_quote_volume: row.10,
+            open_time: self.0,
+            open: self.1,
+            high: self.2,
+            low: self.3,
+            close: self.4,
+            volume: self.5,
+            close_time: self.6,
+            quote_volume: self.7,
+            trades: self.8,
+            taker_buy_volume: self.9,
+            taker_buy_quote_volume: self.10,
         };
         candle.validate()?;
         Ok(candle)
-    }
-
-    fn validate(&self) -> Result<(), ParseError> {
-        let fields = [
-            ("open", self.open),
-            ("high", self.high),
-            ("low", self.low),
-            ("close", self.close),
-            ("volume", self.volume),
-            ("quote_volume", self.quote_volume),
-            ("taker_buy_volume", self.taker_buy_volume),
-            ("taker_buy_quote_volume", self.taker_buy_quote_volume),
-        ];
-        if let Some((field, _)) = fields.iter().find(|(_, value)| !value.is_finite()) {
-            return Err(ParseError::NotFinite { field });
-        }
-        if self.close_time <= self.open_time {
-            return Err(ParseError::Times {
-                open_time: self.open_time,
-                close_time: self.close_time,
-            });
-        }
-        Ok(())
-    }
-
-    /// `HH:MM` of the minute the candle closed (open time + interval) in `zone`.
-    pub fn close_label(&self, zone: Tz) -> String {
-        // close_time is the candle's last millisecond; one more is the closing instant.
-        let closed_at =
-            DateTime::<Utc>::from_timestamp_millis(self.close_time + 1).unwrap_or_default();
-        closed_at.with_timezone(&zone).format("%H:%M").to_string()
-    }
-}
-
-/// The trading direction a client sees for a candle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Buy,
-    Sell,
-}
-
-impl Operation {
-    /// BUY when the close is at least the previous candle's close, SELL when lower;
-    /// with no previous candle known, the candle's own open is the reference.
-    pub fn of(candle: &Candle, previous: Option<&Candle>) -> Self {
-        let reference = previous.map_or(candle.open, |previous| previous.close);
-        if candle.close >= reference {
-            Operation::Buy
-        } else {
-            Operation::Sell
-        }
-    }
-
-    /// The protocol's spelling: `"BUY"` or `"SELL"`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Operation::Buy => "BUY",
-            Operation::Sell => "SELL",
-        }
     }
 }
 
@@ -253,24 +171,6 @@ mod tests {
       [1763791380000,"84250.00","84262.50","84231.10","84240.30","98.112",1763791439999,"8265290.11200",3012,"51.004","4296839.22100","0"],
       [1763791560000,"84201.70","84215.30","84199.90","84212.00","12.334",1763791619999,"1038655.20010",402,"6.100","513670.01200","0"]
     ]"#;
-
-    fn candle(open: f64, close: f64) -> Candle {
-        Candle {
-            symbol: "BTCUSDT".into(),
-            interval: "1m".into(),
-            open_time: 1_763_791_500_000,
-            close_time: 1_763_791_559_999,
-            open,
-            high: open.max(close),
-            low: open.min(close),
-            close,
-            volume: 1.0,
-            quote_volume: 1.0,
-            taker_buy_volume: 0.5,
-            taker_buy_quote_volume: 0.5,
-            trades: 1,
-        }
-    }
 
     #[test]
     fn parses_a_closed_combined_frame_with_string_numbers() {
@@ -328,7 +228,7 @@ mod tests {
         let rows: Vec<RestKline> = serde_json::from_str(FIXTURE_REST).unwrap();
         let candles: Vec<Candle> = rows
             .into_iter()
-            .map(|row| Candle::from_rest_row("btcusdt", "1m", row).unwrap())
+            .map(|row| row.into_candle("btcusdt", "1m").unwrap())
             .collect();
         assert_eq!(candles.len(), 2);
         let c = &candles[0];
@@ -363,50 +263,5 @@ mod tests {
     #[test]
     fn a_short_rest_row_is_rejected() {
         assert!(serde_json::from_str::<RestKline>(r#"[1763791380000,"1","2"]"#).is_err());
-    }
-
-    #[test]
-    fn buy_sell_uses_the_previous_close() {
-        let previous = candle(100.0, 105.0);
-        assert_eq!(
-            Operation::of(&candle(90.0, 106.0), Some(&previous)),
-            Operation::Buy
-        );
-        // Equal counts as BUY.
-        assert_eq!(
-            Operation::of(&candle(110.0, 105.0), Some(&previous)),
-            Operation::Buy
-        );
-        // Lower than the previous close is SELL even when above its own open.
-        assert_eq!(
-            Operation::of(&candle(100.0, 104.0), Some(&previous)),
-            Operation::Sell
-        );
-    }
-
-    #[test]
-    fn buy_sell_without_a_previous_candle_uses_the_open() {
-        assert_eq!(Operation::of(&candle(100.0, 101.0), None), Operation::Buy);
-        assert_eq!(Operation::of(&candle(100.0, 100.0), None), Operation::Buy);
-        assert_eq!(Operation::of(&candle(100.0, 99.5), None), Operation::Sell);
-        assert_eq!(Operation::Buy.as_str(), "BUY");
-        assert_eq!(Operation::Sell.as_str(), "SELL");
-    }
-
-    #[test]
-    fn the_time_label_is_the_close_minute_in_the_zone() {
-        // Opens 2025-11-22 06:05 UTC, closes 06:06 UTC.
-        let c = candle(1.0, 1.0);
-        assert_eq!(c.close_label(Tz::UTC), "06:06");
-        // India is UTC+05:30 all year.
-        assert_eq!(c.close_label(chrono_tz::Asia::Kolkata), "11:36");
-        // New York is UTC−05:00 in November.
-        assert_eq!(c.close_label(chrono_tz::America::New_York), "01:06");
-        // Near midnight the date rolls but only HH:MM is shown.
-        let mut late = c.clone();
-        late.open_time = 1_763_855_940_000; // 2025-11-22 23:59 UTC
-        late.close_time = late.open_time + 59_999;
-        assert_eq!(late.close_label(Tz::UTC), "00:00");
-        assert_eq!(late.close_label(chrono_tz::Asia::Tokyo), "09:00");
     }
 }

@@ -1,0 +1,346 @@
+//! The service's lifecycle: [`App::build`] opens the store, loads the windows and
+//! starts every background task; [`App::run`] serves until the shutdown signal, then
+//! closes clients, stops the exchange client and flushes queued writes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info, info_span, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::exchange::{Exchange, Market, RestError, Sinks};
+use crate::http::{self, AppState, Parts, Readiness};
+use crate::hub::Hub;
+use crate::metrics::{Metrics, UpstreamHealth};
+use crate::store::{self, Follower, StoreBackend, StoreError, StoreWriter};
+use crate::telemetry::Chain;
+
+/// How long shutdown waits for clients to take their close frames.
+const CLIENTS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long shutdown waits for queued candles to reach the store.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration asks for something the store cannot do (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// MongoDB could not be reached, or its index created.
+    #[error("cannot open MongoDB store at {uri}")]
+    Mongo {
+        /// The `MONGO_URI`, password redacted.
+        uri: String,
+        #[source]
+        source: StoreError,
+    },
+    /// The embedded store's file could not be opened.
+    #[error("cannot open the embedded store")]
+    Embedded(#[source] StoreError),
+    /// A stored window could not be read.
+    #[error("cannot load the stored window of {symbol}")]
+    LoadWindow {
+        symbol: String,
+        #[source]
+        source: StoreError,
+    },
+    /// The exchange client could not be built.
+    #[error("cannot build the exchange client")]
+    Exchange(#[source] RestError),
+    /// The listener has no local address.
+    #[error("cannot read the listening address")]
+    Listener(#[source] std::io::Error),
+}
+
+/// Why the service stopped other than by a shutdown signal.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("candlecast cannot start")]
+    Start(#[from] StartError),
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+impl AppError {
+    /// The configuration error behind this one, if any: the binary exits with 2.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            AppError::Start(StartError::Config(err)) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// A built service, ready to serve.
+pub struct App {
+    config: Config,
+    listener: TcpListener,
+    address: SocketAddr,
+    state: AppState,
+    metrics: Arc<Metrics>,
+    /// Every background task: exchange client, writer, follower, heartbeat.
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    /// Completes when the first backfill is done (ingesters only).
+    startup_backfill: Option<oneshot::Receiver<()>>,
+}
+
+impl App {
+    /// Opens the store, loads the windows and starts the background tasks.
+    ///
+    /// # Errors
+    /// [`StartError`]: the store cannot be opened or read, or a follower's MongoDB
+    /// has no change streams ([`StartError::Config`]).
+    pub async fn build(config: Config, listener: TcpListener) -> Result<Self, StartError> {
+        let address = listener.local_addr().map_err(StartError::Listener)?;
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(UpstreamHealth::default());
+        let backend = StoreBackend::open(&config.store).await.map_err(|source| {
+            match &config.store.mongo_uri {
+                Some(uri) => StartError::Mongo {
+                    uri: uri.to_string(),
+                    source,
+                },
+                None => StartError::Embedded(source),
+            }
+        })?;
+        let store = backend.candles();
+        let window_len = config.windows.window_len();
+        let hub = Hub::new(
+            &config.symbols,
+            config.interval.name(),
+            config.windows.history_len,
+            window_len,
+            config.windows.time_zone,
+        );
+        for symbol in &config.symbols {
+            let candles = store
+                .latest(symbol, config.interval.name(), window_len + 1)
+                .await
+                .map_err(|source| StartError::LoadWindow {
+                    symbol: symbol.clone(),
+                    source,
+                })?;
+            hub.apply(&candles);
+        }
+
+        let cancel = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        // Every replica on MongoDB follows the change stream: a follower's only source,
+        // and an ingester's view of what other ingesters write.
+        if let Some(mongo) = backend.mongo() {
+            match mongo.watch(None).await {
+                Ok(changes) => {
+                    let follower = Follower {
+                        mongo: mongo.clone(),
+                        store: Arc::clone(&store),
+                        hub: hub.clone(),
+                        interval: config.interval.name().to_owned(),
+                        window_len,
+                        backoff_max: config.exchange.backoff_max,
+                        metrics: Arc::clone(&metrics),
+                    };
+                    tasks.spawn(
+                        follower
+                            .run(Some(changes), cancel.clone())
+                            .instrument(info_span!("follow")),
+                    );
+                }
+                Err(err) if !config.ingest => {
+                    let uri = config
+                        .store
+                        .mongo_uri
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    return Err(ConfigError::new(
+                        "MONGO_URI",
+                        format!(
+                            "INGEST=false needs a MongoDB replica set (change streams), but {uri} cannot open one: {}",
+                            Chain(&err)
+                        ),
+                    )
+                    .into());
+                }
+                Err(err) => {
+                    warn!(error = %Chain(&err), "MongoDB has no change streams (standalone?): this ingester serves only what it ingests");
+                }
+            }
+        }
+
+        let startup_backfill = if config.ingest {
+            let (writer, writer_task) = StoreWriter::spawn(
+                Arc::clone(&store),
+                config.store.write_queue_batches,
+                Arc::clone(&metrics),
+                cancel.clone(),
+            );
+            tasks.spawn(async move {
+                let _ = writer_task.await;
+            });
+            let market = Market {
+                symbols: config.symbols.clone(),
+                interval: config.interval.clone(),
+                window_len,
+            };
+            let sinks = Sinks {
+                hub: hub.clone(),
+                store: Arc::clone(&store),
+                writer,
+                metrics: Arc::clone(&metrics),
+                health: Arc::clone(&health),
+            };
+            let exchange = Arc::new(
+                Exchange::new(market, config.exchange.clone(), sinks)
+                    .map_err(StartError::Exchange)?,
+            );
+            if let Some(mongo) = backend.mongo() {
+                let every = (config.exchange.stale_after / 2).max(Duration::from_millis(500));
+                tasks.spawn(store::heartbeat(
+                    mongo.clone(),
+                    Arc::clone(&health),
+                    every,
+                    cancel.clone(),
+                ));
+            }
+            let (done, startup_backfill) = oneshot::channel();
+            tasks.spawn(
+                exchange
+                    .run(cancel.clone(), done)
+                    .instrument(info_span!("upstream")),
+            );
+            Some(startup_backfill)
+        } else {
+            info!("INGEST=false: following the candle collection; not connecting to the exchange");
+            None
+        };
+
+        let state = AppState::new(Parts {
+            hub,
+            store,
+            mongo: backend.mongo().cloned(),
+            interval: config.interval.clone(),
+            feed: config.feed.clone(),
+            readiness: Readiness {
+                ingest: config.ingest,
+                upstream_stale_after: config.exchange.stale_after,
+            },
+            metrics: Arc::clone(&metrics),
+            health,
+            shutdown: cancel.clone(),
+        });
+        Ok(Self {
+            config,
+            listener,
+            address,
+            state,
+            metrics,
+            tasks,
+            cancel,
+            startup_backfill,
+        })
+    }
+
+    /// The metrics this app counts into, readable while it runs.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        Arc::clone(&self.metrics)
+    }
+
+    /// The address the app listens on.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Serves until `shutdown` completes, then stops everything within about 10 s:
+    /// clients get their 1001 close frames, the exchange connection closes, then
+    /// queued candles are flushed to the store.
+    ///
+    /// # Errors
+    /// [`AppError::Serve`] when the HTTP server fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let Self {
+            config,
+            listener,
+            address,
+            state,
+            metrics,
+            tasks,
+            cancel,
+            startup_backfill,
+        } = self;
+        let signal = cancel.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown => info!("shutdown requested"),
+                _ = signal.cancelled() => {}
+            }
+            signal.cancel();
+        });
+        // Serve full windows from the first connection when the exchange answers in time.
+        if let Some(startup_backfill) = startup_backfill {
+            let timeout = config.exchange.startup_backfill_timeout;
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                waited = tokio::time::timeout(timeout, startup_backfill) => {
+                    if waited.is_err() {
+                        warn!(?timeout, "startup backfill still running; serving what is stored");
+                    }
+                }
+            }
+        }
+
+        info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
+        let clients = state.clients().clone();
+        let service = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(listener, service)
+            .with_graceful_shutdown(cancel.clone().cancelled_owned())
+            .await;
+        cancel.cancel();
+
+        clients.close();
+        if tokio::time::timeout(CLIENTS_TIMEOUT, clients.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                clients = clients.len(),
+                "some clients did not close in time"
+            );
+        }
+        // The exchange client holds the write queue's senders: once it has stopped,
+        // the writer drains the queue and ends.
+        tasks.close();
+        if tokio::time::timeout(FLUSH_TIMEOUT, tasks.wait())
+            .await
+            .is_err()
+        {
+            warn!(
+                pending = metrics.pending_writes.get(),
+                "store writes still pending at exit"
+            );
+        }
+        info!("stopped");
+        served.map_err(AppError::Serve)
+    }
+}
+
+/// Builds the app on `listener` and runs it until `shutdown` completes.
+///
+/// # Errors
+/// [`AppError`]: it could not start, or the HTTP server failed.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), AppError> {
+    App::build(config, listener).await?.run(shutdown).await
+}

@@ -1,0 +1,258 @@
+//! Configuration, read once from the environment (after `.env`): the only place that
+//! looks at environment variables. It reads and validates each variable into the
+//! options struct of the area that owns it, nothing more; a bad value stops startup
+//! naming the variable.
+
+mod parse;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use chrono_tz::Tz;
+use url::Url;
+
+use crate::candle::Interval;
+use crate::exchange::ExchangeOptions;
+use crate::http::FeedOptions;
+use crate::hub::WindowOptions;
+use crate::store::{MongoUri, StoreOptions, WRITE_QUEUE_BATCHES};
+use crate::telemetry::{LogFormat, LogOptions};
+use parse::{
+    Expected, Source, expected, parse_name, parse_port, parse_seconds, parse_symbols, parse_url,
+};
+
+/// A configuration value that could not be used; `Display` is the one-line message
+/// printed before the process exits with code 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: {var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault, e.g. `PORT`.
+    pub var: &'static str,
+    /// What was wrong and what was expected.
+    pub reason: String,
+}
+
+impl ConfigError {
+    /// An error naming `var`.
+    pub fn new(var: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            var,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Everything the service needs to know, parsed and validated, grouped by the area
+/// that uses it.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `PORT`: the listening port.
+    pub port: u16,
+    /// `BIND_ADDR`: the listening address.
+    pub bind_addr: IpAddr,
+    /// `INGEST`: connect to the exchange and write (true), or only follow the
+    /// database's change stream (false; needs `MONGO_URI`).
+    pub ingest: bool,
+    /// `SYMBOLS`: upper case, in the order clients receive them.
+    pub symbols: Vec<String>,
+    /// `INTERVAL`: the kline interval.
+    pub interval: Interval,
+    /// `HISTORY_LEN`, `HISTORY_MAX`, `TIME_ZONE`.
+    pub windows: WindowOptions,
+    /// `MONGO_URI`, `MONGO_DATABASE`, `MONGO_COLLECTION`, `DATA_DIR`.
+    pub store: StoreOptions,
+    /// `BINANCE_WS_URL`, `BINANCE_REST_URL`, `UPSTREAM_*`.
+    pub exchange: ExchangeOptions,
+    /// `CLIENT_SEND_TIMEOUT_SECS`, `CLIENT_PING_SECS`, `MAX_CONNECTIONS`.
+    pub feed: FeedOptions,
+    /// `RUST_LOG`, `LOG_FORMAT`.
+    pub log: LogOptions,
+}
+
+const DEFAULT_SYMBOLS: &str = "BTCUSDT,BNBUSDT,ETHUSDT,SOLUSDT,XRPUSDT";
+const DEFAULT_WS_URL: &str = "wss://fstream.binance.com/market/stream";
+const DEFAULT_REST_URL: &str = "https://fapi.binance.com";
+/// Binance returns at most 1500 klines per request; a window longer than that could
+/// not be backfilled in one page and is far beyond what a client message should carry.
+const MAX_HISTORY_LEN: usize = 1000;
+
+fn parse_count(raw: &str, min: usize, max: usize) -> Result<usize, Expected> {
+    match raw.parse::<usize>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ if max == usize::MAX => Err(expected(format!(
+            "expected a whole number of at least {min}, got {raw:?}"
+        ))),
+        _ => Err(expected(format!(
+            "expected a whole number from {min} to {max}, got {raw:?}"
+        ))),
+    }
+}
+
+impl Config {
+    /// Reads the process environment. Call `dotenvy::dotenv()` first to honour `.env`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first variable that is invalid.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Builds the configuration from any variable source; tests pass a map.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the first variable that is invalid.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let source = Source(&lookup);
+        let seconds = |var, default, max| {
+            source.parse_or(var, Duration::from_secs(default), |raw| {
+                parse_seconds(raw, 1, max)
+            })
+        };
+        let mongo_uri = match lookup("MONGO_URI").filter(|raw| !raw.trim().is_empty()) {
+            None => None,
+            Some(raw) => Some(
+                MongoUri::parse(raw.trim())
+                    .map_err(|err| ConfigError::new("MONGO_URI", err.to_string()))?,
+            ),
+        };
+        let config = Self {
+            port: source.parse_or("PORT", 8080, parse_port)?,
+            bind_addr: source.parse_or("BIND_ADDR", IpAddr::from([0, 0, 0, 0]), |raw| {
+                IpAddr::from_str(raw).map_err(|_| {
+                    expected(format!("expected an IP address such as 0.0.0.0 or ::, got {raw:?}"))
+                })
+            })?,
+            ingest: source.parse_or("INGEST", true, |raw| match raw.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(expected(format!("expected true or false, got {raw:?}"))),
+            })?,
+            symbols: source.parse_or(
+                "SYMBOLS",
+                parse_symbols(DEFAULT_SYMBOLS).unwrap_or_default(),
+                parse_symbols,
+            )?,
+            interval: source.parse_or("INTERVAL", Interval::parse("1m").expect("1m is valid"), |raw| {
+                Interval::parse(raw).map_err(|err| expected(err.to_string()))
+            })?,
+            windows: WindowOptions {
+                history_len: source.parse_or("HISTORY_LEN", 10, |raw| parse_count(raw, 1, MAX_HISTORY_LEN))?,
+                history_max: source.parse_or("HISTORY_MAX", 100, |raw| parse_count(raw, 1, MAX_HISTORY_LEN))?,
+                time_zone: source.parse_or("TIME_ZONE", Tz::UTC, |raw| {
+                    Tz::from_str(raw).map_err(|_| {
+                        expected(format!(
+                            "unknown time zone {raw:?}; expected an IANA name such as UTC or Europe/Berlin"
+                        ))
+                    })
+                })?,
+            },
+            store: StoreOptions {
+                mongo_uri,
+                mongo_database: source.parse_or("MONGO_DATABASE", "candlecast".to_owned(), parse_name)?,
+                mongo_collection: source.parse_or("MONGO_COLLECTION", "candles".to_owned(), parse_name)?,
+                data_dir: source.parse_or("DATA_DIR", PathBuf::from("./data"), |raw| Ok(PathBuf::from(raw)))?,
+                write_queue_batches: WRITE_QUEUE_BATCHES,
+            },
+            exchange: ExchangeOptions {
+                ws_url: source.parse_or("BINANCE_WS_URL", Url::parse(DEFAULT_WS_URL).expect("valid"), |raw| {
+                    parse_url(raw, &["ws", "wss"])
+                })?,
+                rest_url: source.parse_or("BINANCE_REST_URL", Url::parse(DEFAULT_REST_URL).expect("valid"), |raw| {
+                    parse_url(raw, &["http", "https"])
+                })?,
+                stale_after: seconds("UPSTREAM_STALE_SECS", 30, 3600)?,
+                backoff_max: seconds("UPSTREAM_BACKOFF_MAX_SECS", 30, 3600)?,
+                max_age: seconds("UPSTREAM_MAX_AGE_SECS", 82_800, 86_000)?,
+                startup_backfill_timeout: Duration::from_secs(15),
+            },
+            feed: FeedOptions {
+                send_timeout: seconds("CLIENT_SEND_TIMEOUT_SECS", 10, 3600)?,
+                ping_every: seconds("CLIENT_PING_SECS", 30, 3600)?,
+                max_connections: source.parse_or("MAX_CONNECTIONS", 10_000, |raw| parse_count(raw, 1, usize::MAX))?,
+            },
+            log: LogOptions {
+                filter: match lookup("RUST_LOG").filter(|raw| !raw.trim().is_empty()) {
+                    None => "info".to_owned(),
+                    Some(raw) => {
+                        tracing_subscriber::EnvFilter::try_new(&raw).map_err(|err| {
+                            ConfigError::new(
+                                "RUST_LOG",
+                                format!("not a valid log filter ({err}), e.g. info or candlecast=debug"),
+                            )
+                        })?;
+                        raw
+                    }
+                },
+                format: source.parse_or("LOG_FORMAT", LogFormat::Pretty, |raw| {
+                    match raw.to_ascii_lowercase().as_str() {
+                        "pretty" | "text" => Ok(LogFormat::Pretty),
+                        "json" => Ok(LogFormat::Json),
+                        _ => Err(expected(format!("expected pretty or json, got {raw:?}"))),
+                    }
+                })?,
+            },
+        };
+        config.check()
+    }
+
+    fn check(self) -> Result<Self, ConfigError> {
+        if !self.ingest && self.store.mongo_uri.is_none() {
+            return Err(ConfigError::new(
+                "INGEST",
+                "INGEST=false needs MONGO_URI: a follower reads the candles ingesters write to MongoDB",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// Every setting as `NAME=value`, for the startup log line; the MongoDB password
+    /// is shown as `***`.
+    pub fn summary(&self) -> String {
+        let mongo = self
+            .store
+            .mongo_uri
+            .as_ref()
+            .map_or_else(|| "(unset: embedded store)".to_owned(), ToString::to_string);
+        let format = match self.log.format {
+            LogFormat::Pretty => "pretty",
+            LogFormat::Json => "json",
+        };
+        let exchange = &self.exchange;
+        [
+            format!("PORT={}", self.port),
+            format!("BIND_ADDR={}", self.bind_addr),
+            format!("INGEST={}", self.ingest),
+            format!("MONGO_URI={mongo}"),
+            format!("MONGO_DATABASE={}", self.store.mongo_database),
+            format!("MONGO_COLLECTION={}", self.store.mongo_collection),
+            format!("DATA_DIR={}", self.store.data_dir.display()),
+            format!("SYMBOLS={}", self.symbols.join(",")),
+            format!("INTERVAL={}", self.interval),
+            format!("HISTORY_LEN={}", self.windows.history_len),
+            format!("HISTORY_MAX={}", self.windows.window_len()),
+            format!("BINANCE_WS_URL={}", exchange.ws_url),
+            format!("BINANCE_REST_URL={}", exchange.rest_url),
+            format!("TIME_ZONE={}", self.windows.time_zone),
+            format!("RUST_LOG={}", self.log.filter),
+            format!("LOG_FORMAT={format}"),
+            format!(
+                "UPSTREAM_BACKOFF_MAX_SECS={}",
+                exchange.backoff_max.as_secs()
+            ),
+            format!("UPSTREAM_STALE_SECS={}", exchange.stale_after.as_secs()),
+            format!("UPSTREAM_MAX_AGE_SECS={}", exchange.max_age.as_secs()),
+            format!(
+                "CLIENT_SEND_TIMEOUT_SECS={}",
+                self.feed.send_timeout.as_secs()
+            ),
+            format!("CLIENT_PING_SECS={}", self.feed.ping_every.as_secs()),
+            format!("MAX_CONNECTIONS={}", self.feed.max_connections),
+        ]
+        .join(" ")
+    }
+}
+
+#[cfg(test)]
+mod tests;

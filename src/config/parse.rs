@@ -1,0 +1,106 @@
+//! How each kind of value is read from its variable: unset means the default,
+//! set-but-blank is an error, anything else is parsed and checked.
+
+use std::time::Duration;
+
+use url::Url;
+
+use super::ConfigError;
+
+/// What a variable should have held: the text after `NAME:` in the error.
+pub(super) struct Expected(pub(super) String);
+
+/// [`Expected`] from any message.
+pub(super) fn expected(message: impl Into<String>) -> Expected {
+    Expected(message.into())
+}
+
+/// Wraps the lookup so each variable is parsed the same way: unset means the default,
+/// set-but-blank is an error (an explicit empty value is a mistake, not a wish).
+pub(super) struct Source<'a>(pub(super) &'a dyn Fn(&str) -> Option<String>);
+
+impl Source<'_> {
+    pub(super) fn parse_or<T>(
+        &self,
+        var: &'static str,
+        default: T,
+        parse: impl Fn(&str) -> Result<T, Expected>,
+    ) -> Result<T, ConfigError> {
+        match (self.0)(var) {
+            None => Ok(default),
+            Some(raw) => {
+                let raw = raw.trim();
+                if raw.is_empty() {
+                    return Err(ConfigError::new(
+                        var,
+                        "is set but empty; unset it to use the default",
+                    ));
+                }
+                parse(raw).map_err(|Expected(reason)| ConfigError::new(var, reason))
+            }
+        }
+    }
+}
+
+pub(super) fn parse_port(raw: &str) -> Result<u16, Expected> {
+    raw.parse::<u16>().map_err(|_| {
+        expected(format!(
+            "expected a port number from 0 to 65535, got {raw:?}"
+        ))
+    })
+}
+
+pub(super) fn parse_seconds(raw: &str, min: u64, max: u64) -> Result<Duration, Expected> {
+    match raw.parse::<u64>() {
+        Ok(secs) if (min..=max).contains(&secs) => Ok(Duration::from_secs(secs)),
+        _ => Err(expected(format!(
+            "expected whole seconds from {min} to {max}, got {raw:?}"
+        ))),
+    }
+}
+
+pub(super) fn parse_name(raw: &str) -> Result<String, Expected> {
+    if raw.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+        Err(expected(format!(
+            "{raw:?} is not a valid MongoDB name (no / \\ . space \" $)"
+        )))
+    } else {
+        Ok(raw.to_owned())
+    }
+}
+
+pub(super) fn parse_symbols(raw: &str) -> Result<Vec<String>, Expected> {
+    let mut symbols: Vec<String> = Vec::new();
+    for symbol in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let symbol = symbol.to_ascii_uppercase();
+        if !symbol.chars().all(|c| c.is_ascii_alphanumeric()) {
+            return Err(expected(format!(
+                "{symbol:?} is not a symbol; expected letters and digits such as BTCUSDT"
+            )));
+        }
+        if symbols.contains(&symbol) {
+            return Err(expected(format!("{symbol} is listed twice")));
+        }
+        symbols.push(symbol);
+    }
+    if symbols.is_empty() {
+        return Err(expected(
+            "the list is empty; expected comma-separated symbols such as BTCUSDT,ETHUSDT",
+        ));
+    }
+    Ok(symbols)
+}
+
+pub(super) fn parse_url(raw: &str, schemes: &[&str]) -> Result<Url, Expected> {
+    let url = Url::parse(raw).map_err(|err| expected(format!("{raw:?} is not a URL ({err})")))?;
+    if !schemes.contains(&url.scheme()) {
+        return Err(expected(format!(
+            "{raw:?} must use {}",
+            schemes.join(" or ")
+        )));
+    }
+    if url.host_str().is_none() {
+        return Err(expected(format!("{raw:?} has no host")));
+    }
+    Ok(url)
+}

@@ -1,0 +1,161 @@
+//! Unit tests of reading the configuration.
+
+use std::collections::HashMap;
+
+use super::*;
+
+fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Config::from_lookup(|name| map.get(name).cloned())
+}
+
+#[test]
+fn defaults_match_the_design() {
+    let config = config_with(&[]).unwrap();
+    assert_eq!(config.port, 8080);
+    assert_eq!(config.bind_addr.to_string(), "0.0.0.0");
+    assert!(config.store.mongo_uri.is_none());
+    assert_eq!(config.store.mongo_database, "candlecast");
+    assert_eq!(config.store.mongo_collection, "candles");
+    assert_eq!(config.store.data_dir, PathBuf::from("./data"));
+    assert_eq!(
+        config.symbols,
+        ["BTCUSDT", "BNBUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"]
+    );
+    assert_eq!(config.interval.name(), "1m");
+    assert_eq!(config.interval.millis(), 60_000);
+    assert_eq!(config.windows.history_len, 10);
+    assert_eq!(config.windows.history_max, 100);
+    assert_eq!(
+        config.exchange.ws_url.as_str(),
+        "wss://fstream.binance.com/market/stream"
+    );
+    assert_eq!(
+        config.exchange.rest_url.as_str(),
+        "https://fapi.binance.com/"
+    );
+    assert_eq!(config.windows.time_zone, Tz::UTC);
+    assert_eq!(config.log.filter, "info");
+    assert_eq!(config.exchange.stale_after, Duration::from_secs(30));
+    assert_eq!(config.exchange.backoff_max, Duration::from_secs(30));
+    assert_eq!(config.exchange.max_age, Duration::from_secs(82_800));
+    assert_eq!(config.feed.send_timeout, Duration::from_secs(10));
+    assert_eq!(config.feed.ping_every, Duration::from_secs(30));
+    assert_eq!(config.feed.max_connections, 10_000);
+}
+
+#[test]
+fn symbols_are_case_insensitive_and_keep_their_order() {
+    let config = config_with(&[("SYMBOLS", " ethusdt, BtcUsdt ,,xrpusdt")]).unwrap();
+    assert_eq!(config.symbols, ["ETHUSDT", "BTCUSDT", "XRPUSDT"]);
+}
+
+#[test]
+fn each_bad_value_names_its_variable() {
+    let cases = [
+        ("PORT", "eighty"),
+        ("PORT", "70000"),
+        ("PORT", "-1"),
+        ("BIND_ADDR", "somewhere"),
+        ("SYMBOLS", " , ,"),
+        ("SYMBOLS", "BTC-USDT"),
+        ("SYMBOLS", "btcusdt,BTCUSDT"),
+        ("INTERVAL", "7m"),
+        ("HISTORY_LEN", "0"),
+        ("HISTORY_LEN", "ten"),
+        ("TIME_ZONE", "Mars/Olympus"),
+        ("MONGO_URI", "postgres://localhost"),
+        ("MONGO_URI", "mongodb://"),
+        (
+            "BINANCE_WS_URL",
+            "https://fstream.binance.com/market/stream",
+        ),
+        ("BINANCE_REST_URL", "not a url"),
+        ("MONGO_DATABASE", "a.b"),
+        ("RUST_LOG", "info,[[["),
+        ("PORT", "  "),
+        ("UPSTREAM_STALE_SECS", "0"),
+        ("UPSTREAM_BACKOFF_MAX_SECS", "1.5"),
+        ("UPSTREAM_MAX_AGE_SECS", "90000"),
+        ("CLIENT_SEND_TIMEOUT_SECS", "0"),
+        ("CLIENT_PING_SECS", "soon"),
+        ("MAX_CONNECTIONS", "0"),
+        ("LOG_FORMAT", "xml"),
+        ("HISTORY_MAX", "0"),
+    ];
+    for (var, value) in cases {
+        let err =
+            config_with(&[(var, value)]).expect_err(&format!("{var}={value:?} should be rejected"));
+        assert_eq!(err.var, var, "{var}={value:?} gave {err}");
+        assert!(err.to_string().contains(var), "{err}");
+    }
+}
+
+#[test]
+fn a_follower_needs_mongodb() {
+    let err = config_with(&[("INGEST", "false")]).unwrap_err();
+    assert_eq!(err.var, "INGEST");
+    assert!(err.to_string().contains("MONGO_URI"), "{err}");
+    let follower =
+        config_with(&[("INGEST", "false"), ("MONGO_URI", "mongodb://db:27017")]).unwrap();
+    assert!(!follower.ingest);
+    assert!(config_with(&[]).unwrap().ingest);
+    assert_eq!(
+        config_with(&[("INGEST", "maybe")]).unwrap_err().var,
+        "INGEST"
+    );
+}
+
+#[test]
+fn blank_mongo_uri_means_the_embedded_store() {
+    let config = config_with(&[("MONGO_URI", "")]).unwrap();
+    assert!(config.store.mongo_uri.is_none());
+}
+
+#[test]
+fn the_mongo_password_never_shows() {
+    let config = config_with(&[(
+        "MONGO_URI",
+        "mongodb://alice:s3cr%40t@db.example:27017/?authSource=admin",
+    )])
+    .unwrap();
+    let uri = config.store.mongo_uri.as_ref().unwrap();
+    assert_eq!(
+        uri.expose(),
+        "mongodb://alice:s3cr%40t@db.example:27017/?authSource=admin"
+    );
+    assert_eq!(
+        uri.to_string(),
+        "mongodb://alice:***@db.example:27017/?authSource=admin"
+    );
+    assert!(!format!("{config:?}").contains("s3cr"));
+    assert!(
+        config
+            .summary()
+            .contains("MONGO_URI=mongodb://alice:***@db.example:27017/")
+    );
+    assert!(!config.summary().contains("s3cr"));
+    assert_eq!(
+        uri.scrub("auth failed for s3cr@t and s3cr%40t"),
+        "auth failed for *** and ***"
+    );
+
+    let err = config_with(&[("MONGO_URI", "mongodb://bob:hunter2@host:notaport")]).unwrap_err();
+    assert_eq!(err.var, "MONGO_URI");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn the_startup_line_hides_the_password_where_it_stands() {
+    let config = config_with(&[("MONGO_URI", "mongodb://admin:admin@h")]).unwrap();
+    assert!(
+        config
+            .summary()
+            .contains("MONGO_URI=mongodb://admin:***@h "),
+        "{}",
+        config.summary()
+    );
+}

@@ -1,0 +1,288 @@
+//! The Binance client: the combined kline stream (connect, parse, reconnect with
+//! backoff, stale watchdog, renewal before the 24-hour cut) and REST backfill of the
+//! closed candles the stream did not deliver.
+//!
+//! Every closed candle, from either path, goes to the hub (clients see it at once)
+//! and to the store's write queue; the socket reader never waits for the database,
+//! so it keeps reading, and answering the exchange's pings, whatever the store does.
+
+mod backfill;
+pub mod kline;
+mod rest;
+mod stream;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, info, info_span, warn};
+use url::Url;
+
+use crate::candle::{Candle, Interval};
+use crate::hub::{Hub, Newest};
+use crate::metrics::{Metrics, UpstreamHealth};
+use crate::retry::{Backoff, FIRST_RETRY_DELAY};
+use crate::store::{CandleStore, StoreWriter};
+use crate::telemetry::Chain;
+
+pub use rest::{REST_PAGE_LIMIT, RestClient, RestError};
+pub use stream::ConnectError;
+
+/// How to reach the exchange and when to give up on a connection, from
+/// `BINANCE_WS_URL`, `BINANCE_REST_URL` and the `UPSTREAM_*` variables.
+#[derive(Debug, Clone)]
+pub struct ExchangeOptions {
+    /// The combined-stream endpoint, without the `streams` query.
+    pub ws_url: Url,
+    /// The REST base URL; klines are at `{rest_url}/fapi/v1/klines`.
+    pub rest_url: Url,
+    /// No kline for this long means the stream is dead.
+    pub stale_after: Duration,
+    /// The longest wait between reconnect attempts.
+    pub backoff_max: Duration,
+    /// A connection is renewed (make before break) at this age, ahead of Binance's
+    /// 24-hour cut.
+    pub max_age: Duration,
+    /// How long startup waits for the first backfill before serving anyway.
+    pub startup_backfill_timeout: Duration,
+}
+
+/// What the exchange client follows: which symbols, at which interval, and how many
+/// candles per symbol a full window needs.
+#[derive(Debug, Clone)]
+pub struct Market {
+    /// Upper case, in client order.
+    pub symbols: Vec<String>,
+    pub interval: Interval,
+    /// Candles per symbol kept in memory (`HISTORY_MAX`).
+    pub window_len: usize,
+}
+
+/// Why the upstream connection had to be re-established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReconnectCause {
+    /// Refused, timed out, TLS or HTTP failure while connecting.
+    ConnectFailed,
+    /// No data frame within `UPSTREAM_STALE_SECS`.
+    Stale,
+    /// The server sent a close frame.
+    Closed,
+    /// The socket ended without a close frame.
+    Eof,
+    /// A read error.
+    Error,
+}
+
+impl ReconnectCause {
+    /// The `cause` label of `upstream_reconnects`, also used in logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            ReconnectCause::ConnectFailed => "connect_failed",
+            ReconnectCause::Stale => "stale",
+            ReconnectCause::Closed => "closed",
+            ReconnectCause::Eof => "eof",
+            ReconnectCause::Error => "error",
+        }
+    }
+}
+
+/// What the service holds of one symbol when a repair is planned.
+#[derive(Debug, Clone)]
+struct ResumePoint {
+    symbol: String,
+    /// The newest candle held, if any.
+    held: Option<Newest>,
+}
+
+/// Whether a backfill may leave out symbols that are being backfilled already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Overlap {
+    /// For a new connection: a backfill still running checks whether it has caught
+    /// up only after the connection opened, so it already covers the gap.
+    SkipInFlight,
+    /// For the store: a running backfill may have started after its gap.
+    FetchAll,
+}
+
+/// The upstream side of the service; shared by the stream task and backfill tasks.
+pub struct Exchange {
+    market: Market,
+    options: ExchangeOptions,
+    stream_url: Url,
+    rest: RestClient,
+    hub: Hub,
+    store: Arc<dyn CandleStore>,
+    writer: StoreWriter,
+    metrics: Arc<Metrics>,
+    health: Arc<UpstreamHealth>,
+    /// How many backfills are running now, per symbol.
+    in_flight: Mutex<HashMap<String, usize>>,
+}
+
+/// What the exchange client feeds and reports to.
+pub struct Sinks {
+    pub hub: Hub,
+    /// Read for the store's newest candle when the write queue lost some.
+    pub store: Arc<dyn CandleStore>,
+    pub writer: StoreWriter,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<UpstreamHealth>,
+}
+
+impl Exchange {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`RestError::Client`] when the HTTP client cannot be built (no TLS roots).
+    pub fn new(market: Market, options: ExchangeOptions, sinks: Sinks) -> Result<Self, RestError> {
+        let rest = RestClient::new(&options.rest_url, market.interval.clone())?;
+        Ok(Self {
+            stream_url: stream_url(&options.ws_url, &market.symbols, &market.interval),
+            market,
+            options,
+            rest,
+            hub: sinks.hub,
+            store: sinks.store,
+            writer: sinks.writer,
+            metrics: sinks.metrics,
+            health: sinks.health,
+            in_flight: Mutex::default(),
+        })
+    }
+
+    /// Runs until `cancel`: backfills once at start (reporting on `startup_done`), then
+    /// streams, reconnecting with backoff and repairing the gap after each connect,
+    /// and after the store had to drop queued candles.
+    pub async fn run(
+        self: Arc<Self>,
+        cancel: CancellationToken,
+        startup_done: oneshot::Sender<()>,
+    ) {
+        let mut repairs = JoinSet::new();
+        let startup = Arc::clone(&self);
+        let resume = self.resume_points();
+        let startup_cancel = cancel.clone();
+        repairs.spawn(
+            async move {
+                startup
+                    .backfill(resume, Overlap::SkipInFlight, &startup_cancel)
+                    .await;
+                let _ = startup_done.send(());
+            }
+            .instrument(info_span!("backfill", reason = "startup")),
+        );
+        let store_repairs = tokio::spawn(Arc::clone(&self).repair_store_gaps(cancel.clone()));
+
+        let mut backoff = Backoff::new(FIRST_RETRY_DELAY, self.options.backoff_max);
+        loop {
+            // Finished repairs are reaped here, not kept until shutdown.
+            while repairs.try_join_next().is_some() {}
+            // Taken before connecting: the new stream may deliver newer candles before
+            // the repair starts, and the gap lies behind what we held when it broke.
+            let resume = self.resume_points();
+            let connected = tokio::select! {
+                _ = cancel.cancelled() => break,
+                connected = self.connect() => connected,
+            };
+            let (cause, reason) = match connected {
+                Ok(socket) => {
+                    info!(url = %self.stream_url, "upstream connected");
+                    let repair = Arc::clone(&self);
+                    let repair_cancel = cancel.clone();
+                    repairs.spawn(
+                        async move {
+                            repair
+                                .backfill(resume, Overlap::SkipInFlight, &repair_cancel)
+                                .await
+                        }
+                        .instrument(info_span!("backfill", reason = "reconnect")),
+                    );
+                    self.metrics.upstream_connected.set(1);
+                    let ended = self.stream(socket, &cancel, &mut backoff).await;
+                    self.metrics.upstream_connected.set(0);
+                    match ended {
+                        stream::Ended::Shutdown => break,
+                        stream::Ended::Lost(cause, reason) => (cause, reason),
+                    }
+                }
+                Err(err) => (ReconnectCause::ConnectFailed, Chain(&err).to_string()),
+            };
+            self.metrics.reconnected(cause.label());
+            let delay = backoff.next_delay();
+            warn!(cause = cause.label(), reason = %reason, retry_in = ?delay, "upstream connection lost; reconnecting");
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        repairs.shutdown().await;
+        let _ = store_repairs.await;
+    }
+
+    fn resume_points(&self) -> Vec<ResumePoint> {
+        self.market
+            .symbols
+            .iter()
+            .map(|symbol| ResumePoint {
+                symbol: symbol.clone(),
+                held: self.hub.newest(symbol),
+            })
+            .collect()
+    }
+
+    /// Hands closed candles of the configured symbols to the hub and the store.
+    fn deliver(&self, mut candles: Vec<Candle>) {
+        candles.retain(|c| {
+            c.interval == self.market.interval.name() && self.market.symbols.contains(&c.symbol)
+        });
+        if candles.is_empty() {
+            return;
+        }
+        self.hub.apply(&candles);
+        self.writer.enqueue(candles);
+    }
+}
+
+/// `{base}?streams=btcusdt@kline_1m/ethusdt@kline_1m/…` (Binance wants the `@` and
+/// `/` literally, so the query is written by hand rather than form-encoded).
+pub fn stream_url(base: &Url, symbols: &[String], interval: &Interval) -> Url {
+    let streams: Vec<String> = symbols
+        .iter()
+        .map(|symbol| format!("{}@kline_{}", symbol.to_ascii_lowercase(), interval.name()))
+        .collect();
+    let separator = if base.query().is_some() { '&' } else { '?' };
+    Url::parse(&format!("{base}{separator}streams={}", streams.join("/")))
+        .expect("appending a query keeps a URL valid")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_url_lists_every_symbol_in_lower_case() {
+        let base = Url::parse("wss://fstream.binance.com/market/stream").unwrap();
+        let url = stream_url(
+            &base,
+            &["BTCUSDT".into(), "ETHUSDT".into()],
+            &Interval::parse("1m").unwrap(),
+        );
+        assert_eq!(
+            url.as_str(),
+            "wss://fstream.binance.com/market/stream?streams=btcusdt@kline_1m/ethusdt@kline_1m"
+        );
+        let with_query = Url::parse("ws://127.0.0.1:9/market/stream?x=1").unwrap();
+        assert_eq!(
+            stream_url(
+                &with_query,
+                &["SOLUSDT".into()],
+                &Interval::parse("5m").unwrap()
+            )
+            .as_str(),
+            "ws://127.0.0.1:9/market/stream?x=1&streams=solusdt@kline_5m"
+        );
+    }
+}

@@ -1,0 +1,81 @@
+//! The one error type of the HTTP handlers, and the JSON answer each variant gets.
+
+use axum::Json;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::store::StoreError;
+use crate::telemetry::Chain;
+
+/// Why a request was not served. Each variant is answered with its own status and
+/// a JSON body (`{"error": …}` plus details).
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    /// 400 `{"error", "parameter"}`: a query parameter is unknown, repeated or invalid.
+    #[error("{message}")]
+    BadParameter {
+        /// The parameter at fault, as the client spelled it.
+        parameter: String,
+        message: String,
+    },
+    /// 404 `{"error", "symbols"}`: the symbol is not one this server follows.
+    #[error("unknown symbol {symbol}")]
+    UnknownSymbol {
+        symbol: String,
+        /// The symbols this server has.
+        symbols: Vec<String>,
+    },
+    /// 503 `{"error"}`: the store did not answer.
+    #[error("the store is unavailable: {0}")]
+    StoreUnavailable(#[source] StoreError),
+    /// 503 `{"error", "max_connections"}` with `Retry-After: 5`.
+    #[error("connection limit reached")]
+    ConnectionLimit { max_connections: usize },
+    /// 500: the metrics could not be encoded.
+    #[error("cannot encode the metrics")]
+    Metrics(#[source] std::fmt::Error),
+}
+
+impl HttpError {
+    /// A 400 naming `parameter`.
+    pub fn bad_parameter(parameter: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::BadParameter {
+            parameter: parameter.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for HttpError {
+    fn into_response(self) -> Response {
+        let error = self.to_string();
+        match self {
+            HttpError::BadParameter { parameter, .. } => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": error, "parameter": parameter})),
+            )
+                .into_response(),
+            HttpError::UnknownSymbol { symbols, .. } => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": error, "symbols": symbols})),
+            )
+                .into_response(),
+            HttpError::StoreUnavailable(err) => {
+                tracing::warn!(error = %Chain(&err), "history request failed");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Json(json!({"error": error})),
+                )
+                    .into_response()
+            }
+            HttpError::ConnectionLimit { max_connections } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "5")],
+                Json(json!({"error": error, "max_connections": max_connections})),
+            )
+                .into_response(),
+            HttpError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+        }
+    }
+}

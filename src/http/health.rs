@@ -1,0 +1,77 @@
+//! `/health` (the process answers) and `/ready` (it has what it needs to serve
+//! fresh candles), with the reasons when it does not.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use super::AppState;
+use crate::telemetry::Chain;
+
+/// `/health`: 200 `{"status":"ok"}` while the process serves HTTP.
+pub async fn health() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+/// `/ready`: 200 when the store answers and the exchange sent data within the stale
+/// window; 503 `{"status":"not ready","reasons":[…]}` otherwise.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let parts = &state.parts;
+    let mut reasons = Vec::new();
+    if let Err(err) = parts.store.ping().await {
+        reasons.push(format!("store: {}", Chain(&err)));
+    }
+    if parts.readiness.ingest {
+        let stale_ms = parts.readiness.upstream_stale_after.as_millis() as i64;
+        match parts.health.last_data_ms() {
+            None => reasons.push("upstream: no data received from the exchange yet".to_owned()),
+            Some(last) => {
+                let silent_ms = chrono::Utc::now().timestamp_millis() - last;
+                if silent_ms > stale_ms {
+                    reasons.push(format!(
+                        "upstream: no data from the exchange for {} s",
+                        silent_ms / 1000
+                    ));
+                }
+            }
+        }
+    } else {
+        if parts.metrics.change_stream_open.get() == 0 {
+            reasons.push(
+                "change stream: not open, so candles written by ingesters do not arrive".to_owned(),
+            );
+        }
+        if let Some(reason) = ingesters_unhealthy(&state).await {
+            reasons.push(reason);
+        }
+    }
+    if reasons.is_empty() {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        let body = json!({"status": "not ready", "reasons": reasons});
+        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+    }
+}
+
+/// Why no new candles reach a follower, judged by the ingesters' heartbeats.
+async fn ingesters_unhealthy(state: &AppState) -> Option<String> {
+    let parts = &state.parts;
+    let stale_ms = parts.readiness.upstream_stale_after.as_millis() as i64;
+    let now = chrono::Utc::now().timestamp_millis();
+    let hint = "new candles come only from replicas with INGEST=true";
+    match parts.mongo.as_ref()?.freshest_heartbeat().await {
+        Ok(None) => Some(format!("ingesters: none has reported yet; {hint}")),
+        Ok(Some(beat)) if now - beat.seen_ms > 2 * stale_ms => Some(format!(
+            "ingesters: none has reported for {} s; {hint}",
+            (now - beat.seen_ms) / 1000
+        )),
+        Ok(Some(beat)) if now - beat.last_data_ms > stale_ms => Some(format!(
+            "ingesters: no data from the exchange for {} s",
+            (now - beat.last_data_ms) / 1000
+        )),
+        Ok(Some(_)) => None,
+        Err(_) => None, // the store's own check reports it
+    }
+}

@@ -1,0 +1,37 @@
+//! `/metrics`: every metric in the Prometheus (OpenMetrics) text format.
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::error::HttpError;
+use crate::metrics::SymbolLabel;
+
+/// Sets each symbol's newest-candle age, then encodes the registry.
+pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpError> {
+    let parts = &state.parts;
+    let now = chrono::Utc::now().timestamp_millis();
+    for symbol in parts.hub.symbols() {
+        if let Some(newest) = parts.hub.newest(symbol) {
+            let closed_at = newest.open_time + parts.interval.millis();
+            let label = SymbolLabel {
+                symbol: symbol.clone(),
+            };
+            parts
+                .metrics
+                .newest_candle_age
+                .get_or_create(&label)
+                .set((now - closed_at) as f64 / 1000.0);
+        }
+    }
+    let body = parts.metrics.encode().map_err(HttpError::Metrics)?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}

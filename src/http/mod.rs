@@ -1,0 +1,163 @@
+//! The axum router: the websocket feed and the live page on `/`, health, readiness,
+//! metrics and the history API, plus the listener setup. Connections are cheap:
+//! small buffers, one shared snapshot, and a slow client only ever owes the newest
+//! message of each coin.
+
+mod error;
+mod feed;
+mod health;
+mod history;
+mod metrics;
+mod page;
+mod query;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use tokio::net::{TcpListener, TcpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::trace::TraceLayer;
+
+use crate::candle::Interval;
+use crate::hub::Hub;
+use crate::metrics::{Metrics, UpstreamHealth};
+use crate::store::{CandleStore, MongoStore};
+
+pub use error::HttpError;
+pub use feed::{CLOSE_NO_PONG, CLOSE_TOO_SLOW, MAX_CLIENT_MESSAGE};
+pub use history::{HISTORY_API_MAX, StoredCandle};
+
+/// Pending connections the kernel queues for us; bursts of connects beyond the
+/// default 128 would otherwise be dropped and retried by clients after a second.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds `addr` with a deep accept queue.
+///
+/// # Errors
+/// The socket's error when the address cannot be bound.
+pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
+/// How websocket clients are treated, from `CLIENT_SEND_TIMEOUT_SECS`,
+/// `CLIENT_PING_SECS` and `MAX_CONNECTIONS`.
+#[derive(Debug, Clone)]
+pub struct FeedOptions {
+    /// A client whose send has not completed in this time is closed (code 1013).
+    pub send_timeout: Duration,
+    /// How often clients are pinged; one silent for two intervals is closed (1008).
+    pub ping_every: Duration,
+    /// Websocket clients served at once; more get HTTP 503.
+    pub max_connections: usize,
+}
+
+/// What readiness means for this replica.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// An ingester is ready with live exchange data; a follower with an open
+    /// change stream and a healthy ingester.
+    pub ingest: bool,
+    /// Readiness fails when the exchange sent no kline for this long.
+    pub upstream_stale_after: Duration,
+}
+
+/// Everything the router serves from.
+pub struct Parts {
+    pub hub: Hub,
+    pub store: Arc<dyn CandleStore>,
+    /// For a follower's readiness: the ingesters' heartbeats.
+    pub mongo: Option<MongoStore>,
+    pub interval: Interval,
+    pub feed: FeedOptions,
+    pub readiness: Readiness,
+    pub metrics: Arc<Metrics>,
+    pub health: Arc<UpstreamHealth>,
+    /// Fires on shutdown; open connections close with 1001.
+    pub shutdown: CancellationToken,
+}
+
+/// What handlers share: cheap handles only.
+#[derive(Clone)]
+pub struct AppState {
+    parts: Arc<Parts>,
+    /// Every client task, so shutdown can wait for their close frames.
+    clients: TaskTracker,
+    open: Arc<AtomicUsize>,
+    next_connection: Arc<AtomicU64>,
+}
+
+impl AppState {
+    /// State for a router serving `parts` until their shutdown token fires.
+    pub fn new(parts: Parts) -> Self {
+        Self {
+            parts: Arc::new(parts),
+            clients: TaskTracker::new(),
+            open: Arc::new(AtomicUsize::new(0)),
+            next_connection: Arc::new(AtomicU64::new(1)),
+        }
+    }
+
+    /// The tracker of client tasks: close it, then wait on it, at shutdown.
+    pub fn clients(&self) -> &TaskTracker {
+        &self.clients
+    }
+
+    /// Takes one of the `MAX_CONNECTIONS` slots, if any is free.
+    fn claim_slot(&self) -> Option<Slot> {
+        let max = self.parts.feed.max_connections;
+        let claimed = self
+            .open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |open| {
+                (open < max).then_some(open + 1)
+            })
+            .is_ok();
+        claimed.then(|| {
+            self.parts.metrics.clients_connected.inc();
+            Slot {
+                open: Arc::clone(&self.open),
+                metrics: Arc::clone(&self.parts.metrics),
+            }
+        })
+    }
+}
+
+/// A connection slot, given back when the connection ends.
+struct Slot {
+    open: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.clients_connected.dec();
+    }
+}
+
+/// The service's routes, without a listener, so tests can drive it either way.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(feed::feed))
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/metrics", get(metrics::metrics))
+        .route("/api/v1/candles/{symbol}", get(history::history))
+        .route(
+            "/assets/lightweight-charts.standalone.production.js",
+            get(page::charts_js),
+        )
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

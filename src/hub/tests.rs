@@ -1,0 +1,214 @@
+//! Unit tests of the hub: windows, versions and cached views.
+
+use super::*;
+use chrono_tz::Tz;
+
+const MINUTE: i64 = 60_000;
+const T0: i64 = 1_763_791_500_000; // 2025-11-22 06:05 UTC
+
+fn candle(symbol: &str, minute: i64, open: f64, close: f64) -> Candle {
+    Candle {
+        symbol: symbol.into(),
+        interval: "1m".into(),
+        open_time: T0 + minute * MINUTE,
+        close_time: T0 + (minute + 1) * MINUTE - 1,
+        open,
+        high: open.max(close),
+        low: open.min(close),
+        close,
+        volume: 1.0,
+        quote_volume: 1.0,
+        taker_buy_volume: 0.5,
+        taker_buy_quote_volume: 0.5,
+        trades: 1,
+    }
+}
+
+fn hub(history_len: usize) -> Hub {
+    Hub::new(
+        &["BTCUSDT".into(), "ETHUSDT".into()],
+        "1m",
+        history_len,
+        history_len,
+        Tz::UTC,
+    )
+}
+
+fn message(hub: &Hub, position: usize) -> serde_json::Value {
+    let snapshot = hub.subscribe().borrow().clone();
+    serde_json::from_str(snapshot.coins[position].text.as_str()).unwrap()
+}
+
+#[test]
+fn starts_with_empty_messages_for_every_coin() {
+    let hub = hub(3);
+    assert_eq!(
+        message(&hub, 0),
+        serde_json::json!({"coin":"BTCUSDT","values":[],"operations":[],"time":[]})
+    );
+    assert_eq!(message(&hub, 1)["coin"], "ETHUSDT");
+}
+
+#[test]
+fn newest_first_with_operations_from_previous_closes() {
+    let hub = hub(3);
+    hub.apply(&[
+        candle("BTCUSDT", 0, 10.0, 11.0),
+        candle("BTCUSDT", 1, 11.0, 10.5), // SELL vs 11
+        candle("BTCUSDT", 2, 10.5, 10.5), // BUY (equal)
+        candle("BTCUSDT", 3, 10.5, 12.0), // BUY
+    ]);
+    assert_eq!(
+        message(&hub, 0),
+        serde_json::json!({
+            "coin":"BTCUSDT",
+            "values":[12.0,10.5,10.5],
+            "operations":["BUY","BUY","SELL"],
+            "time":["06:09","06:08","06:07"]
+        })
+    );
+    assert_eq!(
+        hub.newest("BTCUSDT"),
+        Some(Newest {
+            open_time: T0 + 3 * MINUTE,
+            window_full: true
+        })
+    );
+    assert_eq!(hub.newest("ETHUSDT"), None);
+}
+
+#[test]
+fn the_only_candle_compares_with_its_open() {
+    let hub = hub(3);
+    hub.apply(&[candle("ETHUSDT", 0, 10.0, 9.0)]);
+    assert_eq!(
+        hub.newest("ETHUSDT"),
+        Some(Newest {
+            open_time: T0,
+            window_full: false
+        })
+    );
+    assert_eq!(message(&hub, 1)["operations"], serde_json::json!(["SELL"]));
+}
+
+#[test]
+fn late_and_duplicate_candles_keep_the_window_ordered() {
+    let hub = hub(3);
+    let mut rx = hub.subscribe();
+    rx.borrow_and_update();
+    assert_eq!(
+        hub.apply(&[
+            candle("BTCUSDT", 0, 1.0, 1.0),
+            candle("BTCUSDT", 2, 1.0, 3.0)
+        ]),
+        1
+    );
+    assert!(rx.has_changed().unwrap());
+    rx.borrow_and_update();
+    // The same candle again changes nothing and wakes no one.
+    assert_eq!(hub.apply(&[candle("BTCUSDT", 2, 1.0, 3.0)]), 0);
+    assert!(!rx.has_changed().unwrap());
+    // A late candle lands in the middle and recomputes the one after it.
+    assert_eq!(hub.apply(&[candle("BTCUSDT", 1, 1.0, 4.0)]), 1);
+    assert_eq!(
+        message(&hub, 0)["values"],
+        serde_json::json!([3.0, 4.0, 1.0])
+    );
+    assert_eq!(
+        message(&hub, 0)["operations"],
+        serde_json::json!(["SELL", "BUY", "BUY"])
+    );
+    let version = hub.subscribe().borrow().coins[0].version;
+    // A candle older than everything kept is ignored once the window is full.
+    hub.apply(&[candle("BTCUSDT", 3, 3.0, 5.0)]);
+    assert_eq!(hub.apply(&[candle("BTCUSDT", -5, 1.0, 1.0)]), 0);
+    assert_eq!(
+        message(&hub, 0)["values"],
+        serde_json::json!([5.0, 3.0, 4.0])
+    );
+    // The hidden reference candle (minute 0) still drives the oldest operation.
+    assert_eq!(
+        message(&hub, 0)["operations"],
+        serde_json::json!(["BUY", "SELL", "BUY"])
+    );
+    assert_eq!(hub.subscribe().borrow().coins[0].version, version + 1);
+}
+
+#[test]
+fn other_views_are_rendered_from_the_same_window_and_cached_per_version() {
+    let hub = Hub::new(&["BTCUSDT".into()], "1m", 2, 4, Tz::UTC);
+    hub.apply(
+        &(0..6)
+            .map(|m| candle("BTCUSDT", m, 1.0, m as f64))
+            .collect::<Vec<_>>(),
+    );
+    let snapshot = hub.subscribe().borrow().clone();
+    let parse = |text: Utf8Bytes| serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap();
+    // The default view is the published message itself.
+    assert_eq!(
+        hub.message(&snapshot, 0, hub.default_view()).as_str(),
+        snapshot.coins[0].text.as_str()
+    );
+    let longer = View {
+        limit: 4,
+        format: Format::Compact,
+    };
+    assert_eq!(
+        parse(hub.message(&snapshot, 0, longer))["values"],
+        serde_json::json!([5.0, 4.0, 3.0, 2.0])
+    );
+    let candles = View {
+        limit: 2,
+        format: Format::Candles,
+    };
+    let message = parse(hub.message(&snapshot, 0, candles));
+    assert_eq!(message["coin"], "BTCUSDT");
+    assert_eq!(message["candles"][0]["open_time"], T0 + 5 * MINUTE);
+    assert_eq!(message["candles"][0]["close_time"], T0 + 6 * MINUTE - 1);
+    assert_eq!(message["candles"][1]["close"], 4.0);
+    assert_eq!(message["candles"].as_array().unwrap().len(), 2);
+    // Asking for more than is kept gives what is kept.
+    let all = View {
+        limit: 50,
+        format: Format::Compact,
+    };
+    assert_eq!(
+        parse(hub.message(&snapshot, 0, all))["values"]
+            .as_array()
+            .unwrap()
+            .len(),
+        4
+    );
+    // A new close invalidates the cached rendering.
+    hub.apply(&[candle("BTCUSDT", 6, 1.0, 6.0)]);
+    let snapshot = hub.subscribe().borrow().clone();
+    assert_eq!(
+        parse(hub.message(&snapshot, 0, longer))["values"],
+        serde_json::json!([6.0, 5.0, 4.0, 3.0])
+    );
+}
+
+#[test]
+fn a_corrected_candle_replaces_the_old_one() {
+    let hub = hub(3);
+    hub.apply(&[candle("BTCUSDT", 0, 1.0, 2.0)]);
+    hub.apply(&[candle("BTCUSDT", 0, 1.0, 0.5)]);
+    assert_eq!(message(&hub, 0)["values"], serde_json::json!([0.5]));
+}
+
+#[test]
+fn other_symbols_and_intervals_are_ignored() {
+    let hub = hub(3);
+    let mut other = candle("BTCUSDT", 0, 1.0, 2.0);
+    other.interval = "5m".into();
+    assert_eq!(hub.apply(&[candle("DOGEUSDT", 0, 1.0, 2.0), other]), 0);
+}
+
+#[test]
+fn only_changed_coins_get_a_new_version() {
+    let hub = hub(3);
+    hub.apply(&[candle("ETHUSDT", 0, 1.0, 2.0)]);
+    let snapshot = hub.subscribe().borrow().clone();
+    assert_eq!(snapshot.coins[0].version, 0);
+    assert_eq!(snapshot.coins[1].version, 1);
+}

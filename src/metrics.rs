@@ -1,0 +1,300 @@
+//! Every metric the service keeps, registered once with `prometheus-client` and
+//! updated where its event happens; `/metrics`, logs and tests read the same values.
+//! Also the upstream's health (when the exchange last sent a kline), which
+//! readiness and the ingester heartbeat read.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Label of `upstream_reconnects`: why the exchange connection was lost.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CauseLabel {
+    pub cause: &'static str,
+}
+
+/// Label of per-symbol metrics.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SymbolLabel {
+    pub symbol: String,
+}
+
+/// A gauge of seconds, as a float.
+pub type SecondsGauge = Gauge<f64, AtomicU64>;
+
+/// The service's metrics. Each field is a cheap handle to shared values; the
+/// registry that `/metrics` encodes holds the same handles, under the `candlecast_`
+/// prefix, with the names in the comments.
+#[derive(Debug)]
+pub struct Metrics {
+    /// `upstream_frames`: websocket frames read from the exchange.
+    pub frames: Counter,
+    /// `upstream_parse_errors`: frames that did not parse as klines.
+    pub parse_errors: Counter,
+    /// `upstream_closed_candles`: closed candles received on the stream.
+    pub closed_from_stream: Counter,
+    /// `backfilled_candles`: closed candles fetched by REST backfill.
+    pub backfilled: Counter,
+    /// `upstream_reconnects{cause}`: connections lost, by cause.
+    pub reconnects: Family<CauseLabel, Counter>,
+    /// `upstream_renewals`: connections replaced before Binance's 24-hour cut.
+    pub renewals: Counter,
+    /// `upstream_connected`: 1 while a stream connection is open.
+    pub upstream_connected: Gauge,
+    /// `store_repairs`: gap repairs started after the write queue dropped candles.
+    pub store_repairs: Counter,
+    /// `store_written_candles`: candles written to the store.
+    pub stored: Counter,
+    /// `store_errors`: failed store writes.
+    pub store_errors: Counter,
+    /// `store_retries`: failed store writes that were retried.
+    pub store_retries: Counter,
+    /// `store_write_seconds`: successful store writes, by duration.
+    pub store_write_seconds: Histogram,
+    /// `store_dropped_candles`: candles that could not be queued, or written at shutdown.
+    pub dropped_writes: Counter,
+    /// `store_pending_candles`: candles waiting in the write queue.
+    pub pending_writes: Gauge,
+    /// `clients_connected`: websocket clients connected now.
+    pub clients_connected: Gauge,
+    /// `messages_sent`: messages sent to websocket clients.
+    pub messages_sent: Counter,
+    /// `bytes_sent`: message bytes sent to websocket clients.
+    pub bytes_sent: Counter,
+    /// `slow_clients_closed`: clients closed because a send did not complete in time.
+    pub slow_clients_closed: Counter,
+    /// `unresponsive_clients_closed`: clients closed for not answering pings.
+    pub unresponsive_clients_closed: Counter,
+    /// `oversized_messages`: clients closed for sending a message over the limit.
+    pub oversized_messages: Counter,
+    /// `connections_rejected`: upgrades refused at `MAX_CONNECTIONS`.
+    pub connections_rejected: Counter,
+    /// `change_stream_open`: 1 while the candle collection's change stream is open.
+    pub change_stream_open: Gauge,
+    /// `followed_candles`: candles received from the change stream.
+    pub followed_candles: Counter,
+    /// `change_stream_errors`: change stream interruptions.
+    pub change_stream_errors: Counter,
+    /// `newest_candle_age_seconds{symbol}`: age of the newest closed candle held
+    /// (set when scraped).
+    pub newest_candle_age: Family<SymbolLabel, SecondsGauge>,
+    registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Every metric at zero, registered under the `candlecast_` prefix.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("candlecast");
+        // Registers a fresh metric and returns the handle the service updates.
+        fn metric<M: prometheus_client::registry::Metric + Clone>(
+            registry: &mut Registry,
+            name: &str,
+            help: &str,
+            metric: M,
+        ) -> M {
+            registry.register(name, help, metric.clone());
+            metric
+        }
+        let r = &mut registry;
+        Self {
+            frames: metric(
+                r,
+                "upstream_frames",
+                "Websocket frames read from the exchange",
+                Counter::default(),
+            ),
+            parse_errors: metric(
+                r,
+                "upstream_parse_errors",
+                "Exchange frames that were not klines",
+                Counter::default(),
+            ),
+            closed_from_stream: metric(
+                r,
+                "upstream_closed_candles",
+                "Closed candles received on the stream",
+                Counter::default(),
+            ),
+            backfilled: metric(
+                r,
+                "backfilled_candles",
+                "Closed candles fetched by REST backfill",
+                Counter::default(),
+            ),
+            reconnects: metric(
+                r,
+                "upstream_reconnects",
+                "Upstream connections lost, by cause",
+                Family::default(),
+            ),
+            renewals: metric(
+                r,
+                "upstream_renewals",
+                "Connections renewed before the 24-hour cut",
+                Counter::default(),
+            ),
+            upstream_connected: metric(
+                r,
+                "upstream_connected",
+                "1 while the exchange stream is connected",
+                Gauge::default(),
+            ),
+            store_repairs: metric(
+                r,
+                "store_repairs",
+                "Refetches after the write queue dropped candles",
+                Counter::default(),
+            ),
+            stored: metric(
+                r,
+                "store_written_candles",
+                "Candles written to the store",
+                Counter::default(),
+            ),
+            store_errors: metric(r, "store_errors", "Failed store writes", Counter::default()),
+            store_retries: metric(
+                r,
+                "store_retries",
+                "Store writes retried after a failure",
+                Counter::default(),
+            ),
+            // 1 ms to about 16 s.
+            store_write_seconds: metric(
+                r,
+                "store_write_seconds",
+                "Duration of successful store writes",
+                Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            ),
+            dropped_writes: metric(
+                r,
+                "store_dropped_candles",
+                "Candles the write queue could not hold",
+                Counter::default(),
+            ),
+            pending_writes: metric(
+                r,
+                "store_pending_candles",
+                "Candles waiting to be written",
+                Gauge::default(),
+            ),
+            clients_connected: metric(
+                r,
+                "clients_connected",
+                "Websocket clients connected now",
+                Gauge::default(),
+            ),
+            messages_sent: metric(
+                r,
+                "messages_sent",
+                "Messages sent to websocket clients",
+                Counter::default(),
+            ),
+            bytes_sent: metric(
+                r,
+                "bytes_sent",
+                "Message bytes sent to websocket clients",
+                Counter::default(),
+            ),
+            slow_clients_closed: metric(
+                r,
+                "slow_clients_closed",
+                "Clients closed for not taking messages in time",
+                Counter::default(),
+            ),
+            unresponsive_clients_closed: metric(
+                r,
+                "unresponsive_clients_closed",
+                "Clients closed for not answering pings",
+                Counter::default(),
+            ),
+            oversized_messages: metric(
+                r,
+                "oversized_messages",
+                "Clients closed for an oversized message",
+                Counter::default(),
+            ),
+            connections_rejected: metric(
+                r,
+                "connections_rejected",
+                "Upgrades refused at MAX_CONNECTIONS",
+                Counter::default(),
+            ),
+            change_stream_open: metric(
+                r,
+                "change_stream_open",
+                "1 while the change stream is open",
+                Gauge::default(),
+            ),
+            followed_candles: metric(
+                r,
+                "followed_candles",
+                "Candles received from the change stream",
+                Counter::default(),
+            ),
+            change_stream_errors: metric(
+                r,
+                "change_stream_errors",
+                "Change stream interruptions",
+                Counter::default(),
+            ),
+            newest_candle_age: metric(
+                r,
+                "newest_candle_age_seconds",
+                "Age of the newest closed candle held, per symbol",
+                Family::default(),
+            ),
+            registry,
+        }
+    }
+
+    /// Counts one lost upstream connection of `cause` (a label such as `stale`).
+    pub fn reconnected(&self, cause: &'static str) {
+        self.reconnects.get_or_create(&CauseLabel { cause }).inc();
+    }
+
+    /// Lost upstream connections of `cause` so far.
+    pub fn reconnects_of(&self, cause: &'static str) -> u64 {
+        self.reconnects.get_or_create(&CauseLabel { cause }).get()
+    }
+
+    /// Every metric in the OpenMetrics text format.
+    ///
+    /// # Errors
+    /// Only if writing to a `String` fails, which it does not.
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut body = String::new();
+        prometheus_client::encoding::text::encode(&mut body, &self.registry)?;
+        Ok(body)
+    }
+}
+
+/// When the exchange last sent a parsed kline: what readiness and the ingester's
+/// heartbeat judge the upstream by. Cheap to share behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct UpstreamHealth {
+    last_data_ms: AtomicI64,
+}
+
+impl UpstreamHealth {
+    /// Notes that a kline arrived from the exchange now.
+    pub fn data_now(&self) {
+        self.last_data_ms
+            .store(chrono::Utc::now().timestamp_millis(), Ordering::Relaxed);
+    }
+
+    /// When the last kline arrived, in ms since the epoch (UTC); `None` before any.
+    pub fn last_data_ms(&self) -> Option<i64> {
+        Some(self.last_data_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+}

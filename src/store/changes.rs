@@ -1,0 +1,97 @@
+//! The candle collection's MongoDB change stream, as candles written or a reset.
+
+use futures_util::StreamExt;
+
+use mongodb::bson::doc;
+
+use super::mongo::{CandleDocument, DriverError, MongoStore};
+use super::{MongoUri, StoreError};
+use crate::candle::Candle;
+
+pub use mongodb::change_stream::event::ResumeToken;
+
+type CandleStream = mongodb::change_stream::ChangeStream<
+    mongodb::change_stream::event::ChangeStreamEvent<CandleDocument>,
+>;
+
+impl MongoStore {
+    /// Opens a change stream of written candles, resuming after `token` when given.
+    /// Fails on a server without change streams (a standalone mongod).
+    pub async fn watch(&self, token: Option<ResumeToken>) -> Result<CandleChanges, StoreError> {
+        let written = [
+            "insert",
+            "update",
+            "replace",
+            "drop",
+            "dropDatabase",
+            "rename",
+            "invalidate",
+        ];
+        let stream = self
+            .collection
+            .watch()
+            .pipeline([doc! {"$match": {"operationType": {"$in": written.to_vec()}}}])
+            .full_document(mongodb::options::FullDocumentType::UpdateLookup)
+            .resume_after(token)
+            .await
+            .map_err(|err| self.error("watch", err))?;
+        Ok(CandleChanges::new(stream, self.uri.clone()))
+    }
+}
+
+/// What happened to the candle collection.
+#[derive(Debug)]
+pub enum Change {
+    /// A candle was inserted or replaced.
+    Written(Candle),
+    /// The collection or database went away: the stream cannot go on.
+    Reset,
+}
+
+/// The candle collection's change stream.
+pub struct CandleChanges {
+    stream: CandleStream,
+    uri: MongoUri,
+}
+
+impl CandleChanges {
+    pub(super) fn new(stream: CandleStream, uri: MongoUri) -> Self {
+        Self { stream, uri }
+    }
+
+    /// The next change; `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<Result<Change, StoreError>> {
+        use mongodb::change_stream::event::OperationType;
+        loop {
+            let event = match self.stream.next().await? {
+                Ok(event) => event,
+                Err(err) => {
+                    return Some(Err(StoreError::Mongo {
+                        operation: "change stream",
+                        source: DriverError::new(err, &self.uri),
+                    }));
+                }
+            };
+            match event.operation_type {
+                OperationType::Insert | OperationType::Update | OperationType::Replace => {
+                    if let Some(document) = event.full_document {
+                        return Some(Ok(Change::Written(document.into())));
+                    }
+                    // An update whose document is already gone: nothing to show.
+                }
+                OperationType::Drop
+                | OperationType::DropDatabase
+                | OperationType::Rename
+                | OperationType::Invalidate => {
+                    return Some(Ok(Change::Reset));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Where to resume after the last change returned.
+    pub fn resume_token(&self) -> Option<ResumeToken> {
+        self.stream.resume_token()
+    }
+}

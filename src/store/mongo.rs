@@ -1,0 +1,306 @@
+//! The MongoDB backend: one document per closed candle (DESIGN.md §4), upserted
+//! under a unique index, plus the ingesters' heartbeat documents.
+
+use std::fmt;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures_util::{StreamExt, TryStreamExt};
+use mongodb::bson::{self, Document, doc};
+use mongodb::options::{ClientOptions, IndexOptions};
+use mongodb::{Client, Collection, IndexModel};
+use serde::{Deserialize, Serialize};
+
+use super::{CandleStore, MongoUri, StoreError};
+use crate::candle::Candle;
+
+/// A MongoDB driver error whose text has the connection string's password removed.
+/// The driver's own error is kept for inspection but not offered as a `source`: its
+/// causes are not redacted.
+pub struct DriverError {
+    redacted: String,
+    driver: mongodb::error::Error,
+}
+
+impl DriverError {
+    pub(super) fn new(driver: mongodb::error::Error, uri: &MongoUri) -> Self {
+        Self {
+            redacted: uri.scrub(&driver.to_string()),
+            driver,
+        }
+    }
+
+    /// The driver's error, to ask what kind it is (never to print it).
+    pub fn driver(&self) -> &mongodb::error::Error {
+        &self.driver
+    }
+}
+
+impl fmt::Display for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted)
+    }
+}
+
+impl fmt::Debug for DriverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DriverError({})", self.redacted)
+    }
+}
+
+impl std::error::Error for DriverError {}
+
+/// The DESIGN.md §4 document.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct CandleDocument {
+    symbol: String,
+    interval: String,
+    open_time: bson::DateTime,
+    close_time: bson::DateTime,
+    open: f64,
+    high: f64,
+    low: f64,
+    close: f64,
+    volume: f64,
+    quote_volume: f64,
+    taker_buy_volume: f64,
+    taker_buy_quote_volume: f64,
+    trades: i64,
+}
+
+impl From<&Candle> for CandleDocument {
+    fn from(c: &Candle) -> Self {
+        Self {
+            symbol: c.symbol.clone(),
+            interval: c.interval.clone(),
+            open_time: bson::DateTime::from_millis(c.open_time),
+            close_time: bson::DateTime::from_millis(c.close_time),
+            open: c.open,
+            high: c.high,
+            low: c.low,
+            close: c.close,
+            volume: c.volume,
+            quote_volume: c.quote_volume,
+            taker_buy_volume: c.taker_buy_volume,
+            taker_buy_quote_volume: c.taker_buy_quote_volume,
+            trades: c.trades,
+        }
+    }
+}
+
+impl From<CandleDocument> for Candle {
+    fn from(d: CandleDocument) -> Self {
+        Self {
+            symbol: d.symbol,
+            interval: d.interval,
+            open_time: d.open_time.timestamp_millis(),
+            close_time: d.close_time.timestamp_millis(),
+            open: d.open,
+            high: d.high,
+            low: d.low,
+            close: d.close,
+            volume: d.volume,
+            quote_volume: d.quote_volume,
+            taker_buy_volume: d.taker_buy_volume,
+            taker_buy_quote_volume: d.taker_buy_quote_volume,
+            trades: d.trades,
+        }
+    }
+}
+
+/// Upserts of one batch sent to MongoDB at once.
+const MONGO_WRITES_IN_FLIGHT: usize = 16;
+
+/// Candles in a MongoDB collection, one document per closed candle.
+#[derive(Clone)]
+pub struct MongoStore {
+    pub(super) collection: Collection<CandleDocument>,
+    /// `{collection}_ingesters`: one heartbeat document per running ingester.
+    heartbeats: Collection<Document>,
+    pub(super) uri: MongoUri,
+}
+
+/// The freshest ingester heartbeat: when it was written and when that ingester last
+/// had data from the exchange (epoch ms; 0 for never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    pub seen_ms: i64,
+    pub last_data_ms: i64,
+}
+
+impl MongoStore {
+    /// Connects and ensures the unique index exists; fails if the server cannot be
+    /// reached within the driver's server-selection timeout.
+    pub async fn connect(
+        uri: &MongoUri,
+        database: &str,
+        collection: &str,
+    ) -> Result<Self, StoreError> {
+        let failed = |err| StoreError::Mongo {
+            operation: "connect",
+            source: DriverError::new(err, uri),
+        };
+        let mut options = ClientOptions::parse(uri.expose()).await.map_err(failed)?;
+        options
+            .app_name
+            .get_or_insert_with(|| "candlecast".to_owned());
+        options
+            .server_selection_timeout
+            .get_or_insert(Duration::from_secs(10));
+        let client = Client::with_options(options).map_err(failed)?;
+        let store = Self {
+            collection: client.database(database).collection(collection),
+            heartbeats: client
+                .database(database)
+                .collection(&format!("{collection}_ingesters")),
+            uri: uri.clone(),
+        };
+        store
+            .collection
+            .create_index(
+                IndexModel::builder()
+                    .keys(doc! {"symbol": 1, "interval": 1, "open_time": 1})
+                    .options(
+                        IndexOptions::builder()
+                            .unique(true)
+                            .name("symbol_interval_open_time".to_owned())
+                            .build(),
+                    )
+                    .build(),
+            )
+            .await
+            .map_err(failed)?;
+        Ok(store)
+    }
+
+    /// Records that ingester `id` is alive and last had exchange data at `last_data_ms`.
+    pub async fn beat(&self, id: &str, last_data_ms: i64) -> Result<(), StoreError> {
+        let now = bson::DateTime::now();
+        let update =
+            doc! {"$set": {"seen": now, "last_data": bson::DateTime::from_millis(last_data_ms)}};
+        self.heartbeats
+            .update_one(doc! {"_id": id}, update)
+            .upsert(true)
+            .await
+            .map(drop)
+            .map_err(|err| self.error("heartbeat", err))
+    }
+
+    /// The most recent heartbeat of any ingester.
+    pub async fn freshest_heartbeat(&self) -> Result<Option<Heartbeat>, StoreError> {
+        let newest = self.heartbeats.find_one(doc! {}).sort(doc! {"seen": -1});
+        let document = tokio::time::timeout(Duration::from_secs(2), newest)
+            .await
+            .map_err(|_| StoreError::Timeout {
+                operation: "heartbeat lookup",
+                timeout: Duration::from_secs(2),
+            })?
+            .map_err(|err| self.error("heartbeat lookup", err))?;
+        Ok(document.map(|d| Heartbeat {
+            seen_ms: d.get_datetime("seen").map_or(0, |t| t.timestamp_millis()),
+            last_data_ms: d
+                .get_datetime("last_data")
+                .map_or(0, |t| t.timestamp_millis()),
+        }))
+    }
+
+    pub(super) fn error(&self, operation: &'static str, err: mongodb::error::Error) -> StoreError {
+        StoreError::Mongo {
+            operation,
+            source: DriverError::new(err, &self.uri),
+        }
+    }
+
+    async fn upsert_one(&self, candle: &Candle) -> Result<(), mongodb::error::Error> {
+        let filter = doc! {
+            "symbol": &candle.symbol,
+            "interval": &candle.interval,
+            "open_time": bson::DateTime::from_millis(candle.open_time),
+        };
+        let fields: Document = bson::to_document(&CandleDocument::from(candle))?;
+        let update = doc! {"$set": fields};
+        match self
+            .collection
+            .update_one(filter.clone(), update.clone())
+            .upsert(true)
+            .await
+        {
+            // Two concurrent upserts of a new key can both try to insert; the loser
+            // gets a duplicate-key error and succeeds as an update on retry.
+            Err(err) if is_duplicate_key(&err) => self
+                .collection
+                .update_one(filter, update)
+                .upsert(true)
+                .await
+                .map(drop),
+            other => other.map(drop),
+        }
+    }
+}
+
+fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
+    use mongodb::error::{ErrorKind, WriteFailure};
+    match err.kind.as_ref() {
+        ErrorKind::Write(WriteFailure::WriteError(e)) => e.code == 11000,
+        ErrorKind::Command(e) => e.code == 11000,
+        _ => false,
+    }
+}
+
+#[async_trait]
+impl CandleStore for MongoStore {
+    async fn upsert(&self, candles: &[Candle]) -> Result<(), StoreError> {
+        // Independent keys: a backfill page of hundreds of candles goes out as
+        // concurrent upserts over the driver's pool instead of one round trip each.
+        let writes: Vec<_> = candles
+            .iter()
+            .map(|candle| self.upsert_one(candle))
+            .collect();
+        futures_util::stream::iter(writes)
+            .buffer_unordered(MONGO_WRITES_IN_FLIGHT)
+            .try_collect::<()>()
+            .await
+            .map_err(|err| self.error("upsert", err))
+    }
+
+    async fn page(
+        &self,
+        symbol: &str,
+        interval: &str,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<Candle>, StoreError> {
+        let mut filter = doc! {"symbol": symbol, "interval": interval};
+        if let Some(before) = before {
+            filter.insert(
+                "open_time",
+                doc! {"$lt": bson::DateTime::from_millis(before)},
+            );
+        }
+        let cursor = self
+            .collection
+            .find(filter)
+            .sort(doc! {"open_time": -1})
+            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+            .await
+            .map_err(|err| self.error("find", err))?;
+        let documents: Vec<CandleDocument> = cursor
+            .try_collect()
+            .await
+            .map_err(|err| self.error("find", err))?;
+        Ok(documents.into_iter().map(Candle::from).collect())
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        let admin = self.collection.client().database("admin");
+        let ping = admin.run_command(doc! {"ping": 1});
+        match tokio::time::timeout(Duration::from_secs(2), ping).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(self.error("ping", err)),
+            Err(_) => Err(StoreError::Timeout {
+                operation: "ping",
+                timeout: Duration::from_secs(2),
+            }),
+        }
+    }
+}

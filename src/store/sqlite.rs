@@ -1,0 +1,170 @@
+//! The embedded backend: candles in one SQLite file under `DATA_DIR`, with the
+//! same fields and the same key as the MongoDB documents.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+
+use super::{CandleStore, StoreError};
+use crate::candle::Candle;
+
+/// Candles in a SQLite file, for running without MongoDB. Same fields, same key.
+#[derive(Clone)]
+pub struct SqliteStore {
+    connection: Arc<Mutex<rusqlite::Connection>>,
+    path: Arc<PathBuf>,
+}
+
+/// The file name of the embedded store inside `DATA_DIR`.
+pub const SQLITE_FILE: &str = "candlecast.sqlite3";
+
+impl SqliteStore {
+    /// Opens (creating if needed) `dir/candlecast.sqlite3`.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let path = dir.join(SQLITE_FILE);
+        let sqlite = |source| StoreError::Sqlite {
+            path: path.clone(),
+            source,
+        };
+        let connection = rusqlite::Connection::open(&path).map_err(sqlite)?;
+        connection
+            .execute_batch(
+                "PRAGMA journal_mode = WAL;
+                 PRAGMA synchronous = NORMAL;
+                 PRAGMA busy_timeout = 5000;
+                 CREATE TABLE IF NOT EXISTS candles (
+                     symbol TEXT NOT NULL,
+                     interval TEXT NOT NULL,
+                     open_time INTEGER NOT NULL,
+                     close_time INTEGER NOT NULL,
+                     open REAL NOT NULL,
+                     high REAL NOT NULL,
+                     low REAL NOT NULL,
+                     close REAL NOT NULL,
+                     volume REAL NOT NULL,
+                     quote_volume REAL NOT NULL,
+                     taker_buy_volume REAL NOT NULL,
+                     taker_buy_quote_volume REAL NOT NULL,
+                     trades INTEGER NOT NULL,
+                     PRIMARY KEY (symbol, interval, open_time)
+                 ) WITHOUT ROWID;",
+            )
+            .map_err(sqlite)?;
+        Ok(Self {
+            connection: Arc::new(Mutex::new(connection)),
+            path: Arc::new(path),
+        })
+    }
+
+    /// Runs blocking SQLite work off the async threads.
+    async fn with_connection<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let connection = Arc::clone(&self.connection);
+        let path = Arc::clone(&self.path);
+        tokio::task::spawn_blocking(move || {
+            let mut connection = connection
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            work(&mut connection)
+        })
+        .await
+        .map_err(StoreError::Worker)?
+        .map_err(|source| StoreError::Sqlite {
+            path: path.as_ref().clone(),
+            source,
+        })
+    }
+}
+
+#[async_trait]
+impl CandleStore for SqliteStore {
+    async fn upsert(&self, candles: &[Candle]) -> Result<(), StoreError> {
+        let candles = candles.to_vec();
+        self.with_connection(move |connection| {
+            let transaction = connection.transaction()?;
+            {
+                let mut statement = transaction.prepare_cached(
+                    "INSERT INTO candles (symbol, interval, open_time, close_time, open, high, low, close,
+                                          volume, quote_volume, taker_buy_volume, taker_buy_quote_volume, trades)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     ON CONFLICT (symbol, interval, open_time) DO UPDATE SET
+                         close_time = excluded.close_time, open = excluded.open, high = excluded.high,
+                         low = excluded.low, close = excluded.close, volume = excluded.volume,
+                         quote_volume = excluded.quote_volume, taker_buy_volume = excluded.taker_buy_volume,
+                         taker_buy_quote_volume = excluded.taker_buy_quote_volume, trades = excluded.trades",
+                )?;
+                for c in &candles {
+                    statement.execute(rusqlite::params![
+                        c.symbol,
+                        c.interval,
+                        c.open_time,
+                        c.close_time,
+                        c.open,
+                        c.high,
+                        c.low,
+                        c.close,
+                        c.volume,
+                        c.quote_volume,
+                        c.taker_buy_volume,
+                        c.taker_buy_quote_volume,
+                        c.trades
+                    ])?;
+                }
+            }
+            transaction.commit()
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        self.with_connection(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
+            .await
+    }
+
+    async fn page(
+        &self,
+        symbol: &str,
+        interval: &str,
+        limit: usize,
+        before: Option<i64>,
+    ) -> Result<Vec<Candle>, StoreError> {
+        let (symbol, interval) = (symbol.to_owned(), interval.to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let before = before.unwrap_or(i64::MAX);
+        self.with_connection(move |connection| {
+            let mut statement = connection.prepare_cached(
+                "SELECT symbol, interval, open_time, close_time, open, high, low, close, volume,
+                        quote_volume, taker_buy_volume, taker_buy_quote_volume, trades
+                 FROM candles WHERE symbol = ?1 AND interval = ?2 AND open_time < ?4
+                 ORDER BY open_time DESC LIMIT ?3",
+            )?;
+            let rows =
+                statement.query_map(rusqlite::params![symbol, interval, limit, before], |row| {
+                    Ok(Candle {
+                        symbol: row.get(0)?,
+                        interval: row.get(1)?,
+                        open_time: row.get(2)?,
+                        close_time: row.get(3)?,
+                        open: row.get(4)?,
+                        high: row.get(5)?,
+                        low: row.get(6)?,
+                        close: row.get(7)?,
+                        volume: row.get(8)?,
+                        quote_volume: row.get(9)?,
+                        taker_buy_volume: row.get(10)?,
+                        taker_buy_quote_volume: row.get(11)?,
+                        trades: row.get(12)?,
+                    })
+                })?;
+            rows.collect()
+        })
+        .await
+    }
+}

@@ -1,0 +1,135 @@
+//! The write queue between the ingest path and the store: bounded, never blocking
+//! the exchange reader, retrying each batch with backoff until it lands.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{Notify, mpsc};
+use tokio_util::sync::CancellationToken;
+
+use super::CandleStore;
+use crate::candle::Candle;
+use crate::metrics::Metrics;
+use crate::retry::{Backoff, FIRST_RETRY_DELAY};
+use crate::telemetry::Chain;
+
+/// How many batches of candles may wait for the database by default. A batch is one
+/// closed candle from the stream or one page from REST, so at five symbols that is
+/// about 13 hours of outage; past it new candles are dropped from the queue (not from
+/// clients' windows) and refetched from the exchange once the store writes again.
+pub const WRITE_QUEUE_BATCHES: usize = 4096;
+
+/// The sending side of the write queue; cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct StoreWriter {
+    queue: mpsc::Sender<Vec<Candle>>,
+    metrics: Arc<Metrics>,
+    overflowed: Arc<AtomicBool>,
+    lost_candles: Arc<Notify>,
+}
+
+impl StoreWriter {
+    /// Starts the task that drains the queue (at most `capacity` batches) into
+    /// `store`, retrying each batch with backoff until it lands. The task ends when
+    /// every `StoreWriter` is dropped and the queue is empty, or, once `cancel` fires,
+    /// at the first write that fails.
+    pub fn spawn(
+        store: Arc<dyn CandleStore>,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+        cancel: CancellationToken,
+    ) -> (Self, tokio::task::JoinHandle<()>) {
+        let (queue, mut pending) = mpsc::channel::<Vec<Candle>>(capacity.max(1));
+        let writer = Self {
+            queue,
+            metrics: Arc::clone(&metrics),
+            overflowed: Arc::new(AtomicBool::new(false)),
+            lost_candles: Arc::new(Notify::new()),
+        };
+        let (overflowed, lost_candles) = (
+            Arc::clone(&writer.overflowed),
+            Arc::clone(&writer.lost_candles),
+        );
+        let task = tokio::spawn(async move {
+            while let Some(batch) = pending.recv().await {
+                metrics.pending_writes.dec_by(batch.len() as i64);
+                let stored = write_with_retry(store.as_ref(), &batch, &metrics, &cancel).await;
+                // Once the backlog is written, whatever did not fit is fetched again.
+                if stored && pending.is_empty() && overflowed.swap(false, Ordering::SeqCst) {
+                    lost_candles.notify_one();
+                }
+            }
+        });
+        (writer, task)
+    }
+
+    /// Queues closed candles for the store without waiting.
+    pub fn enqueue(&self, candles: Vec<Candle>) {
+        if candles.is_empty() {
+            return;
+        }
+        let count = candles.len();
+        self.metrics.pending_writes.inc_by(count as i64);
+        if let Err(err) = self.queue.try_send(candles) {
+            self.metrics.pending_writes.dec_by(count as i64);
+            self.metrics.dropped_writes.inc_by(count as u64);
+            // Logged once per overflow, not once per candle.
+            if !self.overflowed.swap(true, Ordering::SeqCst) {
+                tracing::error!(candles = count, reason = %err, "store write queue full; dropping candles until the store catches up, then refetching them");
+            }
+        }
+    }
+
+    /// Notified when the store wrote again after the queue had dropped candles.
+    pub fn lost_candles(&self) -> Arc<Notify> {
+        Arc::clone(&self.lost_candles)
+    }
+}
+
+/// Writes `batch`, retrying with backoff; false if it gave up during shutdown.
+async fn write_with_retry(
+    store: &dyn CandleStore,
+    batch: &[Candle],
+    metrics: &Metrics,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut backoff = Backoff::new(FIRST_RETRY_DELAY, Duration::from_secs(30));
+    let mut attempt = 1u32;
+    loop {
+        let started = std::time::Instant::now();
+        match store.upsert(batch).await {
+            Ok(()) => {
+                metrics.stored.inc_by(batch.len() as u64);
+                metrics
+                    .store_write_seconds
+                    .observe(started.elapsed().as_secs_f64());
+                if attempt > 1 {
+                    tracing::info!(
+                        candles = batch.len(),
+                        attempt,
+                        "store write succeeded after retrying"
+                    );
+                }
+                return true;
+            }
+            Err(err) => {
+                metrics.store_errors.inc();
+                if cancel.is_cancelled() {
+                    metrics.dropped_writes.inc_by(batch.len() as u64);
+                    tracing::error!(candles = batch.len(), error = %Chain(&err), "store write failed during shutdown; giving up");
+                    return false;
+                }
+                let delay = backoff.next_delay();
+                // One line per failed attempt: an outage is visible, and so is its end.
+                tracing::warn!(candles = batch.len(), attempt, retry_in = ?delay, error = %Chain(&err), "store write failed; will retry");
+                metrics.store_retries.inc();
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = cancel.cancelled() => {}
+                }
+                attempt += 1;
+            }
+        }
+    }
+}
