@@ -1,14 +1,18 @@
 //! A fake Binance USD-M futures exchange over real sockets: the combined kline stream
-//! at `/market/stream` and `GET /fapi/v1/klines`, with scripted candles.
+//! at `/market/stream`, and `GET /fapi/v1/klines`, `/fapi/v1/exchangeInfo` and
+//! `/fapi/v1/time`, with scripted candles.
 //!
 //! Its history is complete up to the current wall-clock minute (a new closed candle
 //! appears every minute, as on the real exchange), so the service's "closed before
 //! now" logic meets real timestamps. Tests add live closes with [`FakeExchange::close_next`].
+//! The exchange's own clock (`serverTime`, the `E` of its frames, ban ends) may be
+//! set off the wall clock with [`FakeExchange::set_clock_offset_ms`]; the history
+//! always follows the wall clock.
 #![allow(dead_code)] // shared by the tests and the fake_exchange example
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +25,10 @@ use axum::routing::get;
 use candlecast::candle::Candle;
 use serde_json::json;
 use tokio::sync::broadcast;
+
+// By path, so the examples' `#[path]` include of this file finds it too.
+#[path = "fake_exchange/rest.rs"]
+mod rest;
 
 pub const MINUTE: i64 = 60_000;
 
@@ -54,6 +62,21 @@ enum Frame {
 /// A scripted answer for the next REST request: status and optional `Retry-After`.
 pub type RestFailure = (u16, Option<u64>);
 
+/// What an acknowledgements-only connection gets about once a second instead of data.
+const ACKS: [&str; 2] = [
+    r#"{"result":null,"id":1}"#,
+    r#"{"error":{"code":2,"msg":"Invalid request"},"id":2}"#,
+];
+
+/// A REST ban set by [`FakeExchange::ban_rest`].
+#[derive(Debug, Clone, Copy)]
+struct Ban {
+    status: u16,
+    until: std::time::Instant,
+    /// The end of the ban on the exchange's clock, as the error message states it.
+    until_ms: i64,
+}
+
 struct FakeState {
     history: Mutex<BTreeMap<String, Vec<Candle>>>,
     frames: broadcast::Sender<Frame>,
@@ -70,6 +93,15 @@ struct FakeState {
     closed_by_client: AtomicUsize,
     pongs: AtomicUsize,
     rest_failures: Mutex<std::collections::VecDeque<RestFailure>>,
+    acks_only: AtomicBool,
+    /// Symbols listed by exchangeInfo besides the history's, or the history's with a
+    /// chosen contract type: (symbol, contract type).
+    listed: Mutex<Vec<(String, String)>>,
+    fail_exchange_info: AtomicBool,
+    exchange_info_requests: AtomicUsize,
+    ban: Mutex<Option<Ban>>,
+    /// The exchange's clock minus the wall clock, in milliseconds.
+    clock_offset_ms: AtomicI64,
     /// How many minutes the fake's history trails the wall clock.
     lag_minutes: i64,
     /// How many minutes of history a new fake has.
@@ -94,12 +126,14 @@ fn now_ms() -> i64 {
 }
 
 fn base_price(symbol: &str) -> f64 {
-    match symbol {
+    // A delivery contract (`BTCUSDT_260626`) trades near its perpetual.
+    match symbol.split_once('_').map_or(symbol, |(pair, _)| pair) {
         "BTCUSDT" => 84_000.0,
         "ETHUSDT" => 3_000.0,
         "BNBUSDT" => 900.0,
         "SOLUSDT" => 140.0,
         "XRPUSDT" => 2.1,
+        "币安人生USDT" => 0.3,
         _ => 100.0,
     }
 }
@@ -134,13 +168,28 @@ fn next_candle(symbol: &str, open_time: i64, previous: Option<&Candle>) -> Candl
     }
 }
 
-/// The combined-stream frame for `candle`, in Binance's shape (strings for numbers).
+/// The candle after the newest of `candles` (or the one opening now, if none).
+fn following(symbol: &str, candles: &[Candle]) -> Candle {
+    let last = candles.last();
+    let open_time = last.map_or(now_ms().div_euclid(MINUTE) * MINUTE, |c| {
+        c.open_time + MINUTE
+    });
+    next_candle(symbol, open_time, last)
+}
+
+/// The combined-stream frame for `candle`, in Binance's shape (strings for numbers),
+/// with the wall clock as event time; the fake's own frames use its own clock.
 pub fn kline_frame(candle: &Candle, closed: bool) -> String {
+    kline_frame_at(candle, closed, now_ms())
+}
+
+/// Like [`kline_frame`], with event time `E` = `event_time` (epoch milliseconds).
+pub fn kline_frame_at(candle: &Candle, closed: bool, event_time: i64) -> String {
     json!({
         "stream": format!("{}@kline_{}", candle.symbol.to_lowercase(), candle.interval),
         "data": {
             "e": "kline",
-            "E": now_ms(),
+            "E": event_time,
             "s": candle.symbol,
             "k": {
                 "t": candle.open_time, "T": candle.close_time, "s": candle.symbol, "i": candle.interval,
@@ -156,24 +205,21 @@ pub fn kline_frame(candle: &Candle, closed: bool) -> String {
     .to_string()
 }
 
-fn rest_row(c: &Candle) -> serde_json::Value {
-    json!([
-        c.open_time,
-        format!("{}", c.open),
-        format!("{}", c.high),
-        format!("{}", c.low),
-        format!("{}", c.close),
-        format!("{}", c.volume),
-        c.close_time,
-        format!("{}", c.quote_volume),
-        c.trades,
-        format!("{}", c.taker_buy_volume),
-        format!("{}", c.taker_buy_quote_volume),
-        "0"
-    ])
-}
-
 impl FakeState {
+    /// Now on the exchange's clock: the wall clock plus the test's offset.
+    fn server_ms(&self) -> i64 {
+        now_ms() + self.clock_offset_ms.load(Ordering::SeqCst)
+    }
+
+    /// The active REST ban, if any; an expired one is forgotten.
+    fn current_ban(&self) -> Option<Ban> {
+        let mut ban = self.ban.lock().unwrap();
+        if ban.is_some_and(|b| std::time::Instant::now() >= b.until) {
+            *ban = None;
+        }
+        *ban
+    }
+
     /// Appends the candles that closed since the last call, up to the current minute.
     /// A lagging fake's history is made once and then changes only by the test's
     /// closes, so the wall clock never adds a candle behind a test's back.
@@ -254,13 +300,21 @@ impl FakeExchange {
             closed_by_client: AtomicUsize::new(0),
             pongs: AtomicUsize::new(0),
             rest_failures: Mutex::new(Default::default()),
+            acks_only: AtomicBool::new(false),
+            listed: Mutex::new(Vec::new()),
+            fail_exchange_info: AtomicBool::new(false),
+            exchange_info_requests: AtomicUsize::new(0),
+            ban: Mutex::new(None),
+            clock_offset_ms: AtomicI64::new(0),
             lag_minutes,
             history_minutes,
         });
         state.catch_up();
         let app = Router::new()
             .route("/market/stream", get(stream))
-            .route("/fapi/v1/klines", get(klines))
+            .route("/fapi/v1/klines", get(rest::klines))
+            .route("/fapi/v1/exchangeInfo", get(rest::exchange_info))
+            .route("/fapi/v1/time", get(rest::server_time))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -318,28 +372,43 @@ impl FakeExchange {
     /// Closes the next candle of `symbol`: adds it to the history and sends its open
     /// and closing frames on every stream connection. Returns the candle.
     pub fn close_next(&self, symbol: &str) -> Candle {
-        self.state.catch_up();
-        let candle = {
-            let mut history = self.state.history.lock().unwrap();
-            let candles = history.get_mut(symbol).expect("symbol known to the fake");
-            let last = candles.last().cloned();
-            let open_time = last
-                .as_ref()
-                .map_or(now_ms().div_euclid(MINUTE) * MINUTE, |c| {
-                    c.open_time + MINUTE
-                });
-            let candle = next_candle(symbol, open_time, last.as_ref());
-            candles.push(candle.clone());
-            candle
-        };
+        let candle = self.close_next_silently(symbol);
         self.send_update(&candle, false);
         self.send_update(&candle, true);
         candle
     }
 
-    /// Sends a kline frame for `candle` on every stream connection.
+    /// Closes the next candle of `symbol` like [`FakeExchange::close_next`] (REST
+    /// serves it) but sends no frame for it: Binance does not promise an `x:true`
+    /// frame for every minute. Returns the candle.
+    pub fn close_next_silently(&self, symbol: &str) -> Candle {
+        self.state.catch_up();
+        let mut history = self.state.history.lock().unwrap();
+        let candles = history.get_mut(symbol).expect("symbol known to the fake");
+        let candle = following(symbol, candles);
+        candles.push(candle.clone());
+        candle
+    }
+
+    /// Sends an open (`x:false`) frame of the candle after `symbol`'s newest one,
+    /// without adding it to the history. Returns that candle.
+    pub fn send_forming(&self, symbol: &str) -> Candle {
+        self.state.catch_up();
+        let candle = {
+            let history = self.state.history.lock().unwrap();
+            following(
+                symbol,
+                history.get(symbol).expect("symbol known to the fake"),
+            )
+        };
+        self.send_update(&candle, false);
+        candle
+    }
+
+    /// Sends a kline frame for `candle` on every stream connection, its event time
+    /// on the exchange's clock.
     pub fn send_update(&self, candle: &Candle, closed: bool) {
-        self.send_raw(&kline_frame(candle, closed));
+        self.send_raw(&kline_frame_at(candle, closed, self.state.server_ms()));
     }
 
     /// Sends any text on every stream connection.
@@ -384,7 +453,7 @@ impl FakeExchange {
                             let last = candles.last()?;
                             let mut open = next_candle(symbol, last.open_time + MINUTE, Some(last));
                             open.trades = 0;
-                            Some(kline_frame(&open, false))
+                            Some(kline_frame_at(&open, false, state.server_ms()))
                         })
                         .collect()
                 };
@@ -458,6 +527,56 @@ impl FakeExchange {
     pub fn rest_requests(&self) -> Vec<RestRequest> {
         self.state.rest_requests.lock().unwrap().clone()
     }
+
+    /// While on, every stream connection (open or new) gets only `{"result":null,"id":1}`
+    /// and an `Invalid request` error about once a second; kline frames (and anything
+    /// else sent as text, the connect replay included) are not delivered to it.
+    pub fn acks_only(&self, on: bool) {
+        self.state.acks_only.store(on, Ordering::SeqCst);
+    }
+
+    /// Lists `symbol` in exchangeInfo with `contract_type` (`PERPETUAL`,
+    /// `CURRENT_QUARTER`, …), or changes the contract type of a listed one. It gets
+    /// no history: klines calls it an invalid symbol unless it was passed to `start`.
+    pub fn list_symbol(&self, symbol: &str, contract_type: &str) {
+        let mut listed = self.state.listed.lock().unwrap();
+        listed.retain(|(s, _)| s != symbol);
+        listed.push((symbol.to_owned(), contract_type.to_owned()));
+    }
+
+    /// While on, `GET /fapi/v1/exchangeInfo` answers 503.
+    pub fn fail_exchange_info(&self, on: bool) {
+        self.state.fail_exchange_info.store(on, Ordering::SeqCst);
+    }
+
+    /// `GET /fapi/v1/exchangeInfo` requests so far, failed ones included.
+    pub fn exchange_info_requests(&self) -> usize {
+        self.state.exchange_info_requests.load(Ordering::SeqCst)
+    }
+
+    /// For the next `retry_after_secs` seconds every klines request answers `status`
+    /// (418 or 429) with `Retry-After: <seconds left>` and Binance's -1003 "IP banned
+    /// until" body; recorded in [`FakeExchange::rest_requests`]. Replaces any ban;
+    /// answers scripted by [`FakeExchange::fail_rest`] wait until it is over.
+    pub fn ban_rest(&self, status: u16, retry_after_secs: u64) {
+        assert!(
+            StatusCode::from_u16(status).is_ok_and(|s| s.is_client_error()),
+            "a ban answers a 4xx status, not {status}"
+        );
+        let until_ms = self.state.server_ms() + retry_after_secs as i64 * 1000;
+        let until = std::time::Instant::now() + Duration::from_secs(retry_after_secs);
+        *self.state.ban.lock().unwrap() = Some(Ban {
+            status,
+            until,
+            until_ms,
+        });
+    }
+
+    /// Sets the exchange's clock to the wall clock plus `offset` milliseconds (default
+    /// 0): `/fapi/v1/time`, `serverTime` and the `E` of the fake's frames follow it.
+    pub fn set_clock_offset_ms(&self, offset: i64) {
+        self.state.clock_offset_ms.store(offset, Ordering::SeqCst);
+    }
 }
 
 async fn stream(
@@ -485,7 +604,9 @@ async fn stream(
                 .lock()
                 .unwrap()
                 .push(query.get("streams").cloned().unwrap_or_default());
-            let replay: Vec<String> = if state.replay_last_close_on_connect.load(Ordering::SeqCst) {
+            let replay: Vec<String> = if state.replay_last_close_on_connect.load(Ordering::SeqCst)
+                && !state.acks_only.load(Ordering::SeqCst)
+            {
                 state.catch_up();
                 let history = state.history.lock().unwrap();
                 let newest: Vec<Candle> =
@@ -495,7 +616,8 @@ async fn stream(
                     .lock()
                     .unwrap()
                     .extend(newest.iter().cloned());
-                newest.iter().map(|c| kline_frame(c, true)).collect()
+                let at = state.server_ms();
+                newest.iter().map(|c| kline_frame_at(c, true, at)).collect()
             } else {
                 Vec::new()
             };
@@ -527,10 +649,21 @@ async fn forward(
         }
     }
     let mut silent = false;
+    let mut acks = tokio::time::interval(Duration::from_secs(1));
+    acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            _ = acks.tick() => {
+                if !silent && state.acks_only.load(Ordering::SeqCst) {
+                    for ack in ACKS {
+                        if socket.send(Message::Text(ack.into())).await.is_err() {
+                            return false;
+                        }
+                    }
+                }
+            }
             frame = frames.recv() => match frame {
-                Ok(Frame::Text(text)) if !silent => {
+                Ok(Frame::Text(text)) if !silent && !state.acks_only.load(Ordering::SeqCst) => {
                     if socket.send(Message::Text(text.into())).await.is_err() {
                         return false;
                     }
@@ -557,102 +690,4 @@ async fn forward(
             }
         }
     }
-}
-
-async fn klines(
-    Query(query): Query<HashMap<String, String>>,
-    State(state): State<Arc<FakeState>>,
-) -> Response {
-    state.catch_up();
-    let symbol = query.get("symbol").cloned().unwrap_or_default();
-    let failure = state.rest_failures.lock().unwrap().pop_front();
-    if let Some((status, retry_after)) = failure {
-        state.rest_requests.lock().unwrap().push(RestRequest {
-            symbol,
-            at: std::time::Instant::now(),
-            status,
-            start_time: query.get("startTime").and_then(|v| v.parse().ok()),
-            end_time: None,
-            limit: None,
-            closed_rows: Vec::new(),
-            open_row: None,
-        });
-        let mut response = (
-            StatusCode::from_u16(status).unwrap(),
-            axum::Json(json!({"code": -1003, "msg": "Way too many requests."})),
-        )
-            .into_response();
-        if let Some(seconds) = retry_after {
-            response
-                .headers_mut()
-                .insert("retry-after", seconds.to_string().parse().unwrap());
-        }
-        return response;
-    }
-    let number = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
-    let (start_time, end_time) = (number("startTime"), number("endTime"));
-    let limit = number("limit").map(|l| l as usize);
-    if query.get("interval").map(String::as_str) != Some("1m") {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"code": -1120, "msg": "Invalid interval."})),
-        )
-            .into_response();
-    }
-    let history = state.history.lock().unwrap();
-    let Some(candles) = history.get(&symbol) else {
-        return (
-            StatusCode::BAD_REQUEST,
-            axum::Json(json!({"code": -1121, "msg": "Invalid symbol."})),
-        )
-            .into_response();
-    };
-    let take = limit
-        .unwrap_or(500)
-        .min(1500)
-        .min(state.page_cap.load(Ordering::SeqCst));
-    let now = now_ms();
-    let mut rows: Vec<Candle> = candles
-        .iter()
-        .filter(|c| {
-            start_time.is_none_or(|s| c.open_time >= s) && end_time.is_none_or(|e| c.open_time <= e)
-        })
-        .take(take)
-        .cloned()
-        .collect();
-    let (closed_rows, mut open_rows): (Vec<Candle>, Vec<Candle>) =
-        rows.drain(..).partition(|c| c.close_time < now);
-    // Like Binance without endTime, end with the candle still open (its close time
-    // lies ahead); this fake appends it even past endTime, so the service's own
-    // "closed before now" filter is what keeps it out of the store.
-    let current = now.div_euclid(MINUTE) * MINUTE;
-    if closed_rows.len() < take && open_rows.is_empty() && start_time.is_none_or(|s| current >= s) {
-        // Only when the history is current: a lagging fake has no candle open now.
-        if candles
-            .last()
-            .is_some_and(|c| c.open_time == current - MINUTE)
-        {
-            let mut open = next_candle(&symbol, current, candles.last());
-            // Nothing traded yet: unlike any closed candle here, it has no trades.
-            (open.close, open.high, open.low) = (open.open, open.open, open.open);
-            (open.volume, open.quote_volume, open.trades) = (0.0, 0.0, 0);
-            open_rows.push(open);
-        }
-    }
-    let body: Vec<serde_json::Value> = closed_rows
-        .iter()
-        .chain(open_rows.iter())
-        .map(rest_row)
-        .collect();
-    state.rest_requests.lock().unwrap().push(RestRequest {
-        symbol,
-        at: std::time::Instant::now(),
-        status: 200,
-        start_time,
-        end_time,
-        limit,
-        closed_rows,
-        open_row: open_rows.into_iter().next(),
-    });
-    axum::Json(body).into_response()
 }
