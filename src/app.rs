@@ -17,7 +17,7 @@ use crate::config::{Config, ConfigError};
 use crate::exchange::{Exchange, Market, RestError, Sinks};
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
-use crate::metrics::{Metrics, UpstreamHealth};
+use crate::metrics::{Metrics, StoreHealth, UpstreamHealth};
 use crate::store::{self, Follower, StoreBackend, StoreError, StoreWriter};
 use crate::telemetry::Chain;
 
@@ -101,15 +101,17 @@ impl App {
         let address = listener.local_addr().map_err(StartError::Listener)?;
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(UpstreamHealth::default());
-        let backend = StoreBackend::open(&config.store).await.map_err(|source| {
-            match &config.store.mongo_uri {
+        let store_health = Arc::new(StoreHealth::default());
+        let backend = StoreBackend::open(&config.store)
+            .await
+            .map_err(|source| match &config.store.mongo_uri {
                 Some(uri) => StartError::Mongo {
                     uri: uri.to_string(),
                     source,
                 },
                 None => StartError::Embedded(source),
-            }
-        })?;
+            })?
+            .count_skipped_in(metrics.skipped_documents.clone());
         let store = backend.candles();
         let window_len = config.windows.window_len();
         let hub = Hub::new(
@@ -135,24 +137,9 @@ impl App {
         // Every replica on MongoDB follows the change stream: a follower's only source,
         // and an ingester's view of what other ingesters write.
         if let Some(mongo) = backend.mongo() {
-            match mongo.watch(None).await {
-                Ok(changes) => {
-                    let follower = Follower {
-                        mongo: mongo.clone(),
-                        store: Arc::clone(&store),
-                        hub: hub.clone(),
-                        interval: config.interval.name().to_owned(),
-                        window_len,
-                        backoff_max: config.exchange.backoff_max,
-                        metrics: Arc::clone(&metrics),
-                    };
-                    tasks.spawn(
-                        follower
-                            .run(Some(changes), cancel.clone())
-                            .instrument(info_span!("follow")),
-                    );
-                }
-                Err(err) if !config.ingest => {
+            let opened = match mongo.watch(None).await {
+                Ok(changes) => Some(Some(changes)),
+                Err(err) if err.change_streams_unsupported() && !config.ingest => {
                     let uri = config
                         .store
                         .mongo_uri
@@ -168,9 +155,31 @@ impl App {
                     )
                     .into());
                 }
-                Err(err) => {
+                Err(err) if err.change_streams_unsupported() => {
                     warn!(error = %Chain(&err), "MongoDB has no change streams (standalone?): this ingester serves only what it ingests");
+                    None
                 }
+                // Anything else may pass: the follower retries with backoff.
+                Err(err) => {
+                    warn!(error = %Chain(&err), "cannot open the change stream yet; retrying");
+                    Some(None)
+                }
+            };
+            if let Some(opened) = opened {
+                let follower = Follower {
+                    mongo: mongo.clone(),
+                    store: Arc::clone(&store),
+                    hub: hub.clone(),
+                    interval: config.interval.name().to_owned(),
+                    window_len,
+                    backoff_max: config.exchange.backoff_max,
+                    metrics: Arc::clone(&metrics),
+                };
+                tasks.spawn(
+                    follower
+                        .run(opened, cancel.clone())
+                        .instrument(info_span!("follow")),
+                );
             }
         }
 
@@ -179,6 +188,7 @@ impl App {
                 Arc::clone(&store),
                 config.store.write_queue_batches,
                 Arc::clone(&metrics),
+                Arc::clone(&store_health),
                 cancel.clone(),
             );
             tasks.spawn(async move {
@@ -233,6 +243,7 @@ impl App {
             },
             metrics: Arc::clone(&metrics),
             health,
+            store_health,
             shutdown: cancel.clone(),
         });
         Ok(Self {
@@ -277,6 +288,7 @@ impl App {
             cancel,
             startup_backfill,
         } = self;
+        let health = state.upstream_health();
         let signal = cancel.clone();
         tasks.spawn(async move {
             tokio::select! {
@@ -285,14 +297,25 @@ impl App {
             }
             signal.cancel();
         });
-        // Serve full windows from the first connection when the exchange answers in time.
-        if let Some(startup_backfill) = startup_backfill {
+        // Serve full windows from the first connection when the exchange answers in
+        // time; not while REST has banned us, which can last minutes.
+        if let Some(mut startup_backfill) = startup_backfill {
             let timeout = config.exchange.startup_backfill_timeout;
-            tokio::select! {
-                _ = cancel.cancelled() => {}
-                waited = tokio::time::timeout(timeout, startup_backfill) => {
-                    if waited.is_err() {
+            let deadline = tokio::time::Instant::now() + timeout;
+            let mut poll = tokio::time::interval(Duration::from_millis(100));
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = &mut startup_backfill => break,
+                    _ = tokio::time::sleep_until(deadline) => {
                         warn!(?timeout, "startup backfill still running; serving what is stored");
+                        break;
+                    }
+                    _ = poll.tick() => {
+                        if let Some((status, _)) = health.rest_ban() {
+                            warn!(status, "the exchange's REST API banned us; serving what is stored meanwhile");
+                            break;
+                        }
                     }
                 }
             }

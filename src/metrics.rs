@@ -3,7 +3,10 @@
 //! Also the upstream's health (when the exchange last sent a kline), which
 //! readiness and the ingester heartbeat read.
 
+use std::collections::BTreeMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -16,6 +19,12 @@ use prometheus_client::registry::Registry;
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CauseLabel {
     pub cause: &'static str,
+}
+
+/// Label of `upstream_ignored_frames`: what a frame that was not a kline was.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
 }
 
 /// Label of per-symbol metrics.
@@ -36,6 +45,18 @@ pub struct Metrics {
     pub frames: Counter,
     /// `upstream_parse_errors`: frames that did not parse as klines.
     pub parse_errors: Counter,
+    /// `upstream_ignored_frames{kind}`: text frames that were not kline events
+    /// (`ack`, `error`, `event`, `malformed`); they prove nothing about the stream.
+    pub ignored_frames: Family<KindLabel, Counter>,
+    /// `upstream_skipped_minutes`: candles the stream moved past without their
+    /// close, fetched from REST at once.
+    pub skipped_minutes: Counter,
+    /// `upstream_quiet_symbols`: times a symbol sent nothing for
+    /// `UPSTREAM_STALE_SECS` while others did.
+    pub quiet_symbols: Counter,
+    /// `upstream_rejected_candles`: candles refused as impossible (misaligned open
+    /// time, wrong close time, in the future).
+    pub rejected_candles: Counter,
     /// `upstream_closed_candles`: closed candles received on the stream.
     pub closed_from_stream: Counter,
     /// `backfilled_candles`: closed candles fetched by REST backfill.
@@ -56,6 +77,9 @@ pub struct Metrics {
     pub store_retries: Counter,
     /// `store_write_seconds`: successful store writes, by duration.
     pub store_write_seconds: Histogram,
+    /// `store_skipped_documents`: stored documents (or rows) that did not read as
+    /// candles, skipped.
+    pub skipped_documents: Counter,
     /// `store_dropped_candles`: candles that could not be queued, or written at shutdown.
     pub dropped_writes: Counter,
     /// `store_pending_candles`: candles waiting in the write queue.
@@ -120,6 +144,30 @@ impl Metrics {
                 "Exchange frames that were not klines",
                 Counter::default(),
             ),
+            ignored_frames: metric(
+                r,
+                "upstream_ignored_frames",
+                "Exchange text frames that were not kline events, by kind",
+                Family::default(),
+            ),
+            skipped_minutes: metric(
+                r,
+                "upstream_skipped_minutes",
+                "Candles the stream skipped, fetched from REST",
+                Counter::default(),
+            ),
+            quiet_symbols: metric(
+                r,
+                "upstream_quiet_symbols",
+                "Times a symbol went quiet while others flowed",
+                Counter::default(),
+            ),
+            rejected_candles: metric(
+                r,
+                "upstream_rejected_candles",
+                "Candles refused as impossible",
+                Counter::default(),
+            ),
             closed_from_stream: metric(
                 r,
                 "upstream_closed_candles",
@@ -175,6 +223,12 @@ impl Metrics {
                 "store_write_seconds",
                 "Duration of successful store writes",
                 Histogram::new(exponential_buckets(0.001, 2.0, 15)),
+            ),
+            skipped_documents: metric(
+                r,
+                "store_skipped_documents",
+                "Stored documents that did not read as candles, skipped",
+                Counter::default(),
             ),
             dropped_writes: metric(
                 r,
@@ -279,11 +333,18 @@ impl Metrics {
     }
 }
 
-/// When the exchange last sent a parsed kline: what readiness and the ingester's
-/// heartbeat judge the upstream by. Cheap to share behind an `Arc`.
+/// What readiness and the ingester heartbeat judge the exchange by: when it last
+/// sent a kline, whether its REST API has banned us and until when, and which
+/// symbols it refused. Shared behind an `Arc`.
 #[derive(Debug, Default)]
 pub struct UpstreamHealth {
     last_data_ms: AtomicI64,
+    /// ms since the epoch (UTC) until which REST asked us to wait; 0 for none.
+    rest_ban_until_ms: AtomicI64,
+    /// The HTTP status of that answer (429 or 418).
+    rest_ban_status: AtomicU64,
+    /// Symbols the exchange does not know, with its answer.
+    refused: Mutex<BTreeMap<String, String>>,
 }
 
 impl UpstreamHealth {
@@ -296,5 +357,91 @@ impl UpstreamHealth {
     /// When the last kline arrived, in ms since the epoch (UTC); `None` before any.
     pub fn last_data_ms(&self) -> Option<i64> {
         Some(self.last_data_ms.load(Ordering::Relaxed)).filter(|ms| *ms > 0)
+    }
+
+    /// Notes that REST answered `status` (429 or 418) with `Retry-After: wait`.
+    pub fn rest_banned_for(&self, status: u16, wait: Duration) {
+        let until = chrono::Utc::now().timestamp_millis() + wait.as_millis() as i64;
+        self.rest_ban_until_ms.fetch_max(until, Ordering::Relaxed);
+        self.rest_ban_status
+            .store(u64::from(status), Ordering::Relaxed);
+    }
+
+    /// The status of the REST ban in force, if any, and when it ends (ms since the
+    /// epoch, UTC).
+    pub fn rest_ban(&self) -> Option<(u16, i64)> {
+        let until = self.rest_banned_until_ms()?;
+        Some((self.rest_ban_status.load(Ordering::Relaxed) as u16, until))
+    }
+
+    /// Notes that REST answered normally again.
+    pub fn rest_ban_ended(&self) {
+        self.rest_ban_until_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// When the REST ban ends, ms since the epoch (UTC), while one is in force.
+    pub fn rest_banned_until_ms(&self) -> Option<i64> {
+        let until = self.rest_ban_until_ms.load(Ordering::Relaxed);
+        (until > chrono::Utc::now().timestamp_millis()).then_some(until)
+    }
+
+    /// How long REST still asks us to wait, if at all.
+    pub fn rest_ban_remaining(&self) -> Option<Duration> {
+        let until = self.rest_banned_until_ms()?;
+        let left = until - chrono::Utc::now().timestamp_millis();
+        Some(Duration::from_millis(left.max(0) as u64))
+    }
+
+    /// Notes that the exchange refused `symbol`, answering `why`.
+    pub fn refuse_symbol(&self, symbol: &str, why: String) {
+        self.refused
+            .lock()
+            .expect("refused lock")
+            .insert(symbol.to_owned(), why);
+    }
+
+    /// Symbols the exchange refused, with its answers, by name.
+    pub fn refused_symbols(&self) -> BTreeMap<String, String> {
+        self.refused.lock().expect("refused lock").clone()
+    }
+
+    /// Whether the exchange refused `symbol`.
+    pub fn is_refused(&self, symbol: &str) -> bool {
+        self.refused
+            .lock()
+            .expect("refused lock")
+            .contains_key(symbol)
+    }
+}
+
+/// Whether the store takes writes: readiness fails when every write has failed for
+/// a while. Shared behind an `Arc`.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    /// ms since the epoch (UTC) of the first failure of the current run of failed
+    /// writes; 0 while writes succeed.
+    failing_since_ms: AtomicI64,
+}
+
+impl StoreHealth {
+    /// Notes a failed write (the first of a run starts the clock).
+    pub fn write_failed(&self) {
+        let now = chrono::Utc::now().timestamp_millis();
+        let _ =
+            self.failing_since_ms
+                .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// Notes a successful write.
+    pub fn write_succeeded(&self) {
+        self.failing_since_ms.store(0, Ordering::Relaxed);
+    }
+
+    /// How long writes have been failing, if they are.
+    pub fn failing_for(&self) -> Option<Duration> {
+        let since = self.failing_since_ms.load(Ordering::Relaxed);
+        (since > 0).then(|| {
+            Duration::from_millis((chrono::Utc::now().timestamp_millis() - since).max(0) as u64)
+        })
     }
 }

@@ -161,7 +161,8 @@ async fn a_dotenv_file_points_it_at_mongodb() {
     for symbol in SYMBOLS {
         assert!(
             backend.stored(symbol).await.len() >= 11,
-            "{symbol} stored in MongoDB"
+            "{symbol} stored in MongoDB: {}\n{output}",
+            backend.stored(symbol).await.len()
         );
     }
     assert!(

@@ -1,19 +1,24 @@
-//! REST backfill: after every connect, and after the write queue dropped candles,
-//! fetch every closed candle after the newest one held.
+//! REST backfill: at startup, after every connect and after the write queue dropped
+//! candles, fetch every closed candle the service lacks: the holes behind the newest
+//! stored candle (the gap scan) and everything after it.
 
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::{Exchange, Overlap, ResumePoint};
-use crate::candle::Candle;
+use super::rest::GaveUp;
+use super::{Exchange, Overlap, ResumePoint, Source};
 use crate::hub::Newest;
 use crate::telemetry::Chain;
 
+/// Holes are fetched one range each up to this many; more, and the whole span is
+/// fetched in pages (fewer requests than one per hole).
+const MAX_HOLE_REQUESTS: usize = 4;
+
 impl Exchange {
     /// Each time the store had to drop queued candles and then wrote again, fetches
-    /// everything after the store's newest candle so the store has no hole.
+    /// its holes and everything after its newest candle.
     pub(super) async fn repair_store_gaps(self: Arc<Self>, cancel: CancellationToken) {
         let lost = self.writer.lost_candles();
         loop {
@@ -45,7 +50,7 @@ impl Exchange {
                 });
             }
             warn!(
-                "the store dropped queued candles; refetching everything after its newest candle"
+                "the store dropped queued candles; refetching its holes and everything after its newest candle"
             );
             self.backfill(resume, Overlap::FetchAll, &cancel)
                 .instrument(info_span!("backfill", reason = "store"))
@@ -53,39 +58,28 @@ impl Exchange {
         }
     }
 
-    /// Fetches, per symbol, every closed candle after the newest one held up to now;
-    /// while a window is not yet full, at least the last `HISTORY_MAX + 1`.
+    /// Fetches, per symbol, the store's holes and every closed candle after the
+    /// newest one held up to now; while a window is not yet full, at least the last
+    /// `HISTORY_MAX + 1`. Returns how many candles were fetched.
     pub(super) async fn backfill(
         &self,
         resume: Vec<ResumePoint>,
         overlap: Overlap,
         cancel: &CancellationToken,
-    ) {
+    ) -> usize {
         let jobs = resume
             .into_iter()
-            .filter_map(|ResumePoint { symbol, held }| {
-                {
-                    let mut in_flight = self.in_flight.lock().expect("in_flight lock");
-                    let running = in_flight.entry(symbol.clone()).or_default();
-                    if *running > 0 && overlap == Overlap::SkipInFlight {
-                        debug!(symbol, "backfill already running; it covers this gap too");
-                        return None;
-                    }
-                    *running += 1;
-                }
-                Some(async move {
-                    self.backfill_symbol(&symbol, held, cancel).await;
-                    if let Some(running) = self
-                        .in_flight
-                        .lock()
-                        .expect("in_flight lock")
-                        .get_mut(&symbol)
-                    {
-                        *running -= 1;
-                    }
-                })
+            .filter(|point| !self.health.is_refused(&point.symbol))
+            .filter(|point| self.begin_backfill(&point.symbol, overlap))
+            .map(|ResumePoint { symbol, held }| async move {
+                let fetched = self.backfill_symbol(&symbol, held, cancel).await;
+                self.end_backfill(&symbol);
+                fetched
             });
-        futures_util::future::join_all(jobs.collect::<Vec<_>>()).await;
+        futures_util::future::join_all(jobs.collect::<Vec<_>>())
+            .await
+            .into_iter()
+            .sum()
     }
 
     async fn backfill_symbol(
@@ -93,36 +87,106 @@ impl Exchange {
         symbol: &str,
         held: Option<Newest>,
         cancel: &CancellationToken,
-    ) {
+    ) -> usize {
         let interval = &self.market.interval;
         let step = interval.millis();
-        let now = chrono::Utc::now().timestamp_millis();
-        let enough_history =
-            interval.open_time_containing(now) - step * (self.market.window_len as i64 + 1);
-        let mut start = match held {
+        let enough_history = interval.open_time_containing(self.exchange_now())
+            - step * (self.market.window_len as i64 + 1);
+        let mut fetched = self.fill_store_holes(symbol, cancel).await;
+        let start = match held {
             Some(newest) if newest.window_full => newest.open_time + step,
             Some(newest) => (newest.open_time + step).min(enough_history),
             None => enough_history,
         };
-        let mut fetched = 0usize;
-        loop {
-            let now = chrono::Utc::now().timestamp_millis();
-            let still_open = interval.open_time_containing(now);
-            if start >= still_open {
-                break;
+        let until = interval.open_time_containing(self.exchange_now());
+        fetched += self.fetch_range(symbol, start, until, cancel).await;
+        if fetched > 0 {
+            info!(symbol, candles = fetched, "backfill done");
+        } else {
+            debug!(symbol, "backfill: nothing missing");
+        }
+        fetched
+    }
+
+    /// The gap scan: finds the minutes missing from the store between the newest
+    /// stored candle and `HISTORY_MAX` intervals before it, and fetches them. A hole
+    /// behind the newest candle is otherwise never seen by a repair that starts
+    /// after it (a dropped queue, a half-written batch, a stream that skipped one).
+    async fn fill_store_holes(&self, symbol: &str, cancel: &CancellationToken) -> usize {
+        let step = self.market.interval.millis();
+        let window = self.market.window_len;
+        let stored = match self
+            .store
+            .latest(symbol, self.market.interval.name(), window + 1)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(err) => {
+                warn!(symbol, error = %Chain(&err), "cannot read the store for its holes; scanning again at the next repair");
+                return 0;
             }
-            let Some(page) = self
+        };
+        // Newest first: the open times in ascending order, then every grid minute
+        // in their span that none of them has.
+        let mut held: Vec<i64> = stored.iter().map(|c| c.open_time).collect();
+        held.reverse();
+        let (Some(&oldest), Some(&newest)) = (held.first(), held.last()) else {
+            return 0;
+        };
+        let from = oldest.max(newest - step * window as i64);
+        let mut holes: Vec<(i64, i64)> = Vec::new();
+        let mut expected = from;
+        for open_time in held.into_iter().filter(|t| *t >= from) {
+            if open_time > expected {
+                holes.push((expected, open_time));
+            }
+            expected = open_time + step;
+        }
+        if holes.is_empty() {
+            return 0;
+        }
+        let minutes: i64 = holes.iter().map(|(start, end)| (end - start) / step).sum();
+        warn!(
+            symbol,
+            holes = holes.len(),
+            candles = minutes,
+            "the store has holes behind its newest candle; fetching them"
+        );
+        if holes.len() > MAX_HOLE_REQUESTS {
+            holes = vec![(holes[0].0, holes[holes.len() - 1].1)];
+        }
+        let mut fetched = 0;
+        for (start, end) in holes {
+            fetched += self.fetch_range(symbol, start, end, cancel).await;
+        }
+        fetched
+    }
+
+    /// Fetches the closed candles of `symbol` opened in `[start, until)` (ms since
+    /// the epoch, UTC), page by page, and delivers them; returns how many. A symbol
+    /// the exchange refuses is marked so and never asked for again.
+    pub(super) async fn fetch_range(
+        &self,
+        symbol: &str,
+        mut start: i64,
+        until: i64,
+        cancel: &CancellationToken,
+    ) -> usize {
+        let step = self.market.interval.millis();
+        let mut fetched = 0;
+        while start < until {
+            let page = match self
                 .rest
-                .fetch_with_retry(
-                    symbol,
-                    start,
-                    still_open - 1,
-                    self.options.backoff_max,
-                    cancel,
-                )
+                .fetch_with_retry(symbol, start, until - 1, self.options.backoff_max, cancel)
                 .await
-            else {
-                return; // shutting down
+            {
+                Ok(page) => page,
+                Err(GaveUp::Cancelled) => break,
+                Err(GaveUp::Refused(err)) => {
+                    error!(symbol, error = %Chain(&err), "the exchange refuses this symbol; not asking for it again");
+                    self.health.refuse_symbol(symbol, err.to_string());
+                    break;
+                }
             };
             let Some(last_open) = page.last().map(|c| c.open_time) else {
                 break;
@@ -131,15 +195,14 @@ impl Exchange {
                 break; // a server that does not honour startTime: stop rather than loop
             }
             start = last_open + step;
-            let closed: Vec<Candle> = page.into_iter().filter(|c| c.close_time < now).collect();
+            // Closed on the exchange's clock, not ours, which may be minutes off.
+            let now = self.exchange_now();
+            let closed = page.into_iter().filter(|c| c.close_time < now).collect();
+            let closed = self.possible(closed, "rest");
             fetched += closed.len();
             self.metrics.backfilled.inc_by(closed.len() as u64);
-            self.deliver(closed);
+            self.deliver(closed, Source::Rest);
         }
-        if fetched > 0 {
-            info!(symbol, candles = fetched, "backfill done");
-        } else {
-            debug!(symbol, "backfill: nothing missing");
-        }
+        fetched
     }
 }

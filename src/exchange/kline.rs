@@ -23,6 +23,20 @@ pub struct KlineUpdate {
     pub candle: Candle,
     /// `k.x`: true on the last update of the candle, the only one that is stored.
     pub closed: bool,
+    /// `E`: when the exchange sent it, ms since the epoch on the exchange's clock.
+    pub event_time: Option<i64>,
+}
+
+/// What a text frame that is not a kline event is, for counting and logging:
+/// `ack` (`{"result":null,"id":1}`, a subscription answer), `error` (an error
+/// object), `event` (another event type) or `malformed`.
+pub fn frame_kind(text: &str) -> &'static str {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(value) if value.get("result").is_some() && value.get("id").is_some() => "ack",
+        Ok(value) if value.get("error").is_some() || value.get("code").is_some() => "error",
+        Ok(value) if value.pointer("/data/e").is_some_and(|e| e != "kline") => "event",
+        _ => "malformed",
+    }
 }
 
 #[derive(Deserialize)]
@@ -36,6 +50,9 @@ struct CombinedFrame {
 struct KlineEvent {
     #[serde(rename = "e")]
     event_type: String,
+    /// Event time, ms since the epoch on the exchange's clock.
+    #[serde(rename = "E", default)]
+    event_time: Option<i64>,
     #[serde(rename = "k")]
     kline: StreamKline,
 }
@@ -114,9 +131,10 @@ impl KlineUpdate {
         if frame.data.event_type != "kline" {
             return Err(ParseError::EventType(frame.data.event_type));
         }
+        let event_time = frame.data.event_time;
         let k = frame.data.kline;
         let candle = Candle {
-            symbol: k.symbol.to_ascii_uppercase(),
+            symbol: k.symbol.to_uppercase(),
             interval: k.interval,
             open_time: k.open_time,
             close_time: k.close_time,
@@ -134,6 +152,7 @@ impl KlineUpdate {
         Ok(Self {
             candle,
             closed: k.closed,
+            event_time,
         })
     }
 }
@@ -142,7 +161,7 @@ impl RestKline {
     /// Builds a candle from a REST row; the symbol and interval come from the request.
     pub fn into_candle(self, symbol: &str, interval: &str) -> Result<Candle, ParseError> {
         let candle = Candle {
-            symbol: symbol.to_ascii_uppercase(),
+            symbol: symbol.to_uppercase(),
             interval: interval.to_owned(),
             open_time: self.0,
             open: self.1,
@@ -258,6 +277,26 @@ mod tests {
         .unwrap_or_else(|_| FIXTURE_REST.to_owned());
         let rows: Vec<RestKline> = serde_json::from_str(&text).unwrap();
         assert!(rows.len() >= 2);
+    }
+
+    #[test]
+    fn frames_that_are_not_klines_are_told_apart() {
+        assert_eq!(frame_kind(r#"{"result":null,"id":1}"#), "ack");
+        assert_eq!(
+            frame_kind(r#"{"error":{"code":2,"msg":"Invalid request"},"id":2}"#),
+            "error"
+        );
+        assert_eq!(
+            frame_kind(r#"{"stream":"x","data":{"e":"aggTrade"}}"#),
+            "event"
+        );
+        assert_eq!(frame_kind("not json"), "malformed");
+        assert_eq!(
+            KlineUpdate::from_combined_frame(FIXTURE_CLOSED)
+                .unwrap()
+                .event_time,
+            Some(1_763_791_560_012)
+        );
     }
 
     #[test]

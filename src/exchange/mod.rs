@@ -10,15 +10,18 @@ mod backfill;
 pub mod kline;
 mod rest;
 mod stream;
+mod watch;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicI64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, info, info_span, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
 use url::Url;
 
 use crate::candle::{Candle, Interval};
@@ -28,8 +31,9 @@ use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::store::{CandleStore, StoreWriter};
 use crate::telemetry::Chain;
 
-pub use rest::{REST_PAGE_LIMIT, RestClient, RestError};
+pub use rest::{GaveUp, ListedSymbol, REST_PAGE_LIMIT, RestClient, RestError};
 pub use stream::ConnectError;
+pub use watch::Impossible;
 
 /// How to reach the exchange and when to give up on a connection, from
 /// `BINANCE_WS_URL`, `BINANCE_REST_URL` and the `UPSTREAM_*` variables.
@@ -89,6 +93,15 @@ impl ReconnectCause {
     }
 }
 
+/// Where closed candles came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// Final (`x: true`) on the combined stream.
+    Stream,
+    /// A REST klines row closed on the exchange's clock.
+    Rest,
+}
+
 /// What the service holds of one symbol when a repair is planned.
 #[derive(Debug, Clone)]
 struct ResumePoint {
@@ -120,6 +133,20 @@ pub struct Exchange {
     health: Arc<UpstreamHealth>,
     /// How many backfills are running now, per symbol.
     in_flight: Mutex<HashMap<String, usize>>,
+    /// Every backfill task, so shutdown waits for them.
+    tasks: TaskTracker,
+    /// Per symbol: when it last sent a kline, which minutes were checked.
+    watch: Mutex<HashMap<String, watch::SymbolWatch>>,
+    /// The exchange's clock minus ours, ms.
+    clock_offset_ms: AtomicI64,
+    /// Whether an impossible candle was logged already.
+    logged_impossible: AtomicBool,
+    /// Which kinds of non-kline frame were logged already.
+    logged_frame_kinds: Mutex<HashSet<&'static str>>,
+    /// Set when REST found candles a quiet symbol's stream did not deliver.
+    stream_missed: AtomicBool,
+    /// When the connection was last renewed because of that.
+    renewed_for_missing: Mutex<Option<Instant>>,
 }
 
 /// What the exchange client feeds and reports to.
@@ -138,7 +165,11 @@ impl Exchange {
     /// # Errors
     /// [`RestError::Client`] when the HTTP client cannot be built (no TLS roots).
     pub fn new(market: Market, options: ExchangeOptions, sinks: Sinks) -> Result<Self, RestError> {
-        let rest = RestClient::new(&options.rest_url, market.interval.clone())?;
+        let rest = RestClient::new(
+            &options.rest_url,
+            market.interval.clone(),
+            Arc::clone(&sinks.health),
+        )?;
         Ok(Self {
             stream_url: stream_url(&options.ws_url, &market.symbols, &market.interval),
             market,
@@ -150,6 +181,13 @@ impl Exchange {
             metrics: sinks.metrics,
             health: sinks.health,
             in_flight: Mutex::default(),
+            tasks: TaskTracker::new(),
+            watch: Mutex::default(),
+            clock_offset_ms: AtomicI64::new(0),
+            logged_impossible: AtomicBool::new(false),
+            logged_frame_kinds: Mutex::default(),
+            stream_missed: AtomicBool::new(false),
+            renewed_for_missing: Mutex::new(None),
         })
     }
 
@@ -161,11 +199,16 @@ impl Exchange {
         cancel: CancellationToken,
         startup_done: oneshot::Sender<()>,
     ) {
-        let mut repairs = JoinSet::new();
+        match self.rest.server_time().await {
+            Ok(server_ms) => self.saw_exchange_time(server_ms),
+            Err(err) => {
+                debug!(error = %Chain(&err), "no server time from the exchange; trusting the local clock until the stream speaks")
+            }
+        }
         let startup = Arc::clone(&self);
         let resume = self.resume_points();
         let startup_cancel = cancel.clone();
-        repairs.spawn(
+        self.tasks.spawn(
             async move {
                 startup
                     .backfill(resume, Overlap::SkipInFlight, &startup_cancel)
@@ -174,12 +217,11 @@ impl Exchange {
             }
             .instrument(info_span!("backfill", reason = "startup")),
         );
-        let store_repairs = tokio::spawn(Arc::clone(&self).repair_store_gaps(cancel.clone()));
+        self.tasks
+            .spawn(Arc::clone(&self).repair_store_gaps(cancel.clone()));
 
         let mut backoff = Backoff::new(FIRST_RETRY_DELAY, self.options.backoff_max);
         loop {
-            // Finished repairs are reaped here, not kept until shutdown.
-            while repairs.try_join_next().is_some() {}
             // Taken before connecting: the new stream may deliver newer candles before
             // the repair starts, and the gap lies behind what we held when it broke.
             let resume = self.resume_points();
@@ -190,9 +232,10 @@ impl Exchange {
             let (cause, reason) = match connected {
                 Ok(socket) => {
                     info!(url = %self.stream_url, "upstream connected");
+                    self.watch_from(Instant::now());
                     let repair = Arc::clone(&self);
                     let repair_cancel = cancel.clone();
-                    repairs.spawn(
+                    self.tasks.spawn(
                         async move {
                             repair
                                 .backfill(resume, Overlap::SkipInFlight, &repair_cancel)
@@ -218,8 +261,9 @@ impl Exchange {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
-        repairs.shutdown().await;
-        let _ = store_repairs.await;
+        // Backfills stop at the cancellation; wait so their candles reach the queue.
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     fn resume_points(&self) -> Vec<ResumePoint> {
@@ -234,15 +278,49 @@ impl Exchange {
     }
 
     /// Hands closed candles of the configured symbols to the hub and the store.
-    fn deliver(&self, mut candles: Vec<Candle>) {
+    /// A candle fetched by REST never replaces one the window holds, which came
+    /// final from the stream (DESIGN.md §4): the held one is written instead.
+    fn deliver(&self, mut candles: Vec<Candle>, source: Source) {
         candles.retain(|c| {
             c.interval == self.market.interval.name() && self.market.symbols.contains(&c.symbol)
         });
+        if source == Source::Rest {
+            for candle in &mut candles {
+                if let Some(held) = self.hub.candle_at(&candle.symbol, candle.open_time) {
+                    *candle = held;
+                }
+            }
+        }
         if candles.is_empty() {
             return;
         }
         self.hub.apply(&candles);
         self.writer.enqueue(candles);
+    }
+
+    /// Counts a backfill of `symbol` as running, unless one is and `overlap` says
+    /// it covers this one; returns whether this one should run.
+    fn begin_backfill(&self, symbol: &str, overlap: Overlap) -> bool {
+        let mut in_flight = self.in_flight.lock().expect("in_flight lock");
+        let running = in_flight.entry(symbol.to_owned()).or_default();
+        if *running > 0 && overlap == Overlap::SkipInFlight {
+            debug!(symbol, "backfill already running; it covers this gap too");
+            return false;
+        }
+        *running += 1;
+        true
+    }
+
+    /// Counts a backfill of `symbol` as finished.
+    fn end_backfill(&self, symbol: &str) {
+        if let Some(running) = self
+            .in_flight
+            .lock()
+            .expect("in_flight lock")
+            .get_mut(symbol)
+        {
+            *running = running.saturating_sub(1);
+        }
     }
 }
 

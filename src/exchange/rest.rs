@@ -1,6 +1,7 @@
 //! Binance's REST klines endpoint (`GET /fapi/v1/klines`): one page at a time,
 //! retried with backoff, honouring `Retry-After` on 429 and 418.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -9,13 +10,15 @@ use url::Url;
 
 use super::kline::{ParseError, RestKline};
 use crate::candle::{Candle, Interval};
+use crate::metrics::UpstreamHealth;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::telemetry::Chain;
 
 /// Binance's maximum page size for `GET /fapi/v1/klines`.
 pub const REST_PAGE_LIMIT: usize = 1500;
-/// The longest `Retry-After` honoured; a longer ban is retried after this anyway.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
+/// The longest `Retry-After` taken at its word: Binance's IP bans last from two
+/// minutes up to three days, and a longer answer is a broken header.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3 * 86_400);
 
 /// Why a REST request failed. (URLs are kept as text: it keeps the error small.)
 #[derive(Debug, thiserror::Error)]
@@ -64,13 +67,50 @@ impl RestError {
             _ => None,
         }
     }
+
+    /// Whether asking again cannot help: a 4xx other than 429 (too many requests)
+    /// and 418 (banned), such as `400 {"code":-1121,"msg":"Invalid symbol."}`.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, RestError::Status { status, .. } if (400..500).contains(status) && *status != 429 && *status != 418)
+    }
+}
+
+/// Why [`RestClient::fetch_with_retry`] gave up.
+#[derive(Debug)]
+pub enum GaveUp {
+    /// Shutdown began.
+    Cancelled,
+    /// The exchange refused the request for good (see [`RestError::is_permanent`]).
+    Refused(RestError),
+}
+
+/// One symbol of `GET /fapi/v1/exchangeInfo`.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct ListedSymbol {
+    pub symbol: String,
+    /// `TRADING`, `SETTLING`, `PENDING_TRADING`, …
+    #[serde(default)]
+    pub status: String,
+}
+
+#[derive(serde::Deserialize)]
+struct ExchangeInfo {
+    symbols: Vec<ListedSymbol>,
+}
+
+#[derive(serde::Deserialize)]
+struct ServerTime {
+    #[serde(rename = "serverTime")]
+    server_time: i64,
 }
 
 /// A client of the klines endpoint for one interval.
 pub struct RestClient {
     http: reqwest::Client,
+    base: Url,
     klines_url: Url,
     interval: Interval,
+    health: Arc<UpstreamHealth>,
 }
 
 impl RestClient {
@@ -78,24 +118,77 @@ impl RestClient {
     ///
     /// # Errors
     /// [`RestError::Client`] when the HTTP client cannot be built.
-    pub fn new(base: &Url, interval: Interval) -> Result<Self, RestError> {
+    pub fn new(
+        base: &Url,
+        interval: Interval,
+        health: Arc<UpstreamHealth>,
+    ) -> Result<Self, RestError> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("candlecast/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .timeout(Duration::from_secs(20))
             .build()
             .map_err(RestError::Client)?;
-        let mut klines_url = base.clone();
-        klines_url
-            .path_segments_mut()
-            .expect("http(s) URLs have a path")
-            .pop_if_empty()
-            .extend(["fapi", "v1", "klines"]);
         Ok(Self {
             http,
-            klines_url,
+            base: base.clone(),
+            klines_url: endpoint(base, "klines"),
             interval,
+            health,
         })
+    }
+
+    /// `GET /fapi/v1/time`: the exchange's clock, ms since the epoch.
+    ///
+    /// # Errors
+    /// [`RestError`] when it does not answer with `{"serverTime": …}`.
+    pub async fn server_time(&self) -> Result<i64, RestError> {
+        let time: ServerTime = self.get_json(endpoint(&self.base, "time")).await?;
+        Ok(time.server_time)
+    }
+
+    /// `GET /fapi/v1/exchangeInfo` (weight 1): every symbol the exchange lists.
+    ///
+    /// # Errors
+    /// [`RestError`] when it does not answer with the documented shape.
+    pub async fn listed_symbols(&self) -> Result<Vec<ListedSymbol>, RestError> {
+        let info: ExchangeInfo = self.get_json(endpoint(&self.base, "exchangeInfo")).await?;
+        Ok(info.symbols)
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: Url) -> Result<T, RestError> {
+        let response = self
+            .http
+            .get(url.clone())
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(|source| RestError::Request {
+                url: url.to_string(),
+                source,
+            })?;
+        let status = response.status();
+        if !status.is_success() {
+            return Err(RestError::Status {
+                url: url.to_string(),
+                status: status.as_u16(),
+                body: response
+                    .text()
+                    .await
+                    .unwrap_or_default()
+                    .chars()
+                    .take(200)
+                    .collect(),
+                retry_after: None,
+            });
+        }
+        response
+            .json()
+            .await
+            .map_err(|source| RestError::Unreadable {
+                url: url.to_string(),
+                source,
+            })
     }
 
     /// One page of klines, retried with backoff until it arrives or `cancel`; a
@@ -107,19 +200,35 @@ impl RestClient {
         end: i64,
         backoff_max: Duration,
         cancel: &CancellationToken,
-    ) -> Option<Vec<Candle>> {
+    ) -> Result<Vec<Candle>, GaveUp> {
         let mut backoff = Backoff::new(FIRST_RETRY_DELAY, backoff_max);
         loop {
+            // Another request may have been told to wait: so does this one.
+            if let Some(wait) = self.health.rest_ban_remaining() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return Err(GaveUp::Cancelled),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+            }
             let error = match self.fetch_page(symbol, start, end).await {
-                Ok(page) => return Some(page),
+                Ok(page) => {
+                    self.health.rest_ban_ended();
+                    return Ok(page);
+                }
+                Err(error) if error.is_permanent() => return Err(GaveUp::Refused(error)),
                 Err(error) => error,
             };
-            let wait = error
-                .retry_after()
-                .map_or_else(|| backoff.next_delay(), |asked| asked.min(MAX_RETRY_AFTER));
+            let wait = match (&error, error.retry_after()) {
+                (RestError::Status { status, .. }, Some(asked)) => {
+                    let asked = asked.min(MAX_RETRY_AFTER);
+                    self.health.rest_banned_for(*status, asked);
+                    asked
+                }
+                _ => backoff.next_delay(),
+            };
             warn!(symbol, error = %Chain(&error), retry_in = ?wait, "kline backfill request failed");
             tokio::select! {
-                _ = cancel.cancelled() => return None,
+                _ = cancel.cancelled() => return Err(GaveUp::Cancelled),
                 _ = tokio::time::sleep(wait) => {}
             }
         }
@@ -185,4 +294,14 @@ impl RestClient {
                 source,
             })
     }
+}
+
+/// `{base}/fapi/v1/{name}`, keeping any path the base has.
+fn endpoint(base: &Url, name: &str) -> Url {
+    let mut url = base.clone();
+    url.path_segments_mut()
+        .expect("http(s) URLs have a path")
+        .pop_if_empty()
+        .extend(["fapi", "v1", name]);
+    url
 }

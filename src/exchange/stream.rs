@@ -1,8 +1,10 @@
 //! One combined-stream connection at a time: reading frames, the stale watchdog, and
 //! renewal (make before break) ahead of Binance's 24-hour cut.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
@@ -11,9 +13,10 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::kline::KlineUpdate;
-use super::{Exchange, ReconnectCause};
+use super::kline::{KlineUpdate, frame_kind};
+use super::{Exchange, ReconnectCause, Source};
 use crate::candle::Candle;
+use crate::metrics::KindLabel;
 use crate::retry::Backoff;
 use crate::telemetry::Chain;
 
@@ -61,7 +64,7 @@ impl Exchange {
     /// connection is opened; once it delivers a frame it replaces the first, which is
     /// then closed, so no candle falls between the two.
     pub(super) async fn stream(
-        &self,
+        self: &Arc<Self>,
         mut socket: Socket,
         cancel: &CancellationToken,
         backoff: &mut Backoff,
@@ -71,6 +74,8 @@ impl Exchange {
         let mut renew_at = Instant::now() + self.options.max_age;
         let mut renewing: Option<Connecting<'_>> = None;
         let mut successor: Option<Socket> = None;
+        let every = (self.options.stale_after / 2).max(Duration::from_millis(250));
+        let mut quiet_check = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             // A connection that has delivered data for a whole stale window is healthy:
             // the next failure starts again from the shortest delay.
@@ -82,7 +87,13 @@ impl Exchange {
                     let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
                     return Ended::Shutdown;
                 }
-                // Only data counts as life: a retired endpoint keeps TCP open and sends nothing.
+                _ = quiet_check.tick() => {
+                    if self.check_quiet(cancel) && renewing.is_none() && successor.is_none() {
+                        renew_at = Instant::now();
+                    }
+                }
+                // Only klines count as life: a retired endpoint keeps TCP open and
+                // sends nothing, a broken one only acknowledgements.
                 _ = tokio::time::sleep_until(last_data + self.options.stale_after) => {
                     let stale = format!("no data for {:?}", self.options.stale_after);
                     match successor.take() {
@@ -94,16 +105,12 @@ impl Exchange {
                     // Frames that have already arrived join this one, so candles that
                     // close together are published together and reach each client in
                     // one write.
-                    let mut closed = Vec::new();
+                    let mut batch = Batch::default();
                     let mut next = next;
                     let mut lost = None;
-                    let mut got_data = false;
                     for _ in 0..MAX_BATCH_FRAMES {
                         match next {
-                            Some(Ok(Message::Text(text))) => {
-                                got_data = true;
-                                self.on_frame(text.as_str(), &mut closed);
-                            }
+                            Some(Ok(Message::Text(text))) => self.on_frame(text.as_str(), &mut batch),
                             Some(Ok(Message::Close(frame))) => {
                                 let reason = frame.map_or_else(|| "close frame without reason".to_owned(), |f| format!("close frame {} {}", f.code, f.reason));
                                 lost = Some((ReconnectCause::Closed, reason));
@@ -132,11 +139,10 @@ impl Exchange {
                             None => break,
                         }
                     }
-                    if got_data {
+                    if batch.klines > 0 {
                         last_data = Instant::now();
-                        self.health.data_now();
                     }
-                    self.deliver(closed);
+                    self.finish(batch, cancel);
                     if let Some((cause, reason)) = lost {
                         match successor.take() {
                             Some(next) => socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at),
@@ -162,12 +168,15 @@ impl Exchange {
                 next = async { successor.as_mut().expect("guarded").next().await }, if successor.is_some() => {
                     match next {
                         Some(Ok(Message::Text(text))) => {
-                            let mut closed = Vec::new();
-                            self.on_frame(text.as_str(), &mut closed);
-                            self.health.data_now();
-                            self.deliver(closed);
-                            let next = successor.take().expect("guarded");
-                            socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at);
+                            let mut batch = Batch::default();
+                            self.on_frame(text.as_str(), &mut batch);
+                            let delivered = batch.klines > 0;
+                            self.finish(batch, cancel);
+                            // Only a kline proves the new connection streams.
+                            if delivered {
+                                let next = successor.take().expect("guarded");
+                                socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at);
+                            }
                         }
                         Some(Ok(_)) => {}
                         Some(Err(_)) | None => {
@@ -202,20 +211,71 @@ impl Exchange {
         next
     }
 
-    /// Parses one frame; a closed candle is added to `closed`.
-    fn on_frame(&self, text: &str, closed: &mut Vec<Candle>) {
+    /// Parses one frame into `batch`. A frame that is not a kline event is counted
+    /// by kind, and the first of each kind is logged.
+    fn on_frame(&self, text: &str, batch: &mut Batch) {
         self.metrics.frames.inc();
         match KlineUpdate::from_combined_frame(text) {
-            Ok(update) if update.closed => {
-                self.metrics.closed_from_stream.inc();
-                closed.push(update.candle);
+            // Judged by the exchange's clock as it stood before this frame, so an
+            // impossible candle cannot move that clock.
+            Ok(update) if !self.is_possible(&update.candle, "stream") => {}
+            Ok(update) => {
+                batch.klines += 1;
+                if let Some(event_time) = update.event_time {
+                    batch.event_time = batch.event_time.max(Some(event_time));
+                }
+                let newest = batch
+                    .seen
+                    .entry(update.candle.symbol.clone())
+                    .or_insert(i64::MIN);
+                *newest = (*newest).max(update.candle.open_time);
+                if update.closed {
+                    self.metrics.closed_from_stream.inc();
+                    batch.closed.push(update.candle);
+                }
             }
-            Ok(_) => {} // still open: only closed candles matter
             Err(err) => {
                 self.metrics.parse_errors.inc();
-                let excerpt: String = text.chars().take(200).collect();
-                warn!(error = %err, frame = %excerpt, "skipping upstream frame that is not a kline");
+                let kind = frame_kind(text);
+                self.metrics
+                    .ignored_frames
+                    .get_or_create(&KindLabel { kind })
+                    .inc();
+                if self
+                    .logged_frame_kinds
+                    .lock()
+                    .expect("kinds lock")
+                    .insert(kind)
+                {
+                    let excerpt: String = text.chars().take(200).collect();
+                    warn!(kind, error = %err, frame = %excerpt, "skipping upstream frames that are not klines (first of its kind; see upstream_ignored_frames)");
+                }
             }
         }
     }
+
+    /// After a batch: the exchange's clock, the health, the closed candles to the
+    /// hub and the store, then the minutes the stream skipped.
+    fn finish(self: &Arc<Self>, batch: Batch, cancel: &CancellationToken) {
+        if let Some(event_time) = batch.event_time {
+            self.saw_exchange_time(event_time);
+        }
+        if batch.klines > 0 {
+            self.health.data_now();
+        }
+        self.deliver(batch.closed, Source::Stream);
+        self.check_skipped(batch.seen, cancel);
+    }
+}
+
+/// What one read of the socket brought.
+#[derive(Default)]
+struct Batch {
+    /// Kline events parsed (forming or closed).
+    klines: usize,
+    closed: Vec<Candle>,
+    /// The newest open time seen per symbol.
+    seen: HashMap<String, i64>,
+    /// The newest event time, on the exchange's clock.
+    event_time: Option<i64>,
 }

@@ -7,8 +7,16 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use std::time::Duration;
+
+use tracing::debug;
+
 use super::AppState;
 use crate::telemetry::Chain;
+
+/// Writes failing for this long make the replica not ready: candles are piling up
+/// in memory, not reaching the store.
+pub const WRITES_FAILING_LIMIT: Duration = Duration::from_secs(10);
 
 /// `/health`: 200 `{"status":"ok"}` while the process serves HTTP.
 pub async fn health() -> impl IntoResponse {
@@ -20,8 +28,30 @@ pub async fn health() -> impl IntoResponse {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let parts = &state.parts;
     let mut reasons = Vec::new();
+    // Said in words: the store's own error (host names, replica-set names) goes to
+    // the log only.
     if let Err(err) = parts.store.ping().await {
-        reasons.push(format!("store: {}", Chain(&err)));
+        debug!(error = %Chain(&err), "readiness: the store does not answer");
+        reasons.push("store: not reachable".to_owned());
+    }
+    if let Some(failing) = parts.store_health.failing_for()
+        && failing >= WRITES_FAILING_LIMIT
+    {
+        reasons.push(format!("store: writes failing for {} s", failing.as_secs()));
+    }
+    if let Some((status, until)) = parts.health.rest_ban() {
+        let left = (until - chrono::Utc::now().timestamp_millis()).max(0) / 1000;
+        let until = chrono::DateTime::from_timestamp_millis(until)
+            .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            .unwrap_or_default();
+        reasons.push(format!(
+            "exchange: REST requests banned (HTTP {status}) until {until} ({left} s left); the history is not being repaired"
+        ));
+    }
+    for (symbol, answer) in parts.health.refused_symbols() {
+        reasons.push(format!(
+            "exchange: the exchange rejects symbol {symbol} from SYMBOLS ({answer})"
+        ));
     }
     if parts.readiness.ingest {
         let stale_ms = parts.readiness.upstream_stale_after.as_millis() as i64;

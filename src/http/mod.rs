@@ -25,7 +25,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::candle::Interval;
 use crate::hub::Hub;
-use crate::metrics::{Metrics, UpstreamHealth};
+use crate::metrics::{Metrics, StoreHealth, UpstreamHealth};
 use crate::store::{CandleStore, MongoStore};
 
 pub use error::HttpError;
@@ -84,6 +84,8 @@ pub struct Parts {
     pub readiness: Readiness,
     pub metrics: Arc<Metrics>,
     pub health: Arc<UpstreamHealth>,
+    /// Whether store writes succeed.
+    pub store_health: Arc<StoreHealth>,
     /// Fires on shutdown; open connections close with 1001.
     pub shutdown: CancellationToken,
 }
@@ -107,6 +109,11 @@ impl AppState {
             open: Arc::new(AtomicUsize::new(0)),
             next_connection: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// The exchange's health, as readiness reads it.
+    pub fn upstream_health(&self) -> Arc<UpstreamHealth> {
+        Arc::clone(&self.parts.health)
     }
 
     /// The tracker of client tasks: close it, then wait on it, at shutdown.

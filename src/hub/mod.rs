@@ -181,6 +181,47 @@ impl Hub {
         })
     }
 
+    /// Open times (ms since the epoch, UTC) of the candles missing from `symbol`'s
+    /// window between its oldest candle (or `from`, if later) and `until`
+    /// (exclusive), on a grid of `step` ms. Empty when nothing is held yet.
+    pub fn missing(&self, symbol: &str, from: i64, until: i64, step: i64) -> Vec<i64> {
+        let Some(&position) = self.inner.positions.get(symbol) else {
+            return Vec::new();
+        };
+        let windows = self.inner.windows.lock().expect("hub lock poisoned");
+        let candles = &windows[position].candles;
+        let Some(oldest) = candles.front().map(|c| c.open_time) else {
+            return Vec::new();
+        };
+        let mut held = candles.iter().map(|c| c.open_time).peekable();
+        let mut missing = Vec::new();
+        let mut open_time = oldest.max(from);
+        while open_time < until {
+            while held.next_if(|t| *t < open_time).is_some() {}
+            if held.peek() != Some(&open_time) {
+                missing.push(open_time);
+            }
+            open_time += step;
+        }
+        missing
+    }
+
+    /// Whether `symbol`'s window holds a candle opened at `open_time`.
+    pub fn holds(&self, symbol: &str, open_time: i64) -> bool {
+        self.candle_at(symbol, open_time).is_some()
+    }
+
+    /// The candle of `symbol` opened at `open_time`, if the window holds it.
+    pub fn candle_at(&self, symbol: &str, open_time: i64) -> Option<Candle> {
+        let position = *self.inner.positions.get(symbol)?;
+        let windows = self.inner.windows.lock().expect("hub lock poisoned");
+        let candles = &windows[position].candles;
+        let found = candles
+            .binary_search_by_key(&open_time, |c| c.open_time)
+            .ok()?;
+        Some(candles[found].clone())
+    }
+
     /// The position of `symbol` in `SYMBOLS`, if configured.
     pub fn position(&self, symbol: &str) -> Option<usize> {
         self.inner.positions.get(symbol).copied()

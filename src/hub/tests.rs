@@ -212,3 +212,29 @@ fn only_changed_coins_get_a_new_version() {
     assert_eq!(snapshot.coins[0].version, 0);
     assert_eq!(snapshot.coins[1].version, 1);
 }
+
+#[test]
+fn missing_lists_the_holes_of_a_window() {
+    let hub = hub(10);
+    assert!(
+        hub.missing("BTCUSDT", 0, T0 + 10 * MINUTE, MINUTE)
+            .is_empty()
+    );
+    hub.apply(&[
+        candle("BTCUSDT", 0, 1.0, 1.0),
+        candle("BTCUSDT", 1, 1.0, 1.0),
+        candle("BTCUSDT", 3, 1.0, 1.0),
+        candle("BTCUSDT", 6, 1.0, 1.0),
+    ]);
+    assert_eq!(
+        hub.missing("BTCUSDT", 0, T0 + 8 * MINUTE, MINUTE),
+        [2, 4, 5, 7].map(|m| T0 + m * MINUTE)
+    );
+    assert_eq!(
+        hub.missing("BTCUSDT", T0 + 4 * MINUTE, T0 + 6 * MINUTE, MINUTE),
+        [4, 5].map(|m| T0 + m * MINUTE)
+    );
+    assert!(hub.holds("BTCUSDT", T0 + 3 * MINUTE));
+    assert!(!hub.holds("BTCUSDT", T0 + 2 * MINUTE));
+    assert!(!hub.holds("DOGEUSDT", T0));
+}

@@ -2,16 +2,16 @@
 
 use futures_util::StreamExt;
 
-use mongodb::bson::doc;
+use mongodb::bson::{Document, doc};
 
-use super::mongo::{CandleDocument, DriverError, MongoStore};
-use super::{MongoUri, StoreError};
+use super::StoreError;
+use super::mongo::{DriverError, MongoStore};
 use crate::candle::Candle;
 
 pub use mongodb::change_stream::event::ResumeToken;
 
 type CandleStream = mongodb::change_stream::ChangeStream<
-    mongodb::change_stream::event::ChangeStreamEvent<CandleDocument>,
+    mongodb::change_stream::event::ChangeStreamEvent<Document>,
 >;
 
 impl MongoStore {
@@ -27,15 +27,20 @@ impl MongoStore {
             "rename",
             "invalidate",
         ];
+        // Plain documents: one that is not a candle is skipped, never stalls the stream.
         let stream = self
             .collection
+            .clone_with_type::<Document>()
             .watch()
             .pipeline([doc! {"$match": {"operationType": {"$in": written.to_vec()}}}])
             .full_document(mongodb::options::FullDocumentType::UpdateLookup)
             .resume_after(token)
             .await
             .map_err(|err| self.error("watch", err))?;
-        Ok(CandleChanges::new(stream, self.uri.clone()))
+        Ok(CandleChanges {
+            stream,
+            store: self.clone(),
+        })
     }
 }
 
@@ -51,14 +56,10 @@ pub enum Change {
 /// The candle collection's change stream.
 pub struct CandleChanges {
     stream: CandleStream,
-    uri: MongoUri,
+    store: MongoStore,
 }
 
 impl CandleChanges {
-    pub(super) fn new(stream: CandleStream, uri: MongoUri) -> Self {
-        Self { stream, uri }
-    }
-
     /// The next change; `None` when the stream ended.
     pub async fn next(&mut self) -> Option<Result<Change, StoreError>> {
         use mongodb::change_stream::event::OperationType;
@@ -68,14 +69,16 @@ impl CandleChanges {
                 Err(err) => {
                     return Some(Err(StoreError::Mongo {
                         operation: "change stream",
-                        source: DriverError::new(err, &self.uri),
+                        source: DriverError::new(err, &self.store.uri),
                     }));
                 }
             };
             match event.operation_type {
                 OperationType::Insert | OperationType::Update | OperationType::Replace => {
-                    if let Some(document) = event.full_document {
-                        return Some(Ok(Change::Written(document.into())));
+                    if let Some(candle) =
+                        event.full_document.and_then(|d| self.store.candle_from(d))
+                    {
+                        return Some(Ok(Change::Written(candle)));
                     }
                     // An update whose document is already gone: nothing to show.
                 }

@@ -42,6 +42,11 @@ impl Follower {
         let mut reload = true;
         let mut backoff = Backoff::new(FIRST_RETRY_DELAY, self.backoff_max);
         loop {
+            // A stream opened without a token starts from now: whatever was written
+            // before it opened is read from the store, every time.
+            if token.is_none() {
+                reload = true;
+            }
             let next = match opened.take() {
                 Some(changes) => Ok(changes),
                 None => tokio::select! {

@@ -62,6 +62,22 @@ pub enum StoreError {
     Worker(#[source] tokio::task::JoinError),
 }
 
+impl StoreError {
+    /// Whether MongoDB said it has no change streams (a standalone server answers
+    /// `IllegalOperation`, code 40573): a fact about the deployment, not a passing
+    /// failure.
+    pub fn change_streams_unsupported(&self) -> bool {
+        use mongodb::error::ErrorKind;
+        let StoreError::Mongo { source, .. } = self else {
+            return false;
+        };
+        match source.driver().kind.as_ref() {
+            ErrorKind::Command(err) => err.code == 40573,
+            _ => false,
+        }
+    }
+}
+
 /// Where closed candles are kept. Every write is an idempotent upsert keyed by
 /// `(symbol, interval, open_time)` (DESIGN.md §4).
 #[async_trait]
@@ -139,6 +155,14 @@ impl StoreBackend {
                 Self::Sqlite(store)
             }
         })
+    }
+
+    /// Counts documents that do not read as candles into `counter`.
+    pub fn count_skipped_in(self, counter: prometheus_client::metrics::counter::Counter) -> Self {
+        match self {
+            Self::Mongo(store) => Self::Mongo(store.count_bad_documents_in(counter)),
+            Self::Sqlite(store) => Self::Sqlite(store.count_bad_rows_in(counter)),
+        }
     }
 
     /// The store as the trait every reader and the writer use.

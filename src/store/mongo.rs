@@ -2,6 +2,8 @@
 //! under a unique index, plus the ingesters' heartbeat documents.
 
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -9,6 +11,7 @@ use futures_util::{StreamExt, TryStreamExt};
 use mongodb::bson::{self, Document, doc};
 use mongodb::options::{ClientOptions, IndexOptions};
 use mongodb::{Client, Collection, IndexModel};
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
 use super::{CandleStore, MongoUri, StoreError};
@@ -115,6 +118,10 @@ const MONGO_WRITES_IN_FLIGHT: usize = 16;
 #[derive(Clone)]
 pub struct MongoStore {
     pub(super) collection: Collection<CandleDocument>,
+    /// Documents that did not parse as candles (a manual insert, another version's
+    /// schema): counted here, the first one logged.
+    bad_documents: Counter,
+    logged_bad_document: Arc<AtomicBool>,
     /// `{collection}_ingesters`: one heartbeat document per running ingester.
     heartbeats: Collection<Document>,
     pub(super) uri: MongoUri,
@@ -154,6 +161,8 @@ impl MongoStore {
                 .database(database)
                 .collection(&format!("{collection}_ingesters")),
             uri: uri.clone(),
+            bad_documents: Counter::default(),
+            logged_bad_document: Arc::new(AtomicBool::new(false)),
         };
         store
             .collection
@@ -202,6 +211,31 @@ impl MongoStore {
                 .get_datetime("last_data")
                 .map_or(0, |t| t.timestamp_millis()),
         }))
+    }
+
+    /// Counts skipped documents into `counter` (the service's metric) from now on.
+    pub fn count_bad_documents_in(mut self, counter: Counter) -> Self {
+        self.bad_documents = counter;
+        self
+    }
+
+    /// The candle in `document`, or `None` (counted; the first one logged) when it
+    /// is not one.
+    pub(super) fn candle_from(&self, document: Document) -> Option<Candle> {
+        match bson::from_document::<CandleDocument>(document.clone()) {
+            Ok(parsed) => Some(parsed.into()),
+            Err(err) => {
+                self.bad_documents.inc();
+                if !self.logged_bad_document.swap(true, Ordering::Relaxed) {
+                    let id = document
+                        .get("_id")
+                        .map(ToString::to_string)
+                        .unwrap_or_default();
+                    tracing::warn!(id, error = %err, "skipping a document that is not a candle (logged once; see store_skipped_documents)");
+                }
+                None
+            }
+        }
     }
 
     pub(super) fn error(&self, operation: &'static str, err: mongodb::error::Error) -> StoreError {
@@ -277,18 +311,23 @@ impl CandleStore for MongoStore {
                 doc! {"$lt": bson::DateTime::from_millis(before)},
             );
         }
+        // Read as plain documents: one that does not parse is skipped, not fatal.
         let cursor = self
             .collection
+            .clone_with_type::<Document>()
             .find(filter)
             .sort(doc! {"open_time": -1})
             .limit(i64::try_from(limit).unwrap_or(i64::MAX))
             .await
             .map_err(|err| self.error("find", err))?;
-        let documents: Vec<CandleDocument> = cursor
+        let documents: Vec<Document> = cursor
             .try_collect()
             .await
             .map_err(|err| self.error("find", err))?;
-        Ok(documents.into_iter().map(Candle::from).collect())
+        Ok(documents
+            .into_iter()
+            .filter_map(|document| self.candle_from(document))
+            .collect())
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
+use prometheus_client::metrics::counter::Counter;
 
 use super::{CandleStore, StoreError};
 use crate::candle::Candle;
@@ -14,12 +15,20 @@ use crate::candle::Candle;
 pub struct SqliteStore {
     connection: Arc<Mutex<rusqlite::Connection>>,
     path: Arc<PathBuf>,
+    /// Rows whose values are not a candle's (written by hand): skipped, counted.
+    bad_rows: Counter,
 }
 
 /// The file name of the embedded store inside `DATA_DIR`.
 pub const SQLITE_FILE: &str = "candlecast.sqlite3";
 
 impl SqliteStore {
+    /// Counts skipped rows into `counter` (the service's metric) from now on.
+    pub fn count_bad_rows_in(mut self, counter: Counter) -> Self {
+        self.bad_rows = counter;
+        self
+    }
+
     /// Opens (creating if needed) `dir/candlecast.sqlite3`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
@@ -58,6 +67,7 @@ impl SqliteStore {
         Ok(Self {
             connection: Arc::new(Mutex::new(connection)),
             path: Arc::new(path),
+            bad_rows: Counter::default(),
         })
     }
 
@@ -138,6 +148,7 @@ impl CandleStore for SqliteStore {
         let (symbol, interval) = (symbol.to_owned(), interval.to_owned());
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let before = before.unwrap_or(i64::MAX);
+        let bad_rows = self.bad_rows.clone();
         self.with_connection(move |connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT symbol, interval, open_time, close_time, open, high, low, close, volume,
@@ -163,7 +174,13 @@ impl CandleStore for SqliteStore {
                         trades: row.get(12)?,
                     })
                 })?;
-            rows.collect()
+            // A row that does not read as a candle is skipped, not fatal.
+            let (candles, bad): (Vec<_>, Vec<_>) = rows.partition(Result::is_ok);
+            if let Some(Err(err)) = bad.first() {
+                bad_rows.inc_by(bad.len() as u64);
+                tracing::warn!(rows = bad.len(), error = %err, "skipping rows that are not candles");
+            }
+            Ok(candles.into_iter().flatten().collect())
         })
         .await
     }

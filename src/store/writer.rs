@@ -1,6 +1,7 @@
 //! The write queue between the ingest path and the store: bounded, never blocking
 //! the exchange reader, retrying each batch with backoff until it lands.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -10,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::CandleStore;
 use crate::candle::Candle;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, StoreHealth};
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::telemetry::Chain;
 
@@ -38,6 +39,7 @@ impl StoreWriter {
         store: Arc<dyn CandleStore>,
         capacity: usize,
         metrics: Arc<Metrics>,
+        health: Arc<StoreHealth>,
         cancel: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
         let (queue, mut pending) = mpsc::channel::<Vec<Candle>>(capacity.max(1));
@@ -52,14 +54,20 @@ impl StoreWriter {
             Arc::clone(&writer.lost_candles),
         );
         let task = tokio::spawn(async move {
+            let mut unwritten = Unwritten::default();
             while let Some(batch) = pending.recv().await {
                 metrics.pending_writes.dec_by(batch.len() as i64);
-                let stored = write_with_retry(store.as_ref(), &batch, &metrics, &cancel).await;
+                let stored =
+                    write_with_retry(store.as_ref(), &batch, &metrics, &health, &cancel).await;
+                if !stored {
+                    unwritten.add(&batch);
+                }
                 // Once the backlog is written, whatever did not fit is fetched again.
                 if stored && pending.is_empty() && overflowed.swap(false, Ordering::SeqCst) {
                     lost_candles.notify_one();
                 }
             }
+            unwritten.report();
         });
         (writer, task)
     }
@@ -87,11 +95,46 @@ impl StoreWriter {
     }
 }
 
+/// Candles that could not be written before the process ends, per symbol: the
+/// range of open times (ms since the epoch) and how many.
+#[derive(Default)]
+struct Unwritten(BTreeMap<String, (i64, i64, usize)>);
+
+impl Unwritten {
+    fn add(&mut self, batch: &[Candle]) {
+        for candle in batch {
+            let entry = self.0.entry(candle.symbol.clone()).or_insert((
+                candle.open_time,
+                candle.open_time,
+                0,
+            ));
+            entry.0 = entry.0.min(candle.open_time);
+            entry.1 = entry.1.max(candle.open_time);
+            entry.2 += 1;
+        }
+    }
+
+    /// One line per symbol: never silently lost. The next start's gap scan and
+    /// backfill fetch them again from the exchange.
+    fn report(&self) {
+        for (symbol, (first, last, count)) in &self.0 {
+            tracing::error!(
+                symbol,
+                candles = count,
+                first_open_time = first,
+                last_open_time = last,
+                "candles not written before exit; the next start fetches them again"
+            );
+        }
+    }
+}
+
 /// Writes `batch`, retrying with backoff; false if it gave up during shutdown.
 async fn write_with_retry(
     store: &dyn CandleStore,
     batch: &[Candle],
     metrics: &Metrics,
+    health: &StoreHealth,
     cancel: &CancellationToken,
 ) -> bool {
     let mut backoff = Backoff::new(FIRST_RETRY_DELAY, Duration::from_secs(30));
@@ -100,6 +143,7 @@ async fn write_with_retry(
         let started = std::time::Instant::now();
         match store.upsert(batch).await {
             Ok(()) => {
+                health.write_succeeded();
                 metrics.stored.inc_by(batch.len() as u64);
                 metrics
                     .store_write_seconds
@@ -114,10 +158,11 @@ async fn write_with_retry(
                 return true;
             }
             Err(err) => {
+                health.write_failed();
                 metrics.store_errors.inc();
                 if cancel.is_cancelled() {
                     metrics.dropped_writes.inc_by(batch.len() as u64);
-                    tracing::error!(candles = batch.len(), error = %Chain(&err), "store write failed during shutdown; giving up");
+                    tracing::debug!(candles = batch.len(), error = %Chain(&err), "store write failed during shutdown; giving up");
                     return false;
                 }
                 let delay = backoff.next_delay();

@@ -180,7 +180,19 @@ fn following(symbol: &str, candles: &[Candle]) -> Candle {
 /// The combined-stream frame for `candle`, in Binance's shape (strings for numbers),
 /// with the wall clock as event time; the fake's own frames use its own clock.
 pub fn kline_frame(candle: &Candle, closed: bool) -> String {
-    kline_frame_at(candle, closed, now_ms())
+    kline_frame_at(candle, closed, event_time_for(candle, closed, now_ms()))
+}
+
+/// The event time Binance would stamp on a frame of `candle` sent at `now`: never
+/// before the candle opened, and after its close for the final frame. (Tests close
+/// candles faster than the clock runs; the exchange's clock runs with them.)
+pub fn event_time_for(candle: &Candle, closed: bool, now: i64) -> i64 {
+    let earliest = if closed {
+        candle.close_time + 1
+    } else {
+        candle.open_time
+    };
+    now.max(earliest)
 }
 
 /// Like [`kline_frame`], with event time `E` = `event_time` (epoch milliseconds).
@@ -408,7 +420,8 @@ impl FakeExchange {
     /// Sends a kline frame for `candle` on every stream connection, its event time
     /// on the exchange's clock.
     pub fn send_update(&self, candle: &Candle, closed: bool) {
-        self.send_raw(&kline_frame_at(candle, closed, self.state.server_ms()));
+        let event_time = event_time_for(candle, closed, self.state.server_ms());
+        self.send_raw(&kline_frame_at(candle, closed, event_time));
     }
 
     /// Sends any text on every stream connection.
@@ -453,7 +466,11 @@ impl FakeExchange {
                             let last = candles.last()?;
                             let mut open = next_candle(symbol, last.open_time + MINUTE, Some(last));
                             open.trades = 0;
-                            Some(kline_frame_at(&open, false, state.server_ms()))
+                            Some(kline_frame_at(
+                                &open,
+                                false,
+                                event_time_for(&open, false, state.server_ms()),
+                            ))
                         })
                         .collect()
                 };

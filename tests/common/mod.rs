@@ -445,6 +445,22 @@ pub async fn eventually(seconds: u64, what: &str, mut condition: impl FnMut() ->
     }
 }
 
+/// Like [`eventually`], with a condition that has to wait for its answer.
+pub async fn eventually_async<F, Fut>(seconds: u64, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    while !condition().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Seeds a store directly (not through the service) with `candles`.
 pub async fn seed(backend: &Backend, candles: &[Candle]) {
     use candlecast::store::CandleStore;
