@@ -14,7 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 use crate::config::{Config, ConfigError};
-use crate::exchange::{Exchange, Market, RestError, Sinks};
+use crate::exchange::{Exchange, Market, RestError, Sinks, SymbolCheck, check_symbols};
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
 use crate::metrics::{Metrics, StoreHealth, UpstreamHealth};
@@ -99,6 +99,19 @@ impl App {
     /// has no change streams ([`StartError::Config`]).
     pub async fn build(config: Config, listener: TcpListener) -> Result<Self, StartError> {
         let address = listener.local_addr().map_err(StartError::Listener)?;
+        if config.ingest
+            && let SymbolCheck::Unlisted(unlisted) =
+                check_symbols(&config.exchange, &config.interval, &config.symbols).await
+        {
+            return Err(ConfigError::new(
+                "SYMBOLS",
+                format!(
+                    "the exchange does not list {} (GET /fapi/v1/exchangeInfo); check the spelling, e.g. BTCUSDT or BTCUSDT_260626",
+                    unlisted.join(", ")
+                ),
+            )
+            .into());
+        }
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(UpstreamHealth::default());
         let store_health = Arc::new(StoreHealth::default());

@@ -134,3 +134,128 @@ async fn a_rest_ban_is_named_by_readiness_and_waited_out_in_full() {
     }
     app.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn an_unknown_symbol_stops_startup_naming_it() {
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut command = common::binary::binary();
+    command.current_dir(dir.path());
+    for (name, value) in common::binary::fake_env(&fake) {
+        command.env(name, value);
+    }
+    command.env("SYMBOLS", "BTCUSDT,XRPXRP");
+    let started = std::time::Instant::now();
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("SYMBOLS") && stderr.contains("XRPXRP"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("BTCUSDT,"),
+        "only the unknown one is named: {stderr}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(fake.exchange_info_requests(), 1);
+}
+
+#[tokio::test]
+async fn a_symbol_refused_later_is_not_retried_and_readiness_names_it() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    // The list cannot be read at startup: the service starts and learns from klines.
+    fake.fail_exchange_info(true);
+    let config = config_for(&fake, &backend, &[("SYMBOLS", "BTCUSDT,XRPXRP")]);
+    let started = std::time::Instant::now();
+    let app = TestApp::spawn(config).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "no stall on a refused symbol"
+    );
+    fake.wait_for_connections(1).await;
+    fake.send_forming("BTCUSDT");
+    let ready = format!("http://{}/ready", app.addr);
+    eventually_async(5, "readiness names the refused symbol", || async {
+        let (status, body) = get_json(&ready).await;
+        status == 503 && body["reasons"].to_string().contains("XRPXRP")
+    })
+    .await;
+    let asked = |fake: &FakeExchange| {
+        fake.rest_requests()
+            .iter()
+            .filter(|r| r.symbol == "XRPXRP")
+            .count()
+    };
+    let before = asked(&fake);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(asked(&fake), before, "a -1121 answer is not retried");
+    assert_eq!(before, 1);
+    // The known symbol is served as usual.
+    let snapshot = app.client().await.next_n(2).await;
+    assert_eq!(snapshot[0]["values"].as_array().unwrap().len(), 10);
+    assert_eq!(snapshot[1]["coin"], "XRPXRP");
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn quarterly_and_non_ascii_symbols_are_served_on_every_path() {
+    let symbols = ["BTCUSDT_260626", "币安人生USDT"];
+    for backend in [Backend::sqlite(), Backend::mongo()] {
+        let fake = FakeExchange::start(&symbols).await;
+        let config = config_for(
+            &fake,
+            &backend,
+            &[("SYMBOLS", "btcusdt_260626,币安人生USDT")],
+        );
+        let app = TestApp::spawn(config).await;
+        fake.wait_for_connections(1).await;
+        let query = fake.stream_queries();
+        assert!(
+            query[0].contains("btcusdt_260626@kline_1m")
+                && query[0].contains("币安人生usdt@kline_1m"),
+            "{query:?}"
+        );
+        let url = format!(
+            "ws://{}/?symbols=%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9FUSDT",
+            app.addr
+        );
+        let mut client = Client::connect(&url).await;
+        let first = client.next_json().await;
+        assert_eq!(first["coin"], "币安人生USDT");
+        assert_eq!(first["values"].as_array().unwrap().len(), 10, "{first}");
+        let candle = fake.close_next("币安人生USDT");
+        assert_eq!(
+            client.next_json().await["values"][0].as_f64(),
+            Some(candle.close)
+        );
+        let history = format!(
+            "http://{}/api/v1/candles/%E5%B8%81%E5%AE%89%E4%BA%BA%E7%94%9FUSDT?limit=3",
+            app.addr
+        );
+        let (status, body) = get_json(&history).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["symbol"], "币安人生USDT");
+        let (status, body) = get_json(&format!(
+            "http://{}/api/v1/candles/btcusdt_260626?limit=3",
+            app.addr
+        ))
+        .await;
+        assert_eq!(
+            (status, body["candles"].as_array().map(Vec::len)),
+            (200, Some(3))
+        );
+        eventually_async(10, "the non-ASCII symbol's candle is stored", || async {
+            backend
+                .stored("币安人生USDT")
+                .await
+                .iter()
+                .any(|c| c.open_time == candle.open_time)
+        })
+        .await;
+        app.stop().await.unwrap();
+    }
+}

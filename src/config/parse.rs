@@ -72,10 +72,15 @@ pub(super) fn parse_name(raw: &str) -> Result<String, Expected> {
 pub(super) fn parse_symbols(raw: &str) -> Result<Vec<String>, Expected> {
     let mut symbols: Vec<String> = Vec::new();
     for symbol in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let symbol = symbol.to_ascii_uppercase();
-        if !symbol.chars().all(|c| c.is_ascii_alphanumeric()) {
+        let symbol = symbol.to_uppercase();
+        // Only what can never be a symbol: the exchange's list is the authority
+        // (quarterly contracts such as BTCUSDT_260626, perpetuals with non-ASCII
+        // names), checked at startup.
+        if let Some(bad) = symbol.chars().find(|c| {
+            c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '?' | '&' | '#' | '%')
+        }) {
             return Err(expected(format!(
-                "{symbol:?} is not a symbol; expected letters and digits such as BTCUSDT"
+                "{symbol:?} is not a symbol: it contains {bad:?}; expected names such as BTCUSDT or BTCUSDT_260626"
             )));
         }
         if symbols.contains(&symbol) {

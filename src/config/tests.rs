@@ -61,7 +61,10 @@ fn each_bad_value_names_its_variable() {
         ("PORT", "-1"),
         ("BIND_ADDR", "somewhere"),
         ("SYMBOLS", " , ,"),
-        ("SYMBOLS", "BTC-USDT"),
+        ("SYMBOLS", "BTC/USDT"),
+        ("SYMBOLS", "BTC USDT"),
+        ("SYMBOLS", "btcusdt@kline_1m"),
+        ("SYMBOLS", "BTC\u{7}USDT"),
         ("SYMBOLS", "btcusdt,BTCUSDT"),
         ("INTERVAL", "7m"),
         ("HISTORY_LEN", "0"),
@@ -157,5 +160,14 @@ fn the_startup_line_hides_the_password_where_it_stands() {
             .contains("MONGO_URI=mongodb://admin:***@h "),
         "{}",
         config.summary()
+    );
+}
+
+#[test]
+fn symbols_the_exchange_lists_are_accepted_whatever_their_alphabet() {
+    let config = config_with(&[("SYMBOLS", "btcusdt_260626,币安人生USDT,1000pepeusdt")]).unwrap();
+    assert_eq!(
+        config.symbols,
+        ["BTCUSDT_260626", "币安人生USDT", "1000PEPEUSDT"]
     );
 }

@@ -10,6 +10,7 @@ mod backfill;
 pub mod kline;
 mod rest;
 mod stream;
+mod symbols;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +34,7 @@ use crate::telemetry::Chain;
 
 pub use rest::{GaveUp, ListedSymbol, REST_PAGE_LIMIT, RestClient, RestError};
 pub use stream::ConnectError;
+pub use symbols::{SymbolCheck, check_symbols};
 pub use watch::Impossible;
 
 /// How to reach the exchange and when to give up on a connection, from
@@ -329,7 +331,7 @@ impl Exchange {
 pub fn stream_url(base: &Url, symbols: &[String], interval: &Interval) -> Url {
     let streams: Vec<String> = symbols
         .iter()
-        .map(|symbol| format!("{}@kline_{}", symbol.to_ascii_lowercase(), interval.name()))
+        .map(|symbol| format!("{}@kline_{}", symbol.to_lowercase(), interval.name()))
         .collect();
     let separator = if base.query().is_some() { '&' } else { '?' };
     Url::parse(&format!("{base}{separator}streams={}", streams.join("/")))
