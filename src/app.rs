@@ -18,11 +18,13 @@ use crate::exchange::{Exchange, Market, RestError, Sinks, SymbolCheck, check_sym
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
 use crate::metrics::{Metrics, StoreHealth, UpstreamHealth};
-use crate::store::{self, Follower, StoreBackend, StoreError, StoreWriter};
+use crate::store::{self, Follower, Reachable, StoreBackend, StoreError, StoreWriter};
 use crate::telemetry::Chain;
 
 /// How long shutdown waits for clients to take their close frames.
 const CLIENTS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often the store is pinged for readiness (which never waits on it).
+const PING_EVERY: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued candles to reach the store.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -43,13 +45,6 @@ pub enum StartError {
     /// The embedded store's file could not be opened.
     #[error("cannot open the embedded store")]
     Embedded(#[source] StoreError),
-    /// A stored window could not be read.
-    #[error("cannot load the stored window of {symbol}")]
-    LoadWindow {
-        symbol: String,
-        #[source]
-        source: StoreError,
-    },
     /// The exchange client could not be built.
     #[error("cannot build the exchange client")]
     Exchange(#[source] RestError),
@@ -115,16 +110,7 @@ impl App {
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(UpstreamHealth::default());
         let store_health = Arc::new(StoreHealth::default());
-        let backend = StoreBackend::open(&config.store)
-            .await
-            .map_err(|source| match &config.store.mongo_uri {
-                Some(uri) => StartError::Mongo {
-                    uri: uri.to_string(),
-                    source,
-                },
-                None => StartError::Embedded(source),
-            })?
-            .count_skipped_in(metrics.skipped_documents.clone());
+        let (backend, reachable) = open_store(&config, &metrics).await?;
         let store = backend.candles();
         let window_len = config.windows.window_len();
         let hub = Hub::new(
@@ -134,15 +120,23 @@ impl App {
             window_len,
             config.windows.time_zone,
         );
-        for symbol in &config.symbols {
-            let candles = store
+        // A database that is away leaves the windows empty: the exchange fills them.
+        for symbol in config
+            .symbols
+            .iter()
+            .filter(|_| reachable == Reachable::Yes)
+        {
+            match store
                 .latest(symbol, config.interval.name(), window_len + 1)
                 .await
-                .map_err(|source| StartError::LoadWindow {
-                    symbol: symbol.clone(),
-                    source,
-                })?;
-            hub.apply(&candles);
+            {
+                Ok(candles) => {
+                    hub.apply(&candles);
+                }
+                Err(err) => {
+                    warn!(symbol, error = %Chain(&err), "cannot load the stored window; it fills from the exchange");
+                }
+            }
         }
 
         let cancel = CancellationToken::new();
@@ -150,7 +144,14 @@ impl App {
         // Every replica on MongoDB follows the change stream: a follower's only source,
         // and an ingester's view of what other ingesters write.
         if let Some(mongo) = backend.mongo() {
-            let opened = match mongo.watch(None).await {
+            let first_open = match reachable {
+                Reachable::Yes => mongo.watch(None).await,
+                Reachable::No => Err(StoreError::Timeout {
+                    operation: "watch",
+                    timeout: Duration::ZERO,
+                }),
+            };
+            let opened = match first_open {
                 Ok(changes) => Some(Some(changes)),
                 Err(err) if err.change_streams_unsupported() && !config.ingest => {
                     let uri = config
@@ -195,6 +196,14 @@ impl App {
                 );
             }
         }
+
+        store_health.set_reachable(reachable == Reachable::Yes);
+        tasks.spawn(store::watch_reachability(
+            Arc::clone(&store),
+            Arc::clone(&store_health),
+            PING_EVERY,
+            cancel.clone(),
+        ));
 
         let startup_backfill = if config.ingest {
             let (writer, writer_task) = StoreWriter::spawn(
@@ -367,6 +376,43 @@ impl App {
         info!("stopped");
         served.map_err(AppError::Serve)
     }
+}
+
+/// Opens the configured store. MongoDB refusing the credentials is a configuration
+/// error (exit 2), with a hint when `MONGO_URI` came from `.env`.
+async fn open_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(StoreBackend, Reachable), StartError> {
+    let (backend, reachable) = StoreBackend::open(&config.store).await.map_err(|source| {
+        match &config.store.mongo_uri {
+            Some(uri) if source.is_auth_failure() => {
+                let hint = if config.store.mongo_uri_from_dotenv {
+                    "; MONGO_URI came from .env, where `$NAME` in an unquoted or double-quoted \
+                     value is replaced by a variable: if the password has a `$`, single-quote \
+                     the value (MONGO_URI='mongodb://user:pa$word@host/')"
+                } else {
+                    ""
+                };
+                StartError::Config(ConfigError::new(
+                    "MONGO_URI",
+                    format!(
+                        "MongoDB at {uri} refused the credentials ({}){hint}",
+                        Chain(&source)
+                    ),
+                ))
+            }
+            Some(uri) => StartError::Mongo {
+                uri: uri.to_string(),
+                source,
+            },
+            None => StartError::Embedded(source),
+        }
+    })?;
+    Ok((
+        backend.count_skipped_in(metrics.skipped_documents.clone()),
+        reachable,
+    ))
 }
 
 /// Builds the app on `listener` and runs it until `shutdown` completes.

@@ -11,21 +11,26 @@ use candlecast::telemetry::Chain;
 #[tokio::main]
 async fn main() -> ExitCode {
     // A missing .env is normal; a malformed one is worth saying.
-    if let Err(err) = dotenvy::dotenv()
-        && !err.not_found()
-    {
-        eprintln!("candlecast: cannot read .env: {err}");
-        return ExitCode::from(2);
-    }
-    let config = match Config::from_env() {
+    let dotenv = match candlecast::config::dotenv::load() {
+        Ok(dotenv) => dotenv,
+        Err(err) => {
+            eprintln!("candlecast: cannot read .env: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("candlecast: {err}");
             return ExitCode::from(2);
         }
     };
+    config.store.mongo_uri_from_dotenv = dotenv.mongo_uri_from_file;
     candlecast::telemetry::init_with(&config.log.filter, config.log.format);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "starting candlecast");
+    for warning in &dotenv.warnings {
+        tracing::warn!("{warning}");
+    }
 
     let address = SocketAddr::new(config.bind_addr, config.port);
     let listener = match candlecast::http::bind(address) {

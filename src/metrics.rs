@@ -421,9 +421,21 @@ pub struct StoreHealth {
     /// ms since the epoch (UTC) of the first failure of the current run of failed
     /// writes; 0 while writes succeed.
     failing_since_ms: AtomicI64,
+    /// Whether the last ping failed (checked in the background).
+    unreachable: std::sync::atomic::AtomicBool,
 }
 
 impl StoreHealth {
+    /// Notes the answer to a ping; returns true when that is a change.
+    pub fn set_reachable(&self, reachable: bool) -> bool {
+        self.unreachable.swap(!reachable, Ordering::Relaxed) == reachable
+    }
+
+    /// Whether the store answered its last ping.
+    pub fn reachable(&self) -> bool {
+        !self.unreachable.load(Ordering::Relaxed)
+    }
+
     /// Notes a failed write (the first of a run starts the clock).
     pub fn write_failed(&self) {
         let now = chrono::Utc::now().timestamp_millis();

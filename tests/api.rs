@@ -423,7 +423,7 @@ async fn json_logs_are_one_object_per_line_with_the_effective_configuration() {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let output = loop {
         let output = running.output();
-        if output.contains("cannot open MongoDB store") || std::time::Instant::now() > deadline {
+        if output.contains("MongoDB is not reachable") || std::time::Instant::now() > deadline {
             break output;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -48,30 +48,30 @@ fn a_bad_value_in_dotenv_is_reported_the_same_way() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("TIME_ZONE"));
 }
 
-#[test]
-fn the_mongo_password_never_reaches_the_logs() {
+#[tokio::test]
+async fn the_mongo_password_never_reaches_the_logs() {
     // A password that is also the user name, or a piece of "mongodb", must be hidden
     // where it stands in the URI, not wherever its text first appears.
+    let fake = FakeExchange::start(&SYMBOLS).await;
     for (user, password) in [
         ("candlecast", "sup3r-s3cret"),
         ("admin", "admin"),
         ("svc", "go"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        // Nothing listens on port 1: startup fails while talking about the URI.
-        let output = binary()
-            .current_dir(dir.path())
-            .env("MONGO_URI", format!("mongodb://{user}:{password}@127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300"))
-            .env("BIND_ADDR", "127.0.0.1")
-            .env("PORT", "0")
-            .output()
-            .unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        assert_eq!(output.status.code(), Some(1), "{all}");
+        // Nothing listens on port 1: the service starts without its database and
+        // talks about the URI while it waits for it.
+        let mut env = fake_env(&fake);
+        env.push((
+            "MONGO_URI",
+            format!("mongodb://{user}:{password}@127.0.0.1:1/?serverSelectionTimeoutMS=300&connectTimeoutMS=300"),
+        ));
+        let mut running = Running::start(tempfile::tempdir().unwrap(), &env);
+        running.wait_for_address().await;
+        running
+            .wait_for_output("MongoDB is not reachable", 10)
+            .await;
+        let (code, all, _) = running.terminate().await;
+        assert_eq!(code, 0, "{all}");
         assert!(
             all.contains(&format!("mongodb://{user}:***@127.0.0.1:1")),
             "the redacted URI is shown: {all}"

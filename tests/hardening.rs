@@ -259,3 +259,168 @@ async fn quarterly_and_non_ascii_symbols_are_served_on_every_path() {
         app.stop().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn the_service_starts_without_its_database_and_writes_everything_when_it_comes() {
+    let mut database = common::mongo_server::MongoServer::start().await;
+    database.stop().await;
+    let backend = Backend::Mongo {
+        uri: database.uri(),
+        database: unique_database("candlecast_absent"),
+    };
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    let app = TestApp::spawn(config_for(
+        &fake,
+        &backend,
+        &[("UPSTREAM_BACKOFF_MAX_SECS", "1")],
+    ))
+    .await;
+    // Served from the exchange, into memory.
+    let snapshot = app.client().await.next_n(5).await;
+    for (message, symbol) in snapshot.iter().zip(SYMBOLS) {
+        assert_eq!(
+            message,
+            &expected_message(symbol, &fake.history(symbol), 10, chrono_tz::UTC)
+        );
+    }
+    fake.wait_for_connections(1).await;
+    fake.send_forming("BTCUSDT");
+    let (status, body) = get_json(&format!("http://{}/ready", app.addr)).await;
+    assert_eq!(status, 503);
+    assert!(
+        body["reasons"].to_string().contains("store: not reachable"),
+        "{body}"
+    );
+    assert!(
+        !body.to_string().contains("127.0.0.1"),
+        "details stay in the log: {body}"
+    );
+
+    database.resume().await;
+    for symbol in SYMBOLS {
+        let served = served_closed(&fake, symbol);
+        let stored = backend.wait_for_stored_within(60, symbol, &served).await;
+        assert_same_candles(
+            &stored,
+            &served,
+            &format!("{symbol} written once the database came"),
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+/// The user id of `nobody`, which the permission tests run the binary as.
+const NOBODY: u32 = 65534;
+
+fn chmod(path: &std::path::Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn chown(path: &std::path::Path, uid: u32) {
+    std::os::unix::fs::chown(path, Some(uid), Some(uid)).unwrap();
+}
+
+#[tokio::test]
+async fn a_data_dir_this_user_cannot_write_is_named_with_the_user_id() {
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    // What a fresh volume gives: a directory owned by root.
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    chmod(&data, 0o755);
+    let mut env = common::binary::fake_env(&fake);
+    env.push(("DATA_DIR", data.display().to_string()));
+    let running = common::binary::Running::start_as(dir, &env, Some(NOBODY));
+    let output = running.wait_for_output("stopped with an error", 15).await;
+    let line = output
+        .lines()
+        .find(|l| l.contains("stopped with an error"))
+        .unwrap();
+    assert!(line.contains(&data.display().to_string()), "{line}");
+    assert!(line.contains("permission denied"), "{line}");
+    assert!(line.contains(&format!("user id {NOBODY}")), "{line}");
+}
+
+#[tokio::test]
+async fn a_read_only_store_fails_readiness_and_loses_nothing() {
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    let dir = tempfile::tempdir().unwrap();
+    chmod(dir.path(), 0o755);
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let seeded: Vec<_> = SYMBOLS
+        .iter()
+        .map(|s| {
+            let h = fake.history(s);
+            h[..h.len() - 5].to_vec()
+        })
+        .collect();
+    let store = candlecast::store::SqliteStore::open(&data).unwrap();
+    use candlecast::store::CandleStore;
+    for candles in &seeded {
+        store.upsert(candles).await.unwrap();
+    }
+    drop(store);
+    chown(&data, NOBODY);
+    for entry in std::fs::read_dir(&data).unwrap() {
+        let path = entry.unwrap().path();
+        chown(&path, NOBODY);
+    }
+    chmod(&data.join(candlecast::store::SQLITE_FILE), 0o444);
+    let mut env = common::binary::fake_env(&fake);
+    env.push(("DATA_DIR", data.display().to_string()));
+    let mut running = common::binary::Running::start_as(dir, &env, Some(NOBODY));
+    let address = running.wait_for_address().await;
+    assert!(
+        running.output().contains("read-only"),
+        "{}",
+        running.output()
+    );
+    let ready = format!("http://{address}/ready");
+    eventually_async(20, "readiness reports the failing writes", || async {
+        let (status, body) = get_json(&ready).await;
+        status == 503
+            && body["reasons"]
+                .to_string()
+                .contains("store: writes failing for")
+    })
+    .await;
+    let (code, output, dir) = running.terminate().await;
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        output.contains("candles not written before exit") && output.contains("first_open_time"),
+        "what could not be written is logged with its range: {output}"
+    );
+    // Writable again (the operator's chmod covers SQLite's -wal and -shm files,
+    // which it created with the database's mode): the next start fetches what the
+    // last one could not keep.
+    for entry in std::fs::read_dir(&data).unwrap() {
+        chmod(&entry.unwrap().path(), 0o644);
+    }
+    let mut running = common::binary::Running::start_as(dir, &env, Some(NOBODY));
+    running.wait_for_address().await;
+    let check = data.clone();
+    eventually_async(20, "the next start stores every candle", || {
+        let check = check.clone();
+        let fake = &fake;
+        async move {
+            let connection =
+                rusqlite::Connection::open(check.join(candlecast::store::SQLITE_FILE)).unwrap();
+            SYMBOLS.iter().all(|symbol| {
+                let newest: i64 = connection
+                    .query_row(
+                        "SELECT MAX(open_time) FROM candles WHERE symbol = ?1",
+                        [symbol],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                newest == fake.history(symbol).last().unwrap().open_time
+            })
+        }
+    })
+    .await;
+    let (_, output, _) = running.terminate().await;
+    assert!(!output.contains("read-only"), "{output}");
+}

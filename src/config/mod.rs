@@ -3,6 +3,7 @@
 //! options struct of the area that owns it, nothing more; a bad value stops startup
 //! naming the variable.
 
+pub mod dotenv;
 mod parse;
 
 use std::net::IpAddr;
@@ -154,6 +155,7 @@ impl Config {
                 mongo_collection: source.parse_or("MONGO_COLLECTION", "candles".to_owned(), parse_name)?,
                 data_dir: source.parse_or("DATA_DIR", PathBuf::from("./data"), |raw| Ok(PathBuf::from(raw)))?,
                 write_queue_batches: WRITE_QUEUE_BATCHES,
+                mongo_uri_from_dotenv: false,
             },
             exchange: ExchangeOptions {
                 ws_url: source.parse_or("BINANCE_WS_URL", Url::parse(DEFAULT_WS_URL).expect("valid"), |raw| {

@@ -9,10 +9,7 @@ use serde_json::json;
 
 use std::time::Duration;
 
-use tracing::debug;
-
 use super::AppState;
-use crate::telemetry::Chain;
 
 /// Writes failing for this long make the replica not ready: candles are piling up
 /// in memory, not reaching the store.
@@ -28,10 +25,9 @@ pub async fn health() -> impl IntoResponse {
 pub async fn ready(State(state): State<AppState>) -> Response {
     let parts = &state.parts;
     let mut reasons = Vec::new();
-    // Said in words: the store's own error (host names, replica-set names) goes to
-    // the log only.
-    if let Err(err) = parts.store.ping().await {
-        debug!(error = %Chain(&err), "readiness: the store does not answer");
+    // From the background ping, never waiting on the database; said in words: the
+    // store's own error (host names, replica-set names) goes to the log only.
+    if !parts.store_health.reachable() {
         reasons.push("store: not reachable".to_owned());
     }
     if let Some(failing) = parts.store_health.failing_for()

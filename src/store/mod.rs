@@ -20,7 +20,7 @@ use crate::candle::Candle;
 
 pub use changes::{CandleChanges, Change, ResumeToken};
 pub use follow::{Follower, heartbeat};
-pub use mongo::{DriverError, Heartbeat, MongoStore};
+pub use mongo::{DriverError, Heartbeat, MongoStore, READ_TIMEOUT};
 pub use sqlite::{SQLITE_FILE, SqliteStore};
 pub use uri::{InvalidMongoUri, MongoUri};
 pub use writer::{StoreWriter, WRITE_QUEUE_BATCHES};
@@ -50,6 +50,13 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// The embedded store's directory or file does not let this user write.
+    #[error(
+        "{} is not writable by user id {uid}: permission denied; give it to that user \
+         (e.g. chown -R {uid} on the volume) or set DATA_DIR to a directory it can write",
+        path.display()
+    )]
+    NotWritable { path: PathBuf, uid: String },
     /// SQLite failed on the embedded store's file.
     #[error("the embedded store {} failed", path.display())]
     Sqlite {
@@ -63,6 +70,29 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// [`StoreError::NotWritable`] for `path`, with this process's user id.
+    pub fn not_writable(path: &std::path::Path) -> Self {
+        StoreError::NotWritable {
+            path: path.to_owned(),
+            uid: effective_uid(),
+        }
+    }
+
+    /// Whether MongoDB refused the credentials: a configuration error, not an
+    /// outage to wait out.
+    pub fn is_auth_failure(&self) -> bool {
+        use mongodb::error::ErrorKind;
+        match self {
+            StoreError::Mongo { source, .. } => match source.driver().kind.as_ref() {
+                ErrorKind::Authentication { .. } => true,
+                // 18: AuthenticationFailed, 13: Unauthorized.
+                ErrorKind::Command(err) => err.code == 18 || err.code == 13,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
     /// Whether MongoDB said it has no change streams (a standalone server answers
     /// `IllegalOperation`, code 40573): a fact about the deployment, not a passing
     /// failure.
@@ -122,6 +152,50 @@ pub struct StoreOptions {
     /// Batches of candles that may wait for the store before new ones are dropped
     /// (and later recovered by a gap repair).
     pub write_queue_batches: usize,
+    /// Whether `MONGO_URI` came from `.env` (where `$` is substituted unless the
+    /// value is single-quoted): said when MongoDB refuses the credentials.
+    pub mongo_uri_from_dotenv: bool,
+}
+
+/// How long startup waits for MongoDB before serving without it.
+const STARTUP_PROBE: Duration = Duration::from_secs(3);
+
+/// Whether the store answered when it was opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reachable {
+    Yes,
+    /// Not now: reads are skipped at startup, writes wait in the queue.
+    No,
+}
+
+/// Checks every `every` whether `store` answers a ping, for readiness to read
+/// without waiting on the database itself.
+pub async fn watch_reachability(
+    store: Arc<dyn CandleStore>,
+    health: Arc<crate::metrics::StoreHealth>,
+    every: Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        match store.ping().await {
+            Ok(()) => {
+                if health.set_reachable(true) {
+                    tracing::info!("the store answers again");
+                }
+            }
+            Err(err) => {
+                if health.set_reachable(false) {
+                    tracing::warn!(error = %crate::telemetry::Chain(&err), "the store does not answer");
+                }
+            }
+        }
+    }
 }
 
 /// The opened store: MongoDB (whose change stream replicas follow) or SQLite.
@@ -133,17 +207,33 @@ pub enum StoreBackend {
 
 impl StoreBackend {
     /// Opens the configured store: MongoDB when `MONGO_URI` is set, else SQLite.
+    /// MongoDB need not be reachable: its writes wait in the queue.
     ///
     /// # Errors
-    /// [`StoreError`] when MongoDB cannot be reached within the driver's server
-    /// selection timeout, or the SQLite file cannot be created.
-    pub async fn open(options: &StoreOptions) -> Result<Self, StoreError> {
-        Ok(match &options.mongo_uri {
+    /// [`StoreError`] when MongoDB refuses the credentials or the connection string
+    /// cannot be resolved, or the SQLite file cannot be created or opened.
+    pub async fn open(options: &StoreOptions) -> Result<(Self, Reachable), StoreError> {
+        let mut reachable = Reachable::Yes;
+        let backend = match &options.mongo_uri {
             Some(uri) => {
                 let store =
-                    MongoStore::connect(uri, &options.mongo_database, &options.mongo_collection)
+                    MongoStore::open(uri, &options.mongo_database, &options.mongo_collection)
                         .await?;
                 tracing::info!(uri = %uri, database = %options.mongo_database, collection = %options.mongo_collection, "using MongoDB store");
+                // A database that is away is waited for (writes queue meanwhile);
+                // one that refuses the credentials is a configuration error.
+                match tokio::time::timeout(STARTUP_PROBE, store.ensure_index()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(err)) if err.is_auth_failure() => return Err(err),
+                    Ok(Err(err)) => {
+                        reachable = Reachable::No;
+                        tracing::warn!(uri = %uri, error = %crate::telemetry::Chain(&err), "MongoDB is not reachable; serving from the exchange and queueing writes until it is");
+                    }
+                    Err(_) => {
+                        reachable = Reachable::No;
+                        tracing::warn!(uri = %uri, timeout = ?STARTUP_PROBE, "MongoDB is not reachable (no answer); serving from the exchange and queueing writes until it is");
+                    }
+                }
                 Self::Mongo(store)
             }
             None => {
@@ -154,7 +244,8 @@ impl StoreBackend {
                 );
                 Self::Sqlite(store)
             }
-        })
+        };
+        Ok((backend, reachable))
     }
 
     /// Counts documents that do not read as candles into `counter`.
@@ -180,4 +271,17 @@ impl StoreBackend {
             Self::Sqlite(_) => None,
         }
     }
+}
+
+/// This process's effective user id, as text ("unknown" off Linux): `/proc/self`
+/// belongs to it, which spares an `unsafe` call for one number in one message.
+fn effective_uid() -> String {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        if let Ok(meta) = std::fs::metadata("/proc/self") {
+            return meta.uid().to_string();
+        }
+    }
+    "unknown".to_owned()
 }

@@ -111,6 +111,10 @@ impl From<CandleDocument> for Candle {
     }
 }
 
+/// How long a read may wait for MongoDB; a read that takes longer fails (the history
+/// API answers 503, a repair tries again later) rather than hang a caller.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Upserts of one batch sent to MongoDB at once.
 const MONGO_WRITES_IN_FLIGHT: usize = 16;
 
@@ -122,6 +126,8 @@ pub struct MongoStore {
     /// schema): counted here, the first one logged.
     bad_documents: Counter,
     logged_bad_document: Arc<AtomicBool>,
+    /// Set once the unique index exists.
+    index: Arc<tokio::sync::OnceCell<()>>,
     /// `{collection}_ingesters`: one heartbeat document per running ingester.
     heartbeats: Collection<Document>,
     pub(super) uri: MongoUri,
@@ -143,6 +149,23 @@ impl MongoStore {
         database: &str,
         collection: &str,
     ) -> Result<Self, StoreError> {
+        let store = Self::open(uri, database, collection).await?;
+        store.ensure_index().await?;
+        Ok(store)
+    }
+
+    /// A handle that has not talked to the server yet: the unique index is created
+    /// before the first write ([`MongoStore::ensure_index`]), so the service can
+    /// start while the database is away.
+    ///
+    /// # Errors
+    /// [`StoreError::Mongo`] when the options cannot be read (a `mongodb+srv://`
+    /// name that does not resolve).
+    pub async fn open(
+        uri: &MongoUri,
+        database: &str,
+        collection: &str,
+    ) -> Result<Self, StoreError> {
         let failed = |err| StoreError::Mongo {
             operation: "connect",
             source: DriverError::new(err, uri),
@@ -155,7 +178,7 @@ impl MongoStore {
             .server_selection_timeout
             .get_or_insert(Duration::from_secs(10));
         let client = Client::with_options(options).map_err(failed)?;
-        let store = Self {
+        Ok(Self {
             collection: client.database(database).collection(collection),
             heartbeats: client
                 .database(database)
@@ -163,23 +186,36 @@ impl MongoStore {
             uri: uri.clone(),
             bad_documents: Counter::default(),
             logged_bad_document: Arc::new(AtomicBool::new(false)),
-        };
-        store
-            .collection
-            .create_index(
-                IndexModel::builder()
-                    .keys(doc! {"symbol": 1, "interval": 1, "open_time": 1})
-                    .options(
-                        IndexOptions::builder()
-                            .unique(true)
-                            .name("symbol_interval_open_time".to_owned())
+            index: Arc::new(tokio::sync::OnceCell::new()),
+        })
+    }
+
+    /// Creates the unique index on `(symbol, interval, open_time)` once; every write
+    /// waits for it, since without it two writers could insert the same candle twice.
+    ///
+    /// # Errors
+    /// [`StoreError::Mongo`] when the server cannot be reached or refuses.
+    pub async fn ensure_index(&self) -> Result<(), StoreError> {
+        self.index
+            .get_or_try_init(|| async {
+                self.collection
+                    .create_index(
+                        IndexModel::builder()
+                            .keys(doc! {"symbol": 1, "interval": 1, "open_time": 1})
+                            .options(
+                                IndexOptions::builder()
+                                    .unique(true)
+                                    .name("symbol_interval_open_time".to_owned())
+                                    .build(),
+                            )
                             .build(),
                     )
-                    .build(),
-            )
+                    .await
+                    .map(drop)
+                    .map_err(|err| self.error("create index", err))
+            })
             .await
-            .map_err(failed)?;
-        Ok(store)
+            .copied()
     }
 
     /// Records that ingester `id` is alive and last had exchange data at `last_data_ms`.
@@ -284,6 +320,7 @@ fn is_duplicate_key(err: &mongodb::error::Error) -> bool {
 #[async_trait]
 impl CandleStore for MongoStore {
     async fn upsert(&self, candles: &[Candle]) -> Result<(), StoreError> {
+        self.ensure_index().await?;
         // Independent keys: a backfill page of hundreds of candles goes out as
         // concurrent upserts over the driver's pool instead of one round trip each.
         let writes: Vec<_> = candles
@@ -312,17 +349,22 @@ impl CandleStore for MongoStore {
             );
         }
         // Read as plain documents: one that does not parse is skipped, not fatal.
-        let cursor = self
-            .collection
-            .clone_with_type::<Document>()
-            .find(filter)
-            .sort(doc! {"open_time": -1})
-            .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+        let read = async {
+            let cursor = self
+                .collection
+                .clone_with_type::<Document>()
+                .find(filter)
+                .sort(doc! {"open_time": -1})
+                .limit(i64::try_from(limit).unwrap_or(i64::MAX))
+                .await?;
+            cursor.try_collect::<Vec<Document>>().await
+        };
+        let documents = tokio::time::timeout(READ_TIMEOUT, read)
             .await
-            .map_err(|err| self.error("find", err))?;
-        let documents: Vec<Document> = cursor
-            .try_collect()
-            .await
+            .map_err(|_| StoreError::Timeout {
+                operation: "find",
+                timeout: READ_TIMEOUT,
+            })?
             .map_err(|err| self.error("find", err))?;
         Ok(documents
             .into_iter()

@@ -13,7 +13,11 @@ use crate::candle::Candle;
 /// Candles in a SQLite file, for running without MongoDB. Same fields, same key.
 #[derive(Clone)]
 pub struct SqliteStore {
+    /// Writes go through this connection.
     connection: Arc<Mutex<rusqlite::Connection>>,
+    /// Reads have their own (WAL lets them run beside a write), so a history
+    /// request never queues behind the writer, nor the writer behind it.
+    reader: Arc<Mutex<rusqlite::Connection>>,
     path: Arc<PathBuf>,
     /// Rows whose values are not a candle's (written by hand): skipped, counted.
     bad_rows: Counter,
@@ -30,17 +34,31 @@ impl SqliteStore {
     }
 
     /// Opens (creating if needed) `dir/candlecast.sqlite3`.
+    ///
+    /// # Errors
+    /// [`StoreError::NotWritable`] naming the path and the user id when the
+    /// directory or file does not let this user write; [`StoreError::DataDir`] or
+    /// [`StoreError::Sqlite`] for anything else.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::DataDir {
-            path: dir.to_owned(),
-            source,
+        std::fs::create_dir_all(dir).map_err(|source| match source.kind() {
+            std::io::ErrorKind::PermissionDenied => StoreError::not_writable(dir),
+            _ => StoreError::DataDir {
+                path: dir.to_owned(),
+                source,
+            },
         })?;
         let path = dir.join(SQLITE_FILE);
         let sqlite = |source| StoreError::Sqlite {
             path: path.clone(),
             source,
         };
-        let connection = rusqlite::Connection::open(&path).map_err(sqlite)?;
+        let connection = rusqlite::Connection::open(&path).map_err(|source| {
+            if is_permission(&source) || !writable(dir) {
+                StoreError::not_writable(dir)
+            } else {
+                sqlite(source)
+            }
+        })?;
         connection
             .execute_batch(
                 "PRAGMA journal_mode = WAL;
@@ -63,20 +81,63 @@ impl SqliteStore {
                      PRIMARY KEY (symbol, interval, open_time)
                  ) WITHOUT ROWID;",
             )
+            .map_err(|source| {
+                if is_permission(&source) {
+                    StoreError::not_writable(&path)
+                } else {
+                    sqlite(source)
+                }
+            })?;
+        // A file this user can read but not write opens read-only: say so now, with
+        // the fix; the service still serves, and readiness fails once writes do.
+        if connection.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            tracing::error!(error = %crate::telemetry::Chain(&StoreError::not_writable(&path)), "the embedded store is read-only; candles are served but not kept");
+        }
+        let reader = rusqlite::Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(sqlite)?;
+        reader
+            .busy_timeout(std::time::Duration::from_secs(5))
             .map_err(sqlite)?;
         Ok(Self {
+            reader: Arc::new(Mutex::new(reader)),
             connection: Arc::new(Mutex::new(connection)),
             path: Arc::new(path),
             bad_rows: Counter::default(),
         })
     }
 
-    /// Runs blocking SQLite work off the async threads.
+    /// Runs blocking SQLite work off the async threads, on the write connection.
     async fn with_connection<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let connection = Arc::clone(&self.connection);
+        self.run_on(Arc::clone(&self.connection), work).await
+    }
+
+    /// Runs a read on the read connection, giving up after [`super::READ_TIMEOUT`].
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        tokio::time::timeout(
+            super::READ_TIMEOUT,
+            self.run_on(Arc::clone(&self.reader), work),
+        )
+        .await
+        .map_err(|_| StoreError::Timeout {
+            operation: "read",
+            timeout: super::READ_TIMEOUT,
+        })?
+    }
+
+    async fn run_on<T: Send + 'static>(
+        &self,
+        connection: Arc<Mutex<rusqlite::Connection>>,
+        work: impl FnOnce(&mut rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<T, StoreError> {
         let path = Arc::clone(&self.path);
         tokio::task::spawn_blocking(move || {
             let mut connection = connection
@@ -134,7 +195,7 @@ impl CandleStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        self.with_connection(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
+        self.read(|connection| connection.query_row("SELECT 1", [], |_| Ok(())))
             .await
     }
 
@@ -149,7 +210,7 @@ impl CandleStore for SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let before = before.unwrap_or(i64::MAX);
         let bad_rows = self.bad_rows.clone();
-        self.with_connection(move |connection| {
+        self.read(move |connection| {
             let mut statement = connection.prepare_cached(
                 "SELECT symbol, interval, open_time, close_time, open, high, low, close, volume,
                         quote_volume, taker_buy_volume, taker_buy_quote_volume, trades
@@ -184,4 +245,21 @@ impl CandleStore for SqliteStore {
         })
         .await
     }
+}
+
+/// Whether SQLite failed for want of permission (or of a writable file).
+fn is_permission(err: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode;
+    matches!(
+        err.sqlite_error_code(),
+        Some(ErrorCode::PermissionDenied | ErrorCode::ReadOnly | ErrorCode::CannotOpen)
+    )
+}
+
+/// Whether this user may create files in `dir`.
+fn writable(dir: &Path) -> bool {
+    let probe = dir.join(".candlecast-write-probe");
+    let created = std::fs::File::create(&probe).is_ok();
+    let _ = std::fs::remove_file(&probe);
+    created
 }

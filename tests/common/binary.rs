@@ -21,7 +21,17 @@ pub struct Running {
 
 impl Running {
     pub fn start(dir: tempfile::TempDir, env: &[(&str, String)]) -> Self {
+        Self::start_as(dir, env, None)
+    }
+
+    /// Like [`Running::start`], as user id `uid` when given (the test runs as root:
+    /// the directory must let that user in).
+    pub fn start_as(dir: tempfile::TempDir, env: &[(&str, String)], uid: Option<u32>) -> Self {
         let mut command = binary();
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
         command
             .current_dir(dir.path())
             .stdout(Stdio::piped())
@@ -94,7 +104,8 @@ impl Running {
             if let Some(status) = self.child.try_wait().unwrap() {
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 let output = self.output();
-                return (status.code().unwrap_or(-1), output, self.dir);
+                let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap());
+                return (status.code().unwrap_or(-1), output, dir);
             }
             if Instant::now() > deadline {
                 let _ = self.child.kill();
@@ -108,12 +119,36 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// A test that ends early never leaves the process behind.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Running {
+    /// Waits until the output contains `text`, for up to `seconds`; returns it.
+    pub async fn wait_for_output(&self, text: &str, seconds: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(seconds);
+        loop {
+            let output = self.output();
+            if output.contains(text) {
+                return output;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the output within {seconds} s:\n{output}"
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
     /// Kills the process with SIGKILL, as a crash would, and returns its directory.
     pub fn kill9(mut self) -> tempfile::TempDir {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        self.dir
+        std::mem::replace(&mut self.dir, tempfile::tempdir().unwrap())
     }
 }
 

@@ -1,0 +1,83 @@
+//! Reading `.env` (through dotenvy) and what an operator should know of it: dotenv
+//! replaces `$NAME` and `${NAME}` in unquoted and double-quoted values, so a
+//! password with a `$` in it silently changes unless the value is single-quoted.
+
+use std::path::Path;
+
+/// What loading `.env` found.
+#[derive(Debug, Default, Clone)]
+pub struct Dotenv {
+    /// Whether `MONGO_URI` was set by the file (not by the real environment).
+    pub mongo_uri_from_file: bool,
+    /// Warnings for the log, one line each (variable names only, never values).
+    pub warnings: Vec<String>,
+}
+
+/// Loads `.env` from the working directory, if there is one; real environment
+/// variables win, as dotenvy does.
+///
+/// # Errors
+/// dotenvy's error for a file that exists but cannot be read or parsed.
+pub fn load() -> Result<Dotenv, dotenvy::Error> {
+    let mongo_uri_before = std::env::var_os("MONGO_URI").is_some();
+    match dotenvy::dotenv() {
+        Ok(path) => {
+            let mut report = Dotenv {
+                mongo_uri_from_file: !mongo_uri_before && std::env::var_os("MONGO_URI").is_some(),
+                ..Dotenv::default()
+            };
+            report.warnings = substitution_warnings(&path);
+            Ok(report)
+        }
+        Err(err) if err.not_found() => Ok(Dotenv::default()),
+        Err(err) => Err(err),
+    }
+}
+
+/// One warning per variable whose value holds a `$` outside single quotes.
+fn substitution_warnings(path: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Vec::new();
+    };
+    text.lines()
+        .filter_map(|line| {
+            let line = line
+                .trim_start()
+                .strip_prefix("export ")
+                .unwrap_or(line)
+                .trim_start();
+            let (name, value) = line.split_once('=')?;
+            let value = value.trim();
+            let single_quoted = value.starts_with('\'');
+            (!line.starts_with('#') && !single_quoted && value.contains('$')).then(|| {
+                format!(
+                    "{} in .env holds a `$` outside single quotes: dotenv replaces `$NAME` there, \
+                     so the value the service sees may differ; write it as {}='…'",
+                    name.trim(),
+                    name.trim()
+                )
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_dollar_outside_single_quotes_is_pointed_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        std::fs::write(
+            &path,
+            "MONGO_URI=mongodb://app:Pa$sw0rd@h/\nA=\"x$y\"\nB='x$y'\n# C=$z\nD=plain\n",
+        )
+        .unwrap();
+        let warnings = substitution_warnings(&path);
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].starts_with("MONGO_URI in .env"));
+        assert!(!warnings[0].contains("Pa$sw0rd"), "never the value");
+        assert!(warnings[1].starts_with("A in .env"));
+    }
+}
