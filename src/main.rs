@@ -4,12 +4,29 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use candlecast::config::Config;
 use candlecast::telemetry::Chain;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// What the runtime gives its remaining tasks after the app stopped; a blocking
+/// database call that hangs is abandoned, so the exit deadline holds.
+const RUNTIME_STOP: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("candlecast: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve());
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    code
+}
+
+async fn serve() -> ExitCode {
     // A missing .env is normal; a malformed one is worth saying.
     if let Err(err) = dotenvy::dotenv()
         && !err.not_found()
@@ -17,7 +34,7 @@ async fn main() -> ExitCode {
         eprintln!("candlecast: cannot read .env: {err}");
         return ExitCode::from(2);
     }
-    let config = match Config::from_env() {
+    let mut config = match Config::from_env() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("candlecast: {err}");
@@ -27,6 +44,7 @@ async fn main() -> ExitCode {
     candlecast::telemetry::init_with(&config.log.filter, config.log.format);
     tracing::info!(version = env!("CARGO_PKG_VERSION"), config = %config.summary(), "starting candlecast");
 
+    candlecast::http::fit_open_files(&mut config.feed);
     let address = SocketAddr::new(config.bind_addr, config.port);
     let listener = match candlecast::http::bind(address) {
         Ok(listener) => listener,

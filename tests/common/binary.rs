@@ -21,7 +21,17 @@ pub struct Running {
 
 impl Running {
     pub fn start(dir: tempfile::TempDir, env: &[(&str, String)]) -> Self {
+        Self::start_with(dir, env, |_| {})
+    }
+
+    /// [`Running::start`] with the command adjusted first (e.g. resource limits).
+    pub fn start_with(
+        dir: tempfile::TempDir,
+        env: &[(&str, String)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut command = binary();
+        adjust(&mut command);
         command
             .current_dir(dir.path())
             .stdout(Stdio::piped())
