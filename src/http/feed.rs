@@ -212,6 +212,8 @@ async fn serve_client(
     _slot: Slot,
 ) {
     let Subscription { positions, view } = subscription;
+    // Keeps this view's renderings shared while the client is connected.
+    let _held = state.parts.hub.hold(view);
     let mut updates = state.parts.hub.subscribe();
     let snapshot = Arc::clone(&updates.borrow_and_update());
     let mut sent: Vec<u64> = positions
