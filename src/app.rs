@@ -21,11 +21,14 @@ use crate::metrics::{Metrics, StoreHealth, UpstreamHealth};
 use crate::store::{self, Follower, Reachable, StoreBackend, StoreError, StoreWriter};
 use crate::telemetry::Chain;
 
-/// How long shutdown waits for clients to take their close frames.
-const CLIENTS_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long shutdown waits, after the HTTP drain ([`http::DRAIN_TIMEOUT`]), for
+/// websocket clients to take their close frames.
+const CLIENTS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How long shutdown waits for queued candles to reach the store. With the drain
+/// and the clients' wait, [`App::run`] returns at most 8 s after the signal; the
+/// binary gives its runtime 1 s more, so it exits within 10 s.
 /// How often the store is pinged for readiness (which never waits on it).
 const PING_EVERY: Duration = Duration::from_secs(2);
-/// How long shutdown waits for queued candles to reach the store.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why the service could not start.
@@ -290,12 +293,12 @@ impl App {
         self.address
     }
 
-    /// Serves until `shutdown` completes, then stops everything within about 10 s:
-    /// clients get their 1001 close frames, the exchange connection closes, then
-    /// queued candles are flushed to the store.
+    /// Serves until `shutdown` completes, then stops everything within 8 s: requests
+    /// in flight get [`http::DRAIN_TIMEOUT`], clients get their 1001 close frames, the
+    /// exchange connection closes, then queued candles are flushed to the store.
     ///
     /// # Errors
-    /// [`AppError::Serve`] when the HTTP server fails.
+    /// None once built: the HTTP server handles its own accept errors.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -345,12 +348,20 @@ impl App {
 
         info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
         let clients = state.clients().clone();
-        let service = http::router(state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(listener, service)
-            .with_graceful_shutdown(cancel.clone().cancelled_owned())
-            .await;
+        let limits = http::ServeLimits::for_clients(config.feed.max_connections);
+        let router = http::router(state, &config.cors);
+        // Returns at most DRAIN_TIMEOUT after the signal, whatever clients are doing.
+        http::serve(
+            listener,
+            router,
+            limits,
+            Arc::clone(&metrics),
+            cancel.clone(),
+        )
+        .await;
         cancel.cancel();
 
+        // Websocket clients have been closing since the signal, beside the drain.
         clients.close();
         if tokio::time::timeout(CLIENTS_TIMEOUT, clients.wait())
             .await
@@ -374,7 +385,7 @@ impl App {
             );
         }
         info!("stopped");
-        served.map_err(AppError::Serve)
+        Ok(())
     }
 }
 

@@ -4,12 +4,29 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use candlecast::config::Config;
 use candlecast::telemetry::Chain;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// What the runtime gives its remaining tasks after the app stopped; a blocking
+/// database call that hangs is abandoned, so the exit deadline holds.
+const RUNTIME_STOP: Duration = Duration::from_secs(1);
+
+fn main() -> ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("candlecast: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(serve());
+    runtime.shutdown_timeout(RUNTIME_STOP);
+    code
+}
+
+async fn serve() -> ExitCode {
     // A missing .env is normal; a malformed one is worth saying.
     let dotenv = match candlecast::config::dotenv::load() {
         Ok(dotenv) => dotenv,
@@ -32,6 +49,7 @@ async fn main() -> ExitCode {
         tracing::warn!("{warning}");
     }
 
+    candlecast::http::fit_open_files(&mut config.feed);
     let address = SocketAddr::new(config.bind_addr, config.port);
     let listener = match candlecast::http::bind(address) {
         Ok(listener) => listener,

@@ -175,7 +175,7 @@ async fn a_dotenv_file_points_it_at_mongodb() {
     );
 }
 
-const VARIABLES: [&str; 22] = [
+const VARIABLES: [&str; 23] = [
     "PORT",
     "BIND_ADDR",
     "MONGO_URI",
@@ -198,6 +198,7 @@ const VARIABLES: [&str; 22] = [
     "HISTORY_MAX",
     "LOG_FORMAT",
     "INGEST",
+    "CORS_ALLOW_ORIGINS",
 ];
 
 #[test]

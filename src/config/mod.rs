@@ -16,7 +16,7 @@ use url::Url;
 
 use crate::candle::Interval;
 use crate::exchange::ExchangeOptions;
-use crate::http::FeedOptions;
+use crate::http::{CorsOrigins, FeedOptions};
 use crate::hub::WindowOptions;
 use crate::store::{MongoUri, StoreOptions, WRITE_QUEUE_BATCHES};
 use crate::telemetry::{LogFormat, LogOptions};
@@ -51,8 +51,10 @@ impl ConfigError {
 pub struct Config {
     /// `PORT`: the listening port.
     pub port: u16,
-    /// `BIND_ADDR`: the listening address.
+    /// `BIND_ADDR`: the listening address; `::` (the default) is dual stack.
     pub bind_addr: IpAddr,
+    /// `CORS_ALLOW_ORIGINS`: which origins' pages may read the HTTP API.
+    pub cors: CorsOrigins,
     /// `INGEST`: connect to the exchange and write (true), or only follow the
     /// database's change stream (false; needs `MONGO_URI`).
     pub ingest: bool,
@@ -120,11 +122,17 @@ impl Config {
         };
         let config = Self {
             port: source.parse_or("PORT", 8080, parse_port)?,
-            bind_addr: source.parse_or("BIND_ADDR", IpAddr::from([0, 0, 0, 0]), |raw| {
+            bind_addr: source.parse_or("BIND_ADDR", IpAddr::from([0u16; 8]), |raw| {
                 IpAddr::from_str(raw).map_err(|_| {
                     expected(format!("expected an IP address such as 0.0.0.0 or ::, got {raw:?}"))
                 })
             })?,
+            // Set but empty means "no CORS", not "use the default".
+            cors: match lookup("CORS_ALLOW_ORIGINS") {
+                None => CorsOrigins::Any,
+                Some(raw) => CorsOrigins::parse(&raw)
+                    .map_err(|reason| ConfigError::new("CORS_ALLOW_ORIGINS", reason))?,
+            },
             ingest: source.parse_or("INGEST", true, |raw| match raw.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(true),
                 "false" | "0" | "no" | "off" => Ok(false),
@@ -225,6 +233,7 @@ impl Config {
         [
             format!("PORT={}", self.port),
             format!("BIND_ADDR={}", self.bind_addr),
+            format!("CORS_ALLOW_ORIGINS={}", self.cors),
             format!("INGEST={}", self.ingest),
             format!("MONGO_URI={mongo}"),
             format!("MONGO_DATABASE={}", self.store.mongo_database),

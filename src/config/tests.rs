@@ -16,7 +16,8 @@ fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
 fn defaults_match_the_design() {
     let config = config_with(&[]).unwrap();
     assert_eq!(config.port, 8080);
-    assert_eq!(config.bind_addr.to_string(), "0.0.0.0");
+    assert_eq!(config.bind_addr.to_string(), "::");
+    assert_eq!(config.cors, crate::http::CorsOrigins::Any);
     assert!(config.store.mongo_uri.is_none());
     assert_eq!(config.store.mongo_database, "candlecast");
     assert_eq!(config.store.mongo_collection, "candles");
@@ -60,6 +61,8 @@ fn each_bad_value_names_its_variable() {
         ("PORT", "70000"),
         ("PORT", "-1"),
         ("BIND_ADDR", "somewhere"),
+        ("CORS_ALLOW_ORIGINS", "charts.example.com"),
+        ("CORS_ALLOW_ORIGINS", "*,https://charts.example.com"),
         ("SYMBOLS", " , ,"),
         ("SYMBOLS", "BTC/USDT"),
         ("SYMBOLS", "BTC USDT"),
@@ -110,6 +113,19 @@ fn a_follower_needs_mongodb() {
         config_with(&[("INGEST", "maybe")]).unwrap_err().var,
         "INGEST"
     );
+}
+
+#[test]
+fn cors_origins_are_any_by_default_a_list_when_given_and_off_when_empty() {
+    use crate::http::CorsOrigins;
+    let list = config_with(&[("CORS_ALLOW_ORIGINS", "https://charts.example.com")]).unwrap();
+    assert_eq!(
+        list.cors,
+        CorsOrigins::List(vec!["https://charts.example.com".into()])
+    );
+    let off = config_with(&[("CORS_ALLOW_ORIGINS", "")]).unwrap();
+    assert_eq!(off.cors, CorsOrigins::Off);
+    assert!(off.summary().contains("CORS_ALLOW_ORIGINS=(empty: off) "));
 }
 
 #[test]

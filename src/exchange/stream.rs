@@ -221,8 +221,9 @@ impl Exchange {
             Ok(update) if !self.is_possible(&update.candle, "stream") => {}
             Ok(update) => {
                 batch.klines += 1;
+                // Frame by frame: the next frame is judged by this one's clock.
                 if let Some(event_time) = update.event_time {
-                    batch.event_time = batch.event_time.max(Some(event_time));
+                    self.saw_exchange_time(event_time);
                 }
                 let newest = batch
                     .seen
@@ -254,12 +255,9 @@ impl Exchange {
         }
     }
 
-    /// After a batch: the exchange's clock, the health, the closed candles to the
-    /// hub and the store, then the minutes the stream skipped.
+    /// After a batch: the health, the closed candles to the hub and the store, then
+    /// the minutes the stream skipped.
     fn finish(self: &Arc<Self>, batch: Batch, cancel: &CancellationToken) {
-        if let Some(event_time) = batch.event_time {
-            self.saw_exchange_time(event_time);
-        }
         if batch.klines > 0 {
             self.health.data_now();
         }
@@ -276,6 +274,4 @@ struct Batch {
     closed: Vec<Candle>,
     /// The newest open time seen per symbol.
     seen: HashMap<String, i64>,
-    /// The newest event time, on the exchange's clock.
-    event_time: Option<i64>,
 }

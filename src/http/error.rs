@@ -5,6 +5,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use super::quiet::Noisy;
 use crate::store::StoreError;
 use crate::telemetry::Chain;
 
@@ -62,7 +63,7 @@ impl IntoResponse for HttpError {
             )
                 .into_response(),
             HttpError::StoreUnavailable(err) => {
-                tracing::warn!(error = %Chain(&err), "history request failed");
+                Noisy::StoreUnavailable.note(&Chain(&err));
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
                     Json(json!({"error": error})),

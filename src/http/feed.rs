@@ -10,15 +10,18 @@ use axum::extract::rejection::ExtensionRejection;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{ConnectInfo, State};
-use axum::response::Response;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use serde::Deserialize;
 use tokio::time::Instant;
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 
 use super::error::HttpError;
+use super::handshake::{BadHandshake, asks_for_websocket};
 use super::page::page;
 use super::query::{Parameters, Params, number_in};
+use super::quiet::Noisy;
 use super::{AppState, Slot};
 use crate::hub::{Format, Hub, View};
 
@@ -114,17 +117,28 @@ impl Subscription {
 /// `/`: a websocket upgrade subscribes to the feed; a browser gets the live page.
 pub async fn feed(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    headers: HeaderMap,
     params: Result<Params<FeedParams>, HttpError>,
     State(state): State<AppState>,
     connect_info: Result<ConnectInfo<SocketAddr>, ExtensionRejection>,
 ) -> Result<Response, HttpError> {
-    let Ok(upgrade) = upgrade else {
-        return Ok(page());
+    let upgrade = match upgrade {
+        Ok(upgrade) => upgrade,
+        Err(_) if !asks_for_websocket(&headers) => return Ok(page()),
+        Err(rejection) => {
+            let bad = BadHandshake::of(&headers, &rejection);
+            bad.count(&state.parts.metrics);
+            return Ok(bad.into_response());
+        }
     };
     let Params(params) = params?;
     let subscription = Subscription::from_params(params, &state.parts.hub)?;
     let Some(slot) = state.claim_slot() else {
         state.parts.metrics.connections_rejected.inc();
+        Noisy::ConnectionLimit.note(&format_args!(
+            "MAX_CONNECTIONS={}",
+            state.parts.feed.max_connections
+        ));
         return Err(HttpError::ConnectionLimit {
             max_connections: state.parts.feed.max_connections,
         });
@@ -198,6 +212,8 @@ async fn serve_client(
     _slot: Slot,
 ) {
     let Subscription { positions, view } = subscription;
+    // Keeps this view's renderings shared while the client is connected.
+    let _held = state.parts.hub.hold(view);
     let mut updates = state.parts.hub.subscribe();
     let snapshot = Arc::clone(&updates.borrow_and_update());
     let mut sent: Vec<u64> = positions
@@ -279,7 +295,10 @@ async fn serve_client(
 async fn on_failed(socket: &mut WebSocket, failed: Failed, state: &AppState) {
     if let Failed::TooSlow = failed {
         state.parts.metrics.slow_clients_closed.inc();
-        warn!(timeout = ?state.parts.feed.send_timeout, "closing a client too slow to take its messages");
+        Noisy::SlowClient.note(&format_args!(
+            "CLIENT_SEND_TIMEOUT_SECS={}",
+            state.parts.feed.send_timeout.as_secs()
+        ));
         close(socket, CLOSE_TOO_SLOW, "too slow").await;
     }
 }

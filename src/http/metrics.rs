@@ -8,9 +8,15 @@ use super::AppState;
 use super::error::HttpError;
 use crate::metrics::SymbolLabel;
 
-/// Sets each symbol's newest-candle age, then encodes the registry.
+/// Sets each symbol's newest-candle age and the view cache's size, then encodes
+/// the registry.
 pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpError> {
     let parts = &state.parts;
+    parts
+        .metrics
+        .serving
+        .cached_views
+        .set(parts.hub.cached_views() as i64);
     let now = chrono::Utc::now().timestamp_millis();
     for symbol in parts.hub.symbols() {
         if let Some(newest) = parts.hub.newest(symbol) {

@@ -1,24 +1,28 @@
 //! The axum router: the websocket feed and the live page on `/`, health, readiness,
-//! metrics and the history API, plus the listener setup. Connections are cheap:
-//! small buffers, one shared snapshot, and a slow client only ever owes the newest
-//! message of each coin.
+//! metrics and the history API, plus the listener and the HTTP server under it.
+//! Connections are cheap: small buffers, one shared snapshot, and a slow client only
+//! ever owes the newest message of each coin.
 
+mod cors;
 mod error;
 mod feed;
+mod handshake;
 mod health;
 mod history;
+mod listen;
 mod metrics;
 mod page;
 mod query;
+mod quiet;
+mod server;
+mod timeouts;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
 use axum::routing::get;
-use tokio::net::{TcpListener, TcpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
@@ -28,28 +32,17 @@ use crate::hub::Hub;
 use crate::metrics::{Metrics, StoreHealth, UpstreamHealth};
 use crate::store::{CandleStore, MongoStore};
 
+pub use cors::CorsOrigins;
 pub use error::HttpError;
 pub use feed::{CLOSE_NO_PONG, CLOSE_TOO_SLOW, MAX_CLIENT_MESSAGE};
+pub use handshake::BadHandshake;
 pub use history::{HISTORY_API_MAX, StoredCandle};
-
-/// Pending connections the kernel queues for us; bursts of connects beyond the
-/// default 128 would otherwise be dropped and retried by clients after a second.
-pub const LISTEN_BACKLOG: u32 = 4096;
-
-/// Binds `addr` with a deep accept queue.
-///
-/// # Errors
-/// The socket's error when the address cannot be bound.
-pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(LISTEN_BACKLOG)
-}
+pub use listen::{LISTEN_BACKLOG, RESERVED_DESCRIPTORS, bind, clients_that_fit, fit_open_files};
+pub use quiet::SUMMARY_EVERY;
+pub use server::{
+    DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_HEADER_BYTES, MAX_HTTP_CONNECTIONS,
+    ServeLimits, http_connection_cap, serve,
+};
 
 /// How websocket clients are treated, from `CLIENT_SEND_TIMEOUT_SECS`,
 /// `CLIENT_PING_SECS` and `MAX_CONNECTIONS`.
@@ -154,17 +147,24 @@ impl Drop for Slot {
 }
 
 /// The service's routes, without a listener, so tests can drive it either way.
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(feed::feed))
+/// `cors` applies to what a page on another origin would fetch (health, readiness,
+/// metrics, the history API), not to `/`: websockets have no CORS.
+pub fn router(state: AppState, cors: &CorsOrigins) -> Router {
+    let mut api = Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))
-        .route("/api/v1/candles/{symbol}", get(history::history))
+        .route("/api/v1/candles/{symbol}", get(history::history));
+    if let Some(cors) = cors.layer() {
+        api = api.layer(cors);
+    }
+    Router::new()
+        .route("/", get(feed::feed))
         .route(
             "/assets/lightweight-charts.standalone.production.js",
             get(page::charts_js),
         )
+        .merge(api)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

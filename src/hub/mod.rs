@@ -14,12 +14,15 @@ use chrono_tz::Tz;
 use tokio::sync::watch;
 
 mod message;
+mod views;
 mod window;
 
 use crate::candle::Candle;
+use views::{Slot, Views};
 use window::Window;
 
 pub use message::{CandleEntry, CandlesMessage, CoinMessage, Format};
+pub use views::HeldView;
 
 /// What a client asked to see of each coin: how many candles, in which format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -69,6 +72,8 @@ pub struct CoinFrame {
     pub version: u64,
     /// The DESIGN.md §3 message, ready to send.
     pub text: Utf8Bytes,
+    /// The window at this version, for rendering other views without a lock.
+    window: Arc<Window>,
 }
 
 /// Cheap to clone; all clones share the windows and the published snapshot.
@@ -83,9 +88,10 @@ struct HubInner {
     interval: String,
     history_max: usize,
     default_view: View,
-    windows: Mutex<Vec<Window>>,
-    /// Other views' messages, rendered once per coin version and shared.
-    rendered: Mutex<HashMap<(usize, View), (u64, Utf8Bytes)>>,
+    /// Copy on write: a published snapshot keeps the windows it was built from.
+    windows: Mutex<Vec<Arc<Window>>>,
+    /// Held views' messages, rendered once per coin version and shared.
+    views: Views,
     published: watch::Sender<Arc<Snapshot>>,
 }
 
@@ -104,9 +110,9 @@ impl Hub {
             limit: history_len,
             format: Format::Compact,
         };
-        let windows: Vec<Window> = symbols
+        let windows: Vec<Arc<Window>> = symbols
             .iter()
-            .map(|symbol| Window::new(symbol.clone(), history_max, zone))
+            .map(|symbol| Arc::new(Window::new(symbol.clone(), history_max, zone)))
             .collect();
         let snapshot = Snapshot {
             coins: windows
@@ -114,6 +120,7 @@ impl Hub {
                 .map(|window| CoinFrame {
                     version: 0,
                     text: window.render(default_view),
+                    window: Arc::clone(window),
                 })
                 .collect(),
         };
@@ -130,7 +137,7 @@ impl Hub {
                 history_max,
                 default_view,
                 windows: Mutex::new(windows),
-                rendered: Mutex::new(HashMap::new()),
+                views: Views::default(),
                 published,
             }),
         }
@@ -152,7 +159,7 @@ impl Hub {
                 continue;
             }
             if let Some(&position) = self.inner.positions.get(&candle.symbol) {
-                changed[position] |= windows[position].insert(candle.clone());
+                changed[position] |= Arc::make_mut(&mut windows[position]).insert(candle.clone());
             }
         }
         let count = changed.iter().filter(|c| **c).count();
@@ -163,6 +170,7 @@ impl Hub {
                     let frame = &mut snapshot.coins[position];
                     frame.version += 1;
                     frame.text = windows[position].render(self.inner.default_view);
+                    frame.window = Arc::clone(&windows[position]);
                 }
             });
         }
@@ -237,27 +245,36 @@ impl Hub {
         self.inner.history_max
     }
 
-    /// The message of the coin at `position` for `view`. The default view's bytes
-    /// come from `snapshot`; others are rendered once per coin version and shared by
-    /// every client with the same view.
+    /// Holds `view` for a client: while held, its messages are rendered once per
+    /// coin version and shared; when the last holder drops it, they are dropped.
+    pub fn hold(&self, view: View) -> HeldView {
+        let cached = view != self.inner.default_view;
+        if cached {
+            self.inner.views.hold(view, self.inner.symbols.len());
+        }
+        HeldView::new(self.clone(), view, cached)
+    }
+
+    /// Distinct non-default views held by clients now: the size of the view cache.
+    pub fn cached_views(&self) -> usize {
+        self.inner.views.len()
+    }
+
+    /// The message of the coin at `position` for `view`, exactly as of `snapshot`.
+    /// The default view's bytes come from `snapshot`; a held view's are rendered once
+    /// per coin version, outside any lock the exchange reader takes, and shared.
     pub fn message(&self, snapshot: &Snapshot, position: usize, view: View) -> Utf8Bytes {
         let frame = &snapshot.coins[position];
         if view == self.inner.default_view {
             return frame.text.clone();
         }
-        let mut rendered = self.inner.rendered.lock().expect("hub lock poisoned");
-        if let Some((version, text)) = rendered.get(&(position, view))
-            && *version >= frame.version
-        {
-            return text.clone();
+        match self.inner.views.slot(view, position, frame.version) {
+            Slot::Shared(rendering) => rendering
+                .text
+                .get_or_init(|| frame.window.render(view))
+                .clone(),
+            Slot::Own => frame.window.render(view),
         }
-        // Versions only grow, and the windows are read under the same lock order
-        // (rendered, then windows) everywhere, so the cache never goes backwards.
-        let windows = self.inner.windows.lock().expect("hub lock poisoned");
-        let version = self.inner.published.borrow().coins[position].version;
-        let text = windows[position].render(view);
-        rendered.insert((position, view), (version, text.clone()));
-        text
     }
 
     /// The current snapshot and a receiver that wakes when it changes.

@@ -238,3 +238,56 @@ fn missing_lists_the_holes_of_a_window() {
     assert!(!hub.holds("BTCUSDT", T0 + 2 * MINUTE));
     assert!(!hub.holds("DOGEUSDT", T0));
 }
+
+#[test]
+fn views_nobody_holds_are_dropped_from_the_cache() {
+    let hub = Hub::new(&["BTCUSDT".into()], "1m", 2, 100, Tz::UTC);
+    hub.apply(&[candle("BTCUSDT", 0, 1.0, 2.0)]);
+    let view = |limit| View {
+        limit,
+        format: Format::Compact,
+    };
+    let kept = hub.hold(view(5));
+    let also_kept = hub.hold(view(5));
+    let passing: Vec<HeldView> = (10..60).map(|limit| hub.hold(view(limit))).collect();
+    let _default = hub.hold(hub.default_view());
+    let snapshot = hub.subscribe().borrow().clone();
+    for held in &passing {
+        hub.message(&snapshot, 0, held.view());
+    }
+    assert_eq!(hub.cached_views(), 51, "the default view is never cached");
+    drop(passing);
+    assert_eq!(hub.cached_views(), 1);
+    drop(kept);
+    assert_eq!(hub.cached_views(), 1, "still held by another client");
+    drop(also_kept);
+    assert_eq!(hub.cached_views(), 0);
+}
+
+#[test]
+fn a_client_gets_exactly_its_snapshot_even_when_a_newer_rendering_is_cached() {
+    let hub = Hub::new(&["BTCUSDT".into()], "1m", 2, 10, Tz::UTC);
+    hub.apply(&[candle("BTCUSDT", 0, 1.0, 2.0)]);
+    let view = View {
+        limit: 5,
+        format: Format::Compact,
+    };
+    let _held = hub.hold(view);
+    let old = hub.subscribe().borrow().clone();
+    hub.apply(&[candle("BTCUSDT", 1, 2.0, 3.0)]);
+    let new = hub.subscribe().borrow().clone();
+    let values = |text: Utf8Bytes| {
+        serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap()["values"].clone()
+    };
+    // A faster client caches the new window first; the slower one, still on the
+    // old snapshot, must not get the new window now (it would get it again later).
+    assert_eq!(
+        values(hub.message(&new, 0, view)),
+        serde_json::json!([3.0, 2.0])
+    );
+    assert_eq!(values(hub.message(&old, 0, view)), serde_json::json!([2.0]));
+    assert_eq!(
+        values(hub.message(&new, 0, view)),
+        serde_json::json!([3.0, 2.0])
+    );
+}

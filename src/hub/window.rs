@@ -12,6 +12,7 @@ use crate::candle::{Candle, Operation};
 
 /// The newest `capacity` closed candles of one coin, oldest first, plus one more
 /// candle before them so the oldest one shown still has a previous close.
+#[derive(Debug, Clone)]
 pub(super) struct Window {
     symbol: String,
     pub(super) capacity: usize,

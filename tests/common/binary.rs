@@ -21,17 +21,28 @@ pub struct Running {
 
 impl Running {
     pub fn start(dir: tempfile::TempDir, env: &[(&str, String)]) -> Self {
-        Self::start_as(dir, env, None)
+        Self::start_with(dir, env, |_| {})
     }
 
-    /// Like [`Running::start`], as user id `uid` when given (the test runs as root:
-    /// the directory must let that user in).
+    /// Like [`Running::start`], as user id `uid` (the test runs as root: the
+    /// directory must let that user in).
     pub fn start_as(dir: tempfile::TempDir, env: &[(&str, String)], uid: Option<u32>) -> Self {
+        Self::start_with(dir, env, |command| {
+            if let Some(uid) = uid {
+                use std::os::unix::process::CommandExt;
+                command.uid(uid).gid(uid);
+            }
+        })
+    }
+
+    /// [`Running::start`] with the command adjusted first (e.g. resource limits).
+    pub fn start_with(
+        dir: tempfile::TempDir,
+        env: &[(&str, String)],
+        adjust: impl FnOnce(&mut Command),
+    ) -> Self {
         let mut command = binary();
-        if let Some(uid) = uid {
-            use std::os::unix::process::CommandExt;
-            command.uid(uid).gid(uid);
-        }
+        adjust(&mut command);
         command
             .current_dir(dir.path())
             .stdout(Stdio::piped())
