@@ -2,7 +2,7 @@
 //! any number of websocket clients. The modules, from the bottom up:
 //!
 //! - [`candle`]: the domain (candles, intervals, BUY/SELL), no I/O;
-//! - [`retry`], [`metrics`], [`telemetry`]: shared mechanisms;
+//! - [`retry`], [`metrics`], [`health`], [`telemetry`]: shared mechanisms;
 //! - [`hub`]: the in-memory windows and the messages every client shares;
 //! - [`store`]: MongoDB and SQLite, the write queue, the change-stream follower;
 //! - [`exchange`]: the Binance stream and REST backfill;
@@ -14,6 +14,7 @@ pub mod app;
 pub mod candle;
 pub mod config;
 pub mod exchange;
+pub mod health;
 pub mod http;
 pub mod hub;
 pub mod metrics;

@@ -131,7 +131,7 @@ impl Config {
             cors: match lookup("CORS_ALLOW_ORIGINS") {
                 None => CorsOrigins::Any,
                 Some(raw) => CorsOrigins::parse(&raw)
-                    .map_err(|reason| ConfigError::new("CORS_ALLOW_ORIGINS", reason))?,
+                    .map_err(|reason| ConfigError::new("CORS_ALLOW_ORIGINS", reason.to_string()))?,
             },
             ingest: source.parse_or("INGEST", true, |raw| match raw.to_ascii_lowercase().as_str() {
                 "true" | "1" | "yes" | "on" => Ok(true),

@@ -26,8 +26,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use url::Url;
 
 use crate::candle::{Candle, Interval};
+use crate::health::UpstreamHealth;
 use crate::hub::{Hub, Newest};
-use crate::metrics::{Metrics, UpstreamHealth};
+use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::store::{CandleStore, StoreWriter};
 use crate::telemetry::Chain;

@@ -10,7 +10,7 @@ use url::Url;
 
 use super::kline::{ParseError, RestKline};
 use crate::candle::{Candle, Interval};
-use crate::metrics::UpstreamHealth;
+use crate::health::UpstreamHealth;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::telemetry::Chain;
 

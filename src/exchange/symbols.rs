@@ -9,7 +9,7 @@ use tracing::{info, warn};
 use super::ExchangeOptions;
 use super::rest::{RestClient, RestError};
 use crate::candle::Interval;
-use crate::metrics::UpstreamHealth;
+use crate::health::UpstreamHealth;
 use crate::telemetry::Chain;
 
 /// What the exchange said of the configured symbols.

@@ -9,6 +9,11 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 /// How long a browser may cache a preflight answer.
 const PREFLIGHT_MAX_AGE: Duration = Duration::from_secs(600);
 
+/// A `CORS_ALLOW_ORIGINS` entry that is not an origin, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidOrigins(String);
+
 /// Which origins may read the HTTP API from a browser.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CorsOrigins {
@@ -26,7 +31,7 @@ impl CorsOrigins {
     ///
     /// # Errors
     /// What is wrong with the first entry that is not an origin.
-    pub fn parse(raw: &str) -> Result<Self, String> {
+    pub fn parse(raw: &str) -> Result<Self, InvalidOrigins> {
         let entries: Vec<&str> = raw
             .split(',')
             .map(str::trim)
@@ -41,12 +46,14 @@ impl CorsOrigins {
         let mut origins = Vec::new();
         for entry in entries {
             if entry == "*" {
-                return Err("* allows every origin and cannot be combined with a list".to_owned());
+                return Err(InvalidOrigins(
+                    "* allows every origin and cannot be combined with a list".to_owned(),
+                ));
             }
             let url = url::Url::parse(entry).map_err(|err| {
-                format!(
+                InvalidOrigins(format!(
                     "{entry:?} is not an origin ({err}); expected e.g. https://charts.example.com"
-                )
+                ))
             })?;
             let is_origin = matches!(url.scheme(), "http" | "https")
                 && url.host_str().is_some()
@@ -56,9 +63,9 @@ impl CorsOrigins {
                 && url.username().is_empty()
                 && !entry.ends_with('/');
             if !is_origin {
-                return Err(format!(
+                return Err(InvalidOrigins(format!(
                     "{entry:?} is not an origin; expected scheme://host[:port] such as https://charts.example.com, no path"
-                ));
+                )));
             }
             let origin = url.origin().ascii_serialization();
             if !origins.contains(&origin) {

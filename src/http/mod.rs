@@ -28,8 +28,9 @@ use tokio_util::task::TaskTracker;
 use tower_http::trace::TraceLayer;
 
 use crate::candle::Interval;
+use crate::health::{StoreHealth, UpstreamHealth};
 use crate::hub::Hub;
-use crate::metrics::{Metrics, StoreHealth, UpstreamHealth};
+use crate::metrics::Metrics;
 use crate::store::{CandleStore, MongoStore};
 
 pub use cors::CorsOrigins;

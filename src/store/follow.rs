@@ -10,8 +10,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
+use crate::health::UpstreamHealth;
 use crate::hub::Hub;
-use crate::metrics::{Metrics, UpstreamHealth};
+use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::telemetry::Chain;
 

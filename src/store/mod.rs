@@ -172,7 +172,7 @@ pub enum Reachable {
 /// without waiting on the database itself.
 pub async fn watch_reachability(
     store: Arc<dyn CandleStore>,
-    health: Arc<crate::metrics::StoreHealth>,
+    health: Arc<crate::health::StoreHealth>,
     every: Duration,
     cancel: tokio_util::sync::CancellationToken,
 ) {

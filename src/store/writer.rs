@@ -11,7 +11,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::CandleStore;
 use crate::candle::Candle;
-use crate::metrics::{Metrics, StoreHealth};
+use crate::health::StoreHealth;
+use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::telemetry::Chain;
 

@@ -13,67 +13,28 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+mod start;
+
+pub use start::{AppError, StartError};
+
 use crate::config::{Config, ConfigError};
-use crate::exchange::{Exchange, Market, RestError, Sinks, SymbolCheck, check_symbols};
+use crate::exchange::{Exchange, Market, Sinks};
+use crate::health::{StoreHealth, UpstreamHealth};
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
-use crate::metrics::{Metrics, StoreHealth, UpstreamHealth};
-use crate::store::{self, Follower, Reachable, StoreBackend, StoreError, StoreWriter};
+use crate::metrics::Metrics;
+use crate::store::{self, Follower, Reachable, StoreError, StoreWriter};
 use crate::telemetry::Chain;
 
 /// How long shutdown waits, after the HTTP drain ([`http::DRAIN_TIMEOUT`]), for
 /// websocket clients to take their close frames.
 const CLIENTS_TIMEOUT: Duration = Duration::from_secs(1);
+/// How often the store is pinged for readiness (which never waits on it).
+const PING_EVERY: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued candles to reach the store. With the drain
 /// and the clients' wait, [`App::run`] returns at most 8 s after the signal; the
 /// binary gives its runtime 1 s more, so it exits within 10 s.
-/// How often the store is pinged for readiness (which never waits on it).
-const PING_EVERY: Duration = Duration::from_secs(2);
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Why the service could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    /// The configuration asks for something the store cannot do (exit code 2).
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    /// MongoDB could not be reached, or its index created.
-    #[error("cannot open MongoDB store at {uri}")]
-    Mongo {
-        /// The `MONGO_URI`, password redacted.
-        uri: String,
-        #[source]
-        source: StoreError,
-    },
-    /// The embedded store's file could not be opened.
-    #[error("cannot open the embedded store")]
-    Embedded(#[source] StoreError),
-    /// The exchange client could not be built.
-    #[error("cannot build the exchange client")]
-    Exchange(#[source] RestError),
-    /// The listener has no local address.
-    #[error("cannot read the listening address")]
-    Listener(#[source] std::io::Error),
-}
-
-/// Why the service stopped other than by a shutdown signal.
-#[derive(Debug, thiserror::Error)]
-pub enum AppError {
-    #[error("candlecast cannot start")]
-    Start(#[from] StartError),
-    #[error("the HTTP server failed")]
-    Serve(#[source] std::io::Error),
-}
-
-impl AppError {
-    /// The configuration error behind this one, if any: the binary exits with 2.
-    pub fn config_error(&self) -> Option<&ConfigError> {
-        match self {
-            AppError::Start(StartError::Config(err)) => Some(err),
-            _ => None,
-        }
-    }
-}
 
 /// A built service, ready to serve.
 pub struct App {
@@ -97,23 +58,13 @@ impl App {
     /// has no change streams ([`StartError::Config`]).
     pub async fn build(config: Config, listener: TcpListener) -> Result<Self, StartError> {
         let address = listener.local_addr().map_err(StartError::Listener)?;
-        if config.ingest
-            && let SymbolCheck::Unlisted(unlisted) =
-                check_symbols(&config.exchange, &config.interval, &config.symbols).await
-        {
-            return Err(ConfigError::new(
-                "SYMBOLS",
-                format!(
-                    "the exchange does not list {} (GET /fapi/v1/exchangeInfo); check the spelling, e.g. BTCUSDT or BTCUSDT_260626",
-                    unlisted.join(", ")
-                ),
-            )
-            .into());
+        if config.ingest {
+            start::check_symbols_listed(&config).await?;
         }
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(UpstreamHealth::default());
         let store_health = Arc::new(StoreHealth::default());
-        let (backend, reachable) = open_store(&config, &metrics).await?;
+        let (backend, reachable) = start::open_store(&config, &metrics).await?;
         let store = backend.candles();
         let window_len = config.windows.window_len();
         let hub = Hub::new(
@@ -387,43 +338,6 @@ impl App {
         info!("stopped");
         Ok(())
     }
-}
-
-/// Opens the configured store. MongoDB refusing the credentials is a configuration
-/// error (exit 2), with a hint when `MONGO_URI` came from `.env`.
-async fn open_store(
-    config: &Config,
-    metrics: &Metrics,
-) -> Result<(StoreBackend, Reachable), StartError> {
-    let (backend, reachable) = StoreBackend::open(&config.store).await.map_err(|source| {
-        match &config.store.mongo_uri {
-            Some(uri) if source.is_auth_failure() => {
-                let hint = if config.store.mongo_uri_from_dotenv {
-                    "; MONGO_URI came from .env, where `$NAME` in an unquoted or double-quoted \
-                     value is replaced by a variable: if the password has a `$`, single-quote \
-                     the value (MONGO_URI='mongodb://user:pa$word@host/')"
-                } else {
-                    ""
-                };
-                StartError::Config(ConfigError::new(
-                    "MONGO_URI",
-                    format!(
-                        "MongoDB at {uri} refused the credentials ({}){hint}",
-                        Chain(&source)
-                    ),
-                ))
-            }
-            Some(uri) => StartError::Mongo {
-                uri: uri.to_string(),
-                source,
-            },
-            None => StartError::Embedded(source),
-        }
-    })?;
-    Ok((
-        backend.count_skipped_in(metrics.skipped_documents.clone()),
-        reachable,
-    ))
 }
 
 /// Builds the app on `listener` and runs it until `shutdown` completes.

@@ -1,0 +1,107 @@
+//! What can stop the service from starting, and the checks that say so: the
+//! configured symbols against the exchange's list, and opening the store.
+
+use crate::config::{Config, ConfigError};
+use crate::exchange::{RestError, SymbolCheck, check_symbols};
+use crate::metrics::Metrics;
+use crate::store::{Reachable, StoreBackend, StoreError};
+use crate::telemetry::Chain;
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration asks for something the store cannot do (exit code 2).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// MongoDB could not be reached, or its index created.
+    #[error("cannot open MongoDB store at {uri}")]
+    Mongo {
+        /// The `MONGO_URI`, password redacted.
+        uri: String,
+        #[source]
+        source: StoreError,
+    },
+    /// The embedded store's file could not be opened.
+    #[error("cannot open the embedded store")]
+    Embedded(#[source] StoreError),
+    /// The exchange client could not be built.
+    #[error("cannot build the exchange client")]
+    Exchange(#[source] RestError),
+    /// The listener has no local address.
+    #[error("cannot read the listening address")]
+    Listener(#[source] std::io::Error),
+}
+
+/// Why the service stopped other than by a shutdown signal.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("candlecast cannot start")]
+    Start(#[from] StartError),
+    #[error("the HTTP server failed")]
+    Serve(#[source] std::io::Error),
+}
+
+impl AppError {
+    /// The configuration error behind this one, if any: the binary exits with 2.
+    pub fn config_error(&self) -> Option<&ConfigError> {
+        match self {
+            AppError::Start(StartError::Config(err)) => Some(err),
+            _ => None,
+        }
+    }
+}
+
+/// Checks `SYMBOLS` against the exchange's list: one it does not list is a
+/// configuration error naming it. When the list cannot be read, startup goes on.
+pub(super) async fn check_symbols_listed(config: &Config) -> Result<(), StartError> {
+    if let SymbolCheck::Unlisted(unlisted) =
+        check_symbols(&config.exchange, &config.interval, &config.symbols).await
+    {
+        return Err(ConfigError::new(
+                "SYMBOLS",
+                format!(
+                    "the exchange does not list {} (GET /fapi/v1/exchangeInfo); check the spelling, e.g. BTCUSDT or BTCUSDT_260626",
+                    unlisted.join(", ")
+                ),
+            )
+            .into());
+    }
+    Ok(())
+}
+
+/// Opens the configured store. MongoDB refusing the credentials is a configuration
+/// error (exit 2), with a hint when `MONGO_URI` came from `.env`.
+pub(super) async fn open_store(
+    config: &Config,
+    metrics: &Metrics,
+) -> Result<(StoreBackend, Reachable), StartError> {
+    let (backend, reachable) = StoreBackend::open(&config.store).await.map_err(|source| {
+        match &config.store.mongo_uri {
+            Some(uri) if source.is_auth_failure() => {
+                let hint = if config.store.mongo_uri_from_dotenv {
+                    "; MONGO_URI came from .env, where `$NAME` in an unquoted or double-quoted \
+                     value is replaced by a variable: if the password has a `$`, single-quote \
+                     the value (MONGO_URI='mongodb://user:pa$word@host/')"
+                } else {
+                    ""
+                };
+                StartError::Config(ConfigError::new(
+                    "MONGO_URI",
+                    format!(
+                        "MongoDB at {uri} refused the credentials ({}){hint}",
+                        Chain(&source)
+                    ),
+                ))
+            }
+            Some(uri) => StartError::Mongo {
+                uri: uri.to_string(),
+                source,
+            },
+            None => StartError::Embedded(source),
+        }
+    })?;
+    Ok((
+        backend.count_skipped_in(metrics.skipped_documents.clone()),
+        reachable,
+    ))
+}
