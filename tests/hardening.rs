@@ -424,3 +424,59 @@ async fn a_read_only_store_fails_readiness_and_loses_nothing() {
     let (_, output, _) = running.terminate().await;
     assert!(!output.contains("read-only"), "{output}");
 }
+
+/// The password has a `$`: unquoted in `.env`, dotenv replaces `$sw0rd` (unset) with
+/// nothing and MongoDB refuses the credentials; single-quoted, it works.
+#[tokio::test]
+async fn a_dollar_in_a_dotenv_password_is_explained() {
+    let database = common::mongo_server::MongoServer::start_with_user("app", "Pa$sw0rd").await;
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let uri = format!(
+        "mongodb://app:Pa$sw0rd@127.0.0.1:{}/?directConnection=true&authSource=admin",
+        database.port
+    );
+    let run = |dotenv: String| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(".env"), dotenv).unwrap();
+        let mut command = common::binary::binary();
+        command.current_dir(dir.path());
+        for (name, value) in common::binary::fake_env(&fake) {
+            command.env(name, value);
+        }
+        (dir, command)
+    };
+    let (_dir, mut command) = run(format!("MONGO_URI={uri}\n"));
+    let output = tokio::task::spawn_blocking(move || command.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}{stderr}");
+    assert!(
+        stderr.contains("MONGO_URI") && stderr.contains("refused the credentials"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(".env") && stderr.contains("single-quote"),
+        "{stderr}"
+    );
+    assert!(
+        stdout.contains("outside single quotes"),
+        "warned at startup: {stdout}"
+    );
+    assert!(
+        !format!("{stdout}{stderr}").contains("sw0rd"),
+        "{stdout}{stderr}"
+    );
+
+    // Single quotes keep the `$`: the same password works.
+    let (dir, _) = run(format!("MONGO_URI='{uri}'\nMONGO_DATABASE=dotenv_quoted\n"));
+    let mut env = common::binary::fake_env(&fake);
+    env.retain(|(name, _)| *name != "MONGO_URI");
+    let mut running = common::binary::Running::start(dir, &env);
+    running.wait_for_address().await;
+    assert!(running.output().contains("using MongoDB store"));
+    let (code, output, _) = running.terminate().await;
+    assert_eq!(code, 0, "{output}");
+    assert!(!output.contains("refused"), "{output}");
+}

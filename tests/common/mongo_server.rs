@@ -11,6 +11,8 @@ pub struct MongoServer {
     child: Option<Child>,
     /// Without replica-set features (no change streams), like a plain `mongod`.
     standalone: bool,
+    /// Requires authentication (after a user was made).
+    auth: bool,
 }
 
 fn free_port() -> u16 {
@@ -38,7 +40,26 @@ impl MongoServer {
             dir: tempfile::tempdir().unwrap(),
             child: None,
             standalone,
+            auth: false,
         };
+        server.resume().await;
+        server
+    }
+
+    /// A server that requires authentication, with one user (`root` on `admin`).
+    pub async fn start_with_user(user: &str, password: &str) -> Self {
+        let mut server = Self::start_with(false).await;
+        let client = mongodb::Client::with_uri_str(server.uri()).await.unwrap();
+        client
+            .database("admin")
+            .run_command(mongodb::bson::doc! {
+                "createUser": user, "pwd": password, "roles": [{"role": "root", "db": "admin"}]
+            })
+            .await
+            .expect("create the user");
+        drop(client);
+        server.stop().await;
+        server.auth = true;
         server.resume().await;
         server
     }
@@ -79,6 +100,9 @@ impl MongoServer {
                 if self.standalone {
                     command.arg("--standalone");
                 }
+                if self.auth {
+                    command.arg("--auth");
+                }
             }
             // A mongod without --replSet is standalone; these tests do not initiate a
             // replica set for it.
@@ -92,6 +116,9 @@ impl MongoServer {
                     &data,
                     "--quiet",
                 ]);
+                if self.auth {
+                    command.arg("--auth");
+                }
             }
             other => panic!("unknown MONGO_TEST_SERVER kind {other}"),
         }
