@@ -30,6 +30,9 @@ pub enum HttpError {
     /// 503 `{"error"}`: the store did not answer.
     #[error("the store is unavailable: {0}")]
     StoreUnavailable(#[source] StoreError),
+    /// 503 `{"error"}` with `Retry-After: 1`: too many history reads under way.
+    #[error("too many history requests at once; retry shortly")]
+    TooManyReads,
     /// 503 `{"error", "max_connections"}` with `Retry-After: 5`.
     #[error("connection limit reached")]
     ConnectionLimit { max_connections: usize },
@@ -74,6 +77,12 @@ impl IntoResponse for HttpError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 [(header::RETRY_AFTER, "5")],
                 Json(json!({"error": error, "max_connections": max_connections})),
+            )
+                .into_response(),
+            HttpError::TooManyReads => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [(header::RETRY_AFTER, "1")],
+                Json(json!({"error": error})),
             )
                 .into_response(),
             HttpError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),

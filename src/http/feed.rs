@@ -71,7 +71,7 @@ impl Subscription {
         if let Some(value) = params.symbols {
             let mut positions = Vec::new();
             for symbol in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let symbol = symbol.to_ascii_uppercase();
+                let symbol = symbol.to_uppercase();
                 let Some(position) = hub.position(&symbol) else {
                     let known = hub.symbols().join(",");
                     return Err(HttpError::bad_parameter(

@@ -61,7 +61,7 @@ pub async fn history(
     params: Result<Params<HistoryParams>, HttpError>,
 ) -> Result<Json<Value>, HttpError> {
     let parts = &state.parts;
-    let symbol = symbol.to_ascii_uppercase();
+    let symbol = symbol.to_uppercase();
     if parts.hub.position(&symbol).is_none() {
         return Err(HttpError::UnknownSymbol {
             symbol,
@@ -78,6 +78,10 @@ pub async fn history(
         Some(value) => Some(number_in("before", &value, 0..=i64::MAX)?),
         None => None,
     };
+    let _reading = state
+        .reads
+        .try_acquire()
+        .map_err(|_| HttpError::TooManyReads)?;
     let interval = parts.interval.name();
     let candles = parts
         .store

@@ -35,6 +35,10 @@ use crate::store::{CandleStore, MongoStore};
 
 pub use cors::CorsOrigins;
 pub use error::HttpError;
+
+/// History requests that may read the store at once.
+pub const MAX_CONCURRENT_READS: usize = 32;
+
 pub use feed::{CLOSE_NO_PONG, CLOSE_TOO_SLOW, MAX_CLIENT_MESSAGE};
 pub use handshake::BadHandshake;
 pub use history::{HISTORY_API_MAX, StoredCandle};
@@ -92,6 +96,9 @@ pub struct AppState {
     clients: TaskTracker,
     open: Arc<AtomicUsize>,
     next_connection: Arc<AtomicU64>,
+    /// Store reads (history requests) under way; beyond the bound a request gets
+    /// 503 at once rather than queue on the database.
+    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -102,6 +109,7 @@ impl AppState {
             clients: TaskTracker::new(),
             open: Arc::new(AtomicUsize::new(0)),
             next_connection: Arc::new(AtomicU64::new(1)),
+            reads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
         }
     }
 
@@ -169,3 +177,6 @@ pub fn router(state: AppState, cors: &CorsOrigins) -> Router {
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }
+
+#[cfg(test)]
+mod tests;

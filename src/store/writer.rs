@@ -179,3 +179,71 @@ async fn write_with_retry(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteStore;
+
+    fn candle() -> Candle {
+        Candle {
+            symbol: "BTCUSDT".into(),
+            interval: "1m".into(),
+            open_time: 1_763_791_500_000,
+            close_time: 1_763_791_559_999,
+            open: 1.0,
+            high: 2.0,
+            low: 0.5,
+            close: 1.5,
+            volume: 1.0,
+            quote_volume: 1.0,
+            taker_buy_volume: 0.5,
+            taker_buy_quote_volume: 0.5,
+            trades: 1,
+        }
+    }
+
+    /// Time is paused: the backoff's sleeps pass at once, so minutes of retrying
+    /// take no wall time. The store is a real SQLite file whose table is gone.
+    #[tokio::test(start_paused = true)]
+    async fn a_failing_store_is_retried_with_backoff_until_it_heals() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let path = dir.path().join(crate::store::SQLITE_FILE);
+        rusqlite::Connection::open(&path)
+            .unwrap()
+            .execute_batch("DROP TABLE candles")
+            .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let health = Arc::new(StoreHealth::default());
+        let (writer, task) = StoreWriter::spawn(
+            Arc::new(store),
+            8,
+            Arc::clone(&metrics),
+            Arc::clone(&health),
+            CancellationToken::new(),
+        );
+        writer.enqueue(vec![candle()]);
+        // 0.5 + 1 + 2 + 4 s of backoff at most, with jitter.
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        assert!(
+            metrics.store_retries.get() >= 3,
+            "{}",
+            metrics.store_retries.get()
+        );
+        assert_eq!(metrics.stored.get(), 0);
+        assert!(health.failing_for().is_some());
+
+        SqliteStore::open(dir.path()).unwrap(); // makes the table again
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(
+            metrics.stored.get(),
+            1,
+            "the batch lands once the store heals"
+        );
+        assert!(health.failing_for().is_none());
+        drop(writer);
+        task.await.unwrap();
+        assert_eq!(metrics.pending_writes.get(), 0);
+    }
+}

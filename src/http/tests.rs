@@ -1,0 +1,152 @@
+//! Handler tests through the router with `tower::ServiceExt::oneshot`: no socket,
+//! a real SQLite store in a temporary directory.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use super::*;
+use crate::candle::Interval;
+use crate::health::{StoreHealth, UpstreamHealth};
+use crate::hub::Hub;
+use crate::store::SqliteStore;
+
+fn state(dir: &std::path::Path) -> AppState {
+    let symbols = ["BTCUSDT".to_owned(), "ETHUSDT".to_owned()];
+    AppState::new(Parts {
+        hub: Hub::new(&symbols, "1m", 10, 100, chrono_tz::Tz::UTC),
+        store: Arc::new(SqliteStore::open(dir).unwrap()),
+        mongo: None,
+        interval: Interval::parse("1m").unwrap(),
+        feed: FeedOptions {
+            send_timeout: Duration::from_secs(10),
+            ping_every: Duration::from_secs(30),
+            max_connections: 10,
+        },
+        readiness: Readiness {
+            ingest: true,
+            upstream_stale_after: Duration::from_secs(30),
+        },
+        metrics: Arc::new(Metrics::new()),
+        health: Arc::new(UpstreamHealth::default()),
+        store_health: Arc::new(StoreHealth::default()),
+        shutdown: CancellationToken::new(),
+    })
+}
+
+async fn get(state: &AppState, uri: &str) -> (StatusCode, Option<String>, Value) {
+    let response = router(state.clone(), &CorsOrigins::Off)
+        .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_owned());
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    (
+        status,
+        retry_after,
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn bad_parameters_are_named_with_the_same_words_as_ever() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let cases = [
+        (
+            "/api/v1/candles/BTCUSDT?limit=0",
+            json!({"error": "limit must be a whole number from 1 to 1000, got \"0\"", "parameter": "limit"}),
+        ),
+        (
+            "/api/v1/candles/BTCUSDT?bogus=1",
+            json!({"error": "unknown parameter \"bogus\"; expected one of limit, before", "parameter": "bogus"}),
+        ),
+        (
+            "/api/v1/candles/BTCUSDT?limit=1&limit=2",
+            json!({"error": "limit is given more than once", "parameter": "limit"}),
+        ),
+        (
+            "/api/v1/candles/BTCUSDT?before=-1",
+            json!({"error": "before must be a whole number from 0 to 9223372036854775807, got \"-1\"", "parameter": "before"}),
+        ),
+    ];
+    for (uri, expected) in cases {
+        let (status, _, body) = get(&state, uri).await;
+        assert_eq!((status, body), (StatusCode::BAD_REQUEST, expected), "{uri}");
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_symbol_is_404_before_any_parameter_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, _, body) = get(&state(dir.path()), "/api/v1/candles/dogeusdt?limit=0").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        body,
+        json!({"error": "unknown symbol DOGEUSDT", "symbols": ["BTCUSDT", "ETHUSDT"]})
+    );
+}
+
+#[tokio::test]
+async fn history_reads_beyond_the_bound_get_503_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let held = state
+        .reads
+        .clone()
+        .try_acquire_many_owned(MAX_CONCURRENT_READS as u32)
+        .unwrap();
+    let (status, retry_after, body) = get(&state, "/api/v1/candles/BTCUSDT").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert!(
+        body["error"].as_str().unwrap().contains("too many"),
+        "{body}"
+    );
+    drop(held);
+    let (status, _, body) = get(&state, "/api/v1/candles/BTCUSDT").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["candles"], json!([]));
+}
+
+#[tokio::test]
+async fn readiness_says_what_is_wrong_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    state.parts.store_health.set_reachable(false);
+    state
+        .parts
+        .health
+        .rest_banned_for(418, Duration::from_secs(120));
+    state
+        .parts
+        .health
+        .refuse_symbol("ETHUSDT", "GET … answered 400".to_owned());
+    let (status, _, body) = get(&state, "/ready").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    let reasons: Vec<&str> = body["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap())
+        .collect();
+    assert!(reasons.contains(&"store: not reachable"), "{reasons:?}");
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.starts_with("exchange: REST requests banned (HTTP 418) until ")),
+        "{reasons:?}"
+    );
+    assert!(reasons.iter().any(|r| r.contains("ETHUSDT")), "{reasons:?}");
+    assert!(reasons.contains(&"upstream: no data received from the exchange yet"));
+}
