@@ -480,3 +480,67 @@ async fn a_dollar_in_a_dotenv_password_is_explained() {
     assert_eq!(code, 0, "{output}");
     assert!(!output.contains("refused"), "{output}");
 }
+
+/// A follower is ready while at least one ingester is healthy, whichever wrote its
+/// heartbeat last; times are the database's; an ingester makes the TTL index.
+#[tokio::test]
+async fn a_follower_is_ready_while_any_ingester_is_healthy() {
+    let backend = Backend::mongo();
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    for symbol in SYMBOLS {
+        seed(&backend, &fake.history(symbol)).await;
+    }
+    let Backend::Mongo { uri, database } = &backend else {
+        unreachable!()
+    };
+    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+    let beats = client
+        .database(database)
+        .collection::<mongodb::bson::Document>("candles_ingesters");
+    let beat = |id: &'static str, data_age_ms: i64| {
+        let beats = beats.clone();
+        async move {
+            beats
+                .update_one(
+                    doc! {"_id": id},
+                    doc! {"$currentDate": {"seen": true}, "$set": {"data_age_ms": data_age_ms}},
+                )
+                .upsert(true)
+                .await
+                .unwrap();
+        }
+    };
+    let settings = [("INGEST", "false"), ("UPSTREAM_STALE_SECS", "5")];
+    let follower = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    let ready = format!("http://{}/ready", follower.addr);
+    beat("healthy", 0).await;
+    beat("no-exchange", 600_000).await; // wrote last, but has no data
+    eventually_async(10, "the follower is ready", || async {
+        get_json(&ready).await.0 == 200
+    })
+    .await;
+
+    beats.delete_one(doc! {"_id": "healthy"}).await.unwrap();
+    let (status, body) = get_json(&ready).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["reasons"]
+            .to_string()
+            .contains("ingesters: no data from the exchange for 600 s"),
+        "{body}"
+    );
+
+    let ingester =
+        TestApp::spawn(config_for(&fake, &backend, &[("UPSTREAM_STALE_SECS", "5")])).await;
+    fake.wait_for_connections(1).await;
+    let ticks = fake.tick(Duration::from_millis(200));
+    eventually_async(15, "a real ingester makes the follower ready", || async {
+        get_json(&ready).await.0 == 200
+    })
+    .await;
+    let indexes = beats.list_index_names().await.unwrap();
+    assert!(indexes.iter().any(|name| name == "seen_ttl"), "{indexes:?}");
+    ticks.abort();
+    ingester.stop().await.unwrap();
+    follower.stop().await.unwrap();
+}

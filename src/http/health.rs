@@ -81,23 +81,44 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     }
 }
 
-/// Why no new candles reach a follower, judged by the ingesters' heartbeats.
+/// Why no new candles reach a follower, judged by the ingesters' heartbeats on the
+/// database's clock: ready while at least one ingester is healthy (it reported
+/// within two stale windows and had a kline within one), whichever wrote last.
 async fn ingesters_unhealthy(state: &AppState) -> Option<String> {
     let parts = &state.parts;
-    let stale_ms = parts.readiness.upstream_stale_after.as_millis() as i64;
-    let now = chrono::Utc::now().timestamp_millis();
+    let stale = parts.readiness.upstream_stale_after;
     let hint = "new candles come only from replicas with INGEST=true";
-    match parts.mongo.as_ref()?.freshest_heartbeat().await {
-        Ok(None) => Some(format!("ingesters: none has reported yet; {hint}")),
-        Ok(Some(beat)) if now - beat.seen_ms > 2 * stale_ms => Some(format!(
+    // A failed lookup is the store's own check to report.
+    let reports = parts.mongo.as_ref()?.ingesters().await.ok()?;
+    let reporting: Vec<_> = reports
+        .iter()
+        .filter(|r| r.silent_for <= 2 * stale)
+        .collect();
+    if reporting
+        .iter()
+        .any(|r| r.data_age.is_some_and(|age| age <= stale))
+    {
+        return None;
+    }
+    if reports.is_empty() {
+        return Some(format!("ingesters: none has reported yet; {hint}"));
+    }
+    if reporting.is_empty() {
+        let quiet = reports
+            .iter()
+            .map(|r| r.silent_for)
+            .min()
+            .unwrap_or_default();
+        return Some(format!(
             "ingesters: none has reported for {} s; {hint}",
-            (now - beat.seen_ms) / 1000
-        )),
-        Ok(Some(beat)) if now - beat.last_data_ms > stale_ms => Some(format!(
+            quiet.as_secs()
+        ));
+    }
+    match reporting.iter().filter_map(|r| r.data_age).min() {
+        Some(age) => Some(format!(
             "ingesters: no data from the exchange for {} s",
-            (now - beat.last_data_ms) / 1000
+            age.as_secs()
         )),
-        Ok(Some(_)) => None,
-        Err(_) => None, // the store's own check reports it
+        None => Some("ingesters: none has had data from the exchange yet".to_owned()),
     }
 }

@@ -10,7 +10,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
-use crate::health::UpstreamHealth;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
@@ -131,30 +130,6 @@ impl Follower {
                     warn!(symbol, error = %Chain(&err), "cannot reload the window from the store")
                 }
             }
-        }
-    }
-}
-
-/// Writes this ingester's heartbeat every `every` until `cancel`, so followers can
-/// tell whether anyone is still bringing in candles.
-pub async fn heartbeat(
-    mongo: MongoStore,
-    health: Arc<UpstreamHealth>,
-    every: Duration,
-    cancel: CancellationToken,
-) {
-    let id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        let last_data = health.last_data_ms().unwrap_or(0);
-        if let Err(err) = mongo.beat(&id, last_data).await {
-            // The store's own errors are logged by the writer; this one stays quiet.
-            tracing::debug!(error = %Chain(&err), "heartbeat not written");
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod changes;
 mod follow;
+mod heartbeat;
 mod mongo;
 mod sqlite;
 mod uri;
@@ -19,8 +20,9 @@ use async_trait::async_trait;
 use crate::candle::Candle;
 
 pub use changes::{CandleChanges, Change, ResumeToken};
-pub use follow::{Follower, heartbeat};
-pub use mongo::{DriverError, Heartbeat, MongoStore, READ_TIMEOUT};
+pub use follow::Follower;
+pub use heartbeat::{IngesterReport, heartbeat};
+pub use mongo::{DriverError, MongoStore, READ_TIMEOUT};
 pub use sqlite::{SQLITE_FILE, SqliteStore};
 pub use uri::{InvalidMongoUri, MongoUri};
 pub use writer::{StoreWriter, WRITE_QUEUE_BATCHES};

@@ -129,16 +129,8 @@ pub struct MongoStore {
     /// Set once the unique index exists.
     index: Arc<tokio::sync::OnceCell<()>>,
     /// `{collection}_ingesters`: one heartbeat document per running ingester.
-    heartbeats: Collection<Document>,
+    pub(super) heartbeats: Collection<Document>,
     pub(super) uri: MongoUri,
-}
-
-/// The freshest ingester heartbeat: when it was written and when that ingester last
-/// had data from the exchange (epoch ms; 0 for never).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Heartbeat {
-    pub seen_ms: i64,
-    pub last_data_ms: i64,
 }
 
 impl MongoStore {
@@ -216,37 +208,6 @@ impl MongoStore {
             })
             .await
             .copied()
-    }
-
-    /// Records that ingester `id` is alive and last had exchange data at `last_data_ms`.
-    pub async fn beat(&self, id: &str, last_data_ms: i64) -> Result<(), StoreError> {
-        let now = bson::DateTime::now();
-        let update =
-            doc! {"$set": {"seen": now, "last_data": bson::DateTime::from_millis(last_data_ms)}};
-        self.heartbeats
-            .update_one(doc! {"_id": id}, update)
-            .upsert(true)
-            .await
-            .map(drop)
-            .map_err(|err| self.error("heartbeat", err))
-    }
-
-    /// The most recent heartbeat of any ingester.
-    pub async fn freshest_heartbeat(&self) -> Result<Option<Heartbeat>, StoreError> {
-        let newest = self.heartbeats.find_one(doc! {}).sort(doc! {"seen": -1});
-        let document = tokio::time::timeout(Duration::from_secs(2), newest)
-            .await
-            .map_err(|_| StoreError::Timeout {
-                operation: "heartbeat lookup",
-                timeout: Duration::from_secs(2),
-            })?
-            .map_err(|err| self.error("heartbeat lookup", err))?;
-        Ok(document.map(|d| Heartbeat {
-            seen_ms: d.get_datetime("seen").map_or(0, |t| t.timestamp_millis()),
-            last_data_ms: d
-                .get_datetime("last_data")
-                .map_or(0, |t| t.timestamp_millis()),
-        }))
     }
 
     /// Counts skipped documents into `counter` (the service's metric) from now on.
