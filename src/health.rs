@@ -49,11 +49,6 @@ impl UpstreamHealth {
         Some((self.rest_ban_status.load(Ordering::Relaxed) as u16, until))
     }
 
-    /// Notes that REST answered normally again.
-    pub fn rest_ban_ended(&self) {
-        self.rest_ban_until_ms.store(0, Ordering::Relaxed);
-    }
-
     /// When the REST ban ends, ms since the epoch (UTC), while one is in force.
     pub fn rest_banned_until_ms(&self) -> Option<i64> {
         let until = self.rest_ban_until_ms.load(Ordering::Relaxed);

@@ -31,7 +31,7 @@ async fn serve() -> ExitCode {
     let dotenv = match candlecast::config::dotenv::load() {
         Ok(dotenv) => dotenv,
         Err(err) => {
-            eprintln!("candlecast: cannot read .env: {err}");
+            eprintln!("candlecast: .env: {}", Chain(&err));
             return ExitCode::from(2);
         }
     };

@@ -230,3 +230,18 @@ fn env_example_and_readme_cover_every_variable_with_its_default() {
     let defaults = candlecast::config::Config::from_lookup(|_| None).unwrap();
     assert_eq!(format!("{from_example:?}"), format!("{defaults:?}"));
 }
+
+#[test]
+fn a_dotenv_line_that_does_not_parse_is_named_without_its_value() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join(".env"),
+        "PORT=8080\nMONGO_URI='mongodb://app:it's-s3cret@h/'\n",
+    )
+    .unwrap();
+    let output = binary().current_dir(dir.path()).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("line 2 (MONGO_URI)"), "{stderr}");
+    assert!(!stderr.contains("s3cret"), "{stderr}");
+}

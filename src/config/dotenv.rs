@@ -13,12 +13,25 @@ pub struct Dotenv {
     pub warnings: Vec<String>,
 }
 
+/// A `.env` that exists but cannot be used. Its text names the line and the
+/// variable, never the value (which may hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum DotenvError {
+    #[error(
+        "line {line} ({name}) does not parse: a value with spaces, quotes, `#` or a backslash \
+         needs single quotes, and a single quote cannot stand inside them"
+    )]
+    Line { line: usize, name: String },
+    #[error("cannot be read")]
+    Read(#[source] dotenvy::Error),
+}
+
 /// Loads `.env` from the working directory, if there is one; real environment
 /// variables win, as dotenvy does.
 ///
 /// # Errors
-/// dotenvy's error for a file that exists but cannot be read or parsed.
-pub fn load() -> Result<Dotenv, dotenvy::Error> {
+/// [`DotenvError`] for a file that exists but cannot be read or parsed.
+pub fn load() -> Result<Dotenv, DotenvError> {
     let mongo_uri_before = std::env::var_os("MONGO_URI").is_some();
     match dotenvy::dotenv() {
         Ok(path) => {
@@ -30,8 +43,27 @@ pub fn load() -> Result<Dotenv, dotenvy::Error> {
             Ok(report)
         }
         Err(err) if err.not_found() => Ok(Dotenv::default()),
-        Err(err) => Err(err),
+        Err(dotenvy::Error::LineParse(text, _)) => Err(unparsable(&text)),
+        Err(err) => Err(DotenvError::Read(err)),
     }
+}
+
+/// Where the line dotenvy could not parse stands, and its variable's name.
+fn unparsable(text: &str) -> DotenvError {
+    let first = text.lines().next().unwrap_or_default();
+    let line = std::fs::read_to_string(".env")
+        .ok()
+        .and_then(|file| file.lines().position(|l| l == first))
+        .map_or(0, |index| index + 1);
+    let name = first
+        .trim_start()
+        .trim_start_matches("export ")
+        .split('=')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    DotenvError::Line { line, name }
 }
 
 /// One warning per variable whose value holds a `$` outside single quotes.

@@ -68,10 +68,11 @@ impl RestError {
         }
     }
 
-    /// Whether asking again cannot help: a 4xx other than 429 (too many requests)
-    /// and 418 (banned), such as `400 {"code":-1121,"msg":"Invalid symbol."}`.
+    /// Whether asking again cannot help: the exchange does not know the symbol
+    /// (`400 {"code":-1121,"msg":"Invalid symbol."}`). Other 4xx answers (a 403 from
+    /// the exchange's firewall, another error code) are retried with backoff.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, RestError::Status { status, .. } if (400..500).contains(status) && *status != 429 && *status != 418)
+        matches!(self, RestError::Status { status: 400, body, .. } if body.contains("-1121"))
     }
 }
 
@@ -211,10 +212,9 @@ impl RestClient {
                 }
             }
             let error = match self.fetch_page(symbol, start, end).await {
-                Ok(page) => {
-                    self.health.rest_ban_ended();
-                    return Ok(page);
-                }
+                // A success does not lift a ban another request was given: it
+                // ends when its Retry-After does.
+                Ok(page) => return Ok(page),
                 Err(error) if error.is_permanent() => return Err(GaveUp::Refused(error)),
                 Err(error) => error,
             };

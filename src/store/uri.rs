@@ -36,10 +36,19 @@ impl MongoUri {
             )));
         }
         mongodb::options::ConnectionString::parse(raw).map_err(|err| {
-            InvalidMongoUri(uri.scrub(&format!(
-                "{uri} is not a valid connection string: {}",
-                err.kind
-            )))
+            // A string the driver cannot split may hide its password anywhere: show
+            // only what follows its last `@`, and none of the driver's words then.
+            match raw.rfind('@') {
+                Some(at) => InvalidMongoUri(format!(
+                    "{}://***@{} is not a valid connection string; percent-encode any @ : / ? # [ ] % in the user name and password",
+                    raw.split("://").next().unwrap_or("mongodb"),
+                    &raw[at + 1..]
+                )),
+                None => InvalidMongoUri(format!(
+                    "{uri} is not a valid connection string: {}",
+                    err.kind
+                )),
+            }
         })?;
         Ok(uri)
     }
@@ -72,15 +81,16 @@ impl MongoUri {
     }
 }
 
-/// Byte range of the password in a `mongodb://` or `mongodb+srv://` string: after
-/// the first `:` of the userinfo, which ends at the last `@` of the authority.
+/// Byte range of the password in a `mongodb://` or `mongodb+srv://` string, found
+/// the way the driver splits it: the options start at the first `?`, the userinfo
+/// ends at the last `@` before them, and the password follows the userinfo's first
+/// `:`. (A password must percent-encode `@`, `/`, `?` and `:`; one that does not is
+/// still found, so an invalid string never shows it either.)
 fn password_span(uri: &str) -> Option<(usize, usize)> {
     let authority_start = uri.find("://")? + 3;
     let rest = &uri[authority_start..];
-    // The authority ends at the path or the options; a password must percent-encode
-    // both `/` and `?`, so neither can hide inside one.
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let at = rest[..authority_end].rfind('@')?;
+    let options = rest.find('?').unwrap_or(rest.len());
+    let at = rest[..options].rfind('@')?;
     let colon = rest[..at].find(':')?;
     let (start, end) = (authority_start + colon + 1, authority_start + at);
     (start < end).then_some((start, end))
@@ -204,6 +214,25 @@ mod tests {
             uri.scrub("Kind: Authentication failed, labels: {}, uri mongodb://admin:admin@h/x"),
             "Kind: Authentication failed, labels: {}, uri mongodb://admin:***@h/x"
         );
+    }
+
+    #[test]
+    fn an_unencoded_slash_or_question_mark_never_shows_the_password() {
+        for raw in [
+            "mongodb://app:Ab/Cd+e=@db:27017/x",
+            "mongodb://app:p?ss@h/",
+            "mongodb://app:p#ss@h:notaport/",
+        ] {
+            let err = MongoUri::parse(raw).map(|u| u.to_string());
+            let shown = match err {
+                Ok(shown) => shown,
+                Err(err) => err.to_string(),
+            };
+            assert!(
+                !shown.contains("Ab/Cd") && !shown.contains(":p") && !shown.contains("ss@"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]
