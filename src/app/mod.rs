@@ -152,13 +152,7 @@ impl App {
         }
 
         store_health.set_reachable(reachable == Reachable::Yes);
-        tasks.spawn(store::watch_reachability(
-            Arc::clone(&store),
-            Arc::clone(&store_health),
-            PING_EVERY,
-            cancel.clone(),
-        ));
-
+        let mut store_recovered = None;
         let startup_backfill = if config.ingest {
             let (writer, writer_task) = StoreWriter::spawn(
                 Arc::clone(&store),
@@ -167,6 +161,7 @@ impl App {
                 Arc::clone(&store_health),
                 cancel.clone(),
             );
+            store_recovered = Some(writer.lost_candles());
             tasks.spawn(async move {
                 let _ = writer_task.await;
             });
@@ -206,6 +201,14 @@ impl App {
             info!("INGEST=false: following the candle collection; not connecting to the exchange");
             None
         };
+
+        tasks.spawn(store::watch_reachability(
+            Arc::clone(&store),
+            Arc::clone(&store_health),
+            PING_EVERY,
+            store_recovered,
+            cancel.clone(),
+        ));
 
         let state = AppState::new(Parts {
             hub,

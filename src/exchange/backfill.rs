@@ -17,8 +17,9 @@ use crate::telemetry::Chain;
 const MAX_HOLE_REQUESTS: usize = 4;
 
 impl Exchange {
-    /// Each time the store had to drop queued candles and then wrote again, fetches
-    /// its holes and everything after its newest candle.
+    /// Each time the store had to drop queued candles and then wrote again, or came
+    /// back after being unreachable, fetches its holes and everything after its
+    /// newest candle (or the oldest dropped one).
     pub(super) async fn repair_store_gaps(self: Arc<Self>, cancel: CancellationToken) {
         let lost = self.writer.lost_candles();
         loop {
@@ -27,6 +28,8 @@ impl Exchange {
                 _ = lost.notified() => {}
             }
             self.metrics.store_repairs.inc();
+            let dropped = self.writer.take_first_dropped();
+            let step = self.market.interval.millis();
             let mut resume = Vec::with_capacity(self.market.symbols.len());
             for symbol in &self.market.symbols {
                 let held = match self
@@ -34,11 +37,21 @@ impl Exchange {
                     .latest(symbol, self.market.interval.name(), 1)
                     .await
                 {
-                    // A full window: it is held in memory; only the store needs filling.
-                    Ok(newest) => newest.first().map(|c| Newest {
-                        open_time: c.open_time,
-                        window_full: true,
-                    }),
+                    // A full window: it is held in memory; only the store needs
+                    // filling, from its newest candle or from before the oldest one
+                    // the queue dropped, whichever is older.
+                    Ok(newest) => {
+                        let newest = newest.first().map(|c| c.open_time);
+                        let before_dropped = dropped.get(symbol).map(|t| t - step);
+                        newest
+                            .into_iter()
+                            .chain(before_dropped)
+                            .min()
+                            .map(|open_time| Newest {
+                                open_time,
+                                window_full: true,
+                            })
+                    }
                     Err(err) => {
                         error!(symbol, error = %Chain(&err), "cannot read the store's newest candle; repairing from the window");
                         self.hub.newest(symbol)
@@ -98,8 +111,10 @@ impl Exchange {
             Some(newest) => (newest.open_time + step).min(enough_history),
             None => enough_history,
         };
-        let until = interval.open_time_containing(self.exchange_now());
-        fetched += self.fetch_range(symbol, start, until, cancel).await;
+        // Up to now as it is after each page, not as it was when this began: a
+        // backfill that waited out a ban covers the gaps that opened meanwhile,
+        // which the repairs skipped for it.
+        fetched += self.fetch_range(symbol, start, None, cancel).await;
         if fetched > 0 {
             info!(symbol, candles = fetched, "backfill done");
         } else {
@@ -157,24 +172,33 @@ impl Exchange {
         }
         let mut fetched = 0;
         for (start, end) in holes {
-            fetched += self.fetch_range(symbol, start, end, cancel).await;
+            fetched += self.fetch_range(symbol, start, Some(end), cancel).await;
         }
         fetched
     }
 
     /// Fetches the closed candles of `symbol` opened in `[start, until)` (ms since
-    /// the epoch, UTC), page by page, and delivers them; returns how many. A symbol
-    /// the exchange refuses is marked so and never asked for again.
+    /// the epoch, UTC; `None`: up to the candle open now on the exchange's clock,
+    /// read again after every page), page by page, and delivers them; returns how
+    /// many. A symbol the exchange refuses is marked so and never asked for again.
     pub(super) async fn fetch_range(
         &self,
         symbol: &str,
         mut start: i64,
-        until: i64,
+        until: Option<i64>,
         cancel: &CancellationToken,
     ) -> usize {
         let step = self.market.interval.millis();
         let mut fetched = 0;
-        while start < until {
+        loop {
+            let until = until.unwrap_or_else(|| {
+                self.market
+                    .interval
+                    .open_time_containing(self.exchange_now())
+            });
+            if start >= until {
+                break;
+            }
             let page = match self
                 .rest
                 .fetch_with_retry(symbol, start, until - 1, self.options.backoff_max, cancel)

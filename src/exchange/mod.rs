@@ -240,6 +240,10 @@ impl Exchange {
                     let repair_cancel = cancel.clone();
                     self.tasks.spawn(
                         async move {
+                            // The exchange's clock again: ours may have stepped.
+                            if let Ok(server_ms) = repair.rest.server_time().await {
+                                repair.saw_exchange_time(server_ms);
+                            }
                             repair
                                 .backfill(resume, Overlap::SkipInFlight, &repair_cancel)
                                 .await

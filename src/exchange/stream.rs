@@ -216,15 +216,20 @@ impl Exchange {
     fn on_frame(&self, text: &str, batch: &mut Batch) {
         self.metrics.frames.inc();
         match KlineUpdate::from_combined_frame(text) {
-            // Judged by the exchange's clock as it stood before this frame, so an
-            // impossible candle cannot move that clock.
-            Ok(update) if !self.is_possible(&update.candle, "stream") => {}
             Ok(update) => {
-                batch.klines += 1;
-                // Frame by frame: the next frame is judged by this one's clock.
-                if let Some(event_time) = update.event_time {
+                // The frame's event time sets the exchange's clock when it fits the
+                // candle it carries (Binance stamps a kline within its span, the
+                // final one just after it) and is within a day of ours; the candle
+                // is then judged by that clock, so an impossible one cannot move it.
+                if let Some(event_time) = update.event_time
+                    && plausible_event_time(&update.candle, event_time)
+                {
                     self.saw_exchange_time(event_time);
                 }
+                if !self.is_possible(&update.candle, "stream") {
+                    return;
+                }
+                batch.klines += 1;
                 let newest = batch
                     .seen
                     .entry(update.candle.symbol.clone())
@@ -264,6 +269,16 @@ impl Exchange {
         self.deliver(batch.closed, Source::Stream);
         self.check_skipped(batch.seen, cancel);
     }
+}
+
+/// Whether `event_time` (ms since the epoch) can be the exchange's stamp on a frame
+/// of `candle`: not before it opened, not over a minute after it closed, and
+/// within a day of the local clock.
+fn plausible_event_time(candle: &Candle, event_time: i64) -> bool {
+    const DAY_MS: i64 = 86_400_000;
+    let local = chrono::Utc::now().timestamp_millis();
+    (candle.open_time..=candle.close_time + 60_000).contains(&event_time)
+        && (event_time - local).abs() <= DAY_MS
 }
 
 /// What one read of the socket brought.

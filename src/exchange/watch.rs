@@ -170,7 +170,7 @@ impl Exchange {
             self.tasks.spawn(
                 async move {
                     exchange
-                        .fetch_range(&symbol, first, open_time, &cancel)
+                        .fetch_range(&symbol, first, Some(open_time), &cancel)
                         .await;
                     exchange.end_backfill(&symbol);
                 }

@@ -172,10 +172,14 @@ pub enum Reachable {
 
 /// Checks every `every` whether `store` answers a ping, for readiness to read
 /// without waiting on the database itself.
+///
+/// `recovered` is notified each time the store answers again after it did not: the
+/// exchange client then refetches what the store missed meanwhile.
 pub async fn watch_reachability(
     store: Arc<dyn CandleStore>,
     health: Arc<crate::health::StoreHealth>,
     every: Duration,
+    recovered: Option<Arc<tokio::sync::Notify>>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
     let mut tick = tokio::time::interval(every);
@@ -189,6 +193,9 @@ pub async fn watch_reachability(
             Ok(()) => {
                 if health.set_reachable(true) {
                     tracing::info!("the store answers again");
+                    if let Some(recovered) = &recovered {
+                        recovered.notify_one();
+                    }
                 }
             }
             Err(err) => {

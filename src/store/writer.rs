@@ -1,15 +1,15 @@
 //! The write queue between the ingest path and the store: bounded, never blocking
 //! the exchange reader, retrying each batch with backoff until it lands.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::CandleStore;
+use super::{CandleStore, StoreError};
 use crate::candle::Candle;
 use crate::health::StoreHealth;
 use crate::metrics::Metrics;
@@ -29,6 +29,8 @@ pub struct StoreWriter {
     metrics: Arc<Metrics>,
     overflowed: Arc<AtomicBool>,
     lost_candles: Arc<Notify>,
+    /// Per symbol, the oldest open time the queue dropped since the last repair.
+    first_dropped: Arc<Mutex<HashMap<String, i64>>>,
 }
 
 impl StoreWriter {
@@ -49,6 +51,7 @@ impl StoreWriter {
             metrics: Arc::clone(&metrics),
             overflowed: Arc::new(AtomicBool::new(false)),
             lost_candles: Arc::new(Notify::new()),
+            first_dropped: Arc::default(),
         };
         let (overflowed, lost_candles) = (
             Arc::clone(&writer.overflowed),
@@ -58,6 +61,13 @@ impl StoreWriter {
             let mut unwritten = Unwritten::default();
             while let Some(batch) = pending.recv().await {
                 metrics.pending_writes.dec_by(batch.len() as i64);
+                // Shutting down with a store that already failed: what is left is
+                // reported, not tried one by one past the exit deadline.
+                if !unwritten.is_empty() {
+                    metrics.dropped_writes.inc_by(batch.len() as u64);
+                    unwritten.add(&batch);
+                    continue;
+                }
                 let stored =
                     write_with_retry(store.as_ref(), &batch, &metrics, &health, &cancel).await;
                 if !stored {
@@ -83,11 +93,26 @@ impl StoreWriter {
         if let Err(err) = self.queue.try_send(candles) {
             self.metrics.pending_writes.dec_by(count as i64);
             self.metrics.dropped_writes.inc_by(count as u64);
+            let mut first = self.first_dropped.lock().expect("dropped lock");
+            for candle in err.into_inner() {
+                let oldest = first.entry(candle.symbol).or_insert(candle.open_time);
+                *oldest = (*oldest).min(candle.open_time);
+            }
+            drop(first);
             // Logged once per overflow, not once per candle.
             if !self.overflowed.swap(true, Ordering::SeqCst) {
-                tracing::error!(candles = count, reason = %err, "store write queue full; dropping candles until the store catches up, then refetching them");
+                tracing::error!(
+                    candles = count,
+                    "store write queue full; dropping candles until the store catches up, then refetching them"
+                );
             }
         }
+    }
+
+    /// Per symbol, the oldest open time (ms since the epoch) dropped since the last
+    /// call: where a repair must start, even behind newer candles already written.
+    pub fn take_first_dropped(&self) -> HashMap<String, i64> {
+        std::mem::take(&mut *self.first_dropped.lock().expect("dropped lock"))
     }
 
     /// Notified when the store wrote again after the queue had dropped candles.
@@ -96,12 +121,19 @@ impl StoreWriter {
     }
 }
 
+/// How long a write may still take once shutdown began.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(1);
+
 /// Candles that could not be written before the process ends, per symbol: the
 /// range of open times (ms since the epoch) and how many.
 #[derive(Default)]
 struct Unwritten(BTreeMap<String, (i64, i64, usize)>);
 
 impl Unwritten {
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     fn add(&mut self, batch: &[Candle]) {
         for candle in batch {
             let entry = self.0.entry(candle.symbol.clone()).or_insert((
@@ -142,7 +174,19 @@ async fn write_with_retry(
     let mut attempt = 1u32;
     loop {
         let started = std::time::Instant::now();
-        match store.upsert(batch).await {
+        // Once shutdown began, a write gets a short grace, not the driver's timeouts.
+        let after_shutdown = async {
+            cancel.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_WRITE_GRACE).await;
+        };
+        let written = tokio::select! {
+            written = store.upsert(batch) => written,
+            _ = after_shutdown => Err(StoreError::Timeout {
+                operation: "write during shutdown",
+                timeout: SHUTDOWN_WRITE_GRACE,
+            }),
+        };
+        match written {
             Ok(()) => {
                 health.write_succeeded();
                 metrics.stored.inc_by(batch.len() as u64);
