@@ -102,7 +102,7 @@ async fn a_rest_ban_is_named_by_readiness_and_waited_out_in_full() {
         let history = fake.history(symbol);
         seed(&backend, &history[..history.len() - 2]).await;
     }
-    fake.ban_rest(418, 6);
+    fake.ban_rest(418, 8);
     let app = TestApp::spawn(config_for(&fake, &backend, &[])).await;
     fake.wait_for_connections(1).await;
     fake.send_forming("BTCUSDT");
@@ -173,7 +173,7 @@ async fn a_symbol_refused_later_is_not_retried_and_readiness_names_it() {
     let started = std::time::Instant::now();
     let app = TestApp::spawn(config).await;
     assert!(
-        started.elapsed() < Duration::from_secs(8),
+        started.elapsed() < Duration::from_secs(12),
         "no stall on a refused symbol"
     );
     fake.wait_for_connections(1).await;

@@ -81,7 +81,7 @@ impl App {
             .filter(|_| reachable == Reachable::Yes)
         {
             match store
-                .latest(symbol, config.interval.name(), window_len + 1)
+                .latest_until(symbol, config.interval.name(), window_len + 1, now_ms())
                 .await
             {
                 Ok(candles) => {
@@ -353,4 +353,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     App::build(config, listener).await?.run(shutdown).await
+}
+
+/// Now, ms since the epoch (UTC), on this machine's clock.
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }

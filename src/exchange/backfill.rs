@@ -34,7 +34,7 @@ impl Exchange {
             for symbol in &self.market.symbols {
                 let held = match self
                     .store
-                    .latest(symbol, self.market.interval.name(), 1)
+                    .latest_until(symbol, self.market.interval.name(), 1, self.exchange_now())
                     .await
                 {
                     // A full window: it is held in memory; only the store needs
@@ -132,7 +132,12 @@ impl Exchange {
         let window = self.market.window_len;
         let stored = match self
             .store
-            .latest(symbol, self.market.interval.name(), window + 1)
+            .latest_until(
+                symbol,
+                self.market.interval.name(),
+                window + 1,
+                self.exchange_now(),
+            )
             .await
         {
             Ok(stored) => stored,

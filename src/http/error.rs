@@ -28,7 +28,7 @@ pub enum HttpError {
         symbols: Vec<String>,
     },
     /// 503 `{"error"}`: the store did not answer.
-    #[error("the store is unavailable: {0}")]
+    #[error("the store is unavailable; try again shortly")]
     StoreUnavailable(#[source] StoreError),
     /// 503 `{"error"}` with `Retry-After: 1`: too many history reads under way.
     #[error("too many history requests at once; retry shortly")]

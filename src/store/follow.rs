@@ -93,7 +93,13 @@ impl Follower {
                         backoff.reset();
                         token = changes.resume_token();
                         self.metrics.followed_candles.inc();
-                        self.hub.apply(&[candle]);
+                        // A candle written with an impossible future open time is
+                        // not shown: it would pose as the newest for good.
+                        let horizon = chrono::Utc::now().timestamp_millis()
+                            + super::STORED_FUTURE_TOLERANCE_MS;
+                        if candle.open_time <= horizon {
+                            self.hub.apply(&[candle]);
+                        }
                     }
                     Some(Some(Ok(Change::Reset))) => {
                         token = None;
@@ -120,7 +126,12 @@ impl Follower {
         for symbol in self.hub.symbols() {
             match self
                 .store
-                .latest(symbol, &self.interval, self.window_len + 1)
+                .latest_until(
+                    symbol,
+                    &self.interval,
+                    self.window_len + 1,
+                    chrono::Utc::now().timestamp_millis(),
+                )
                 .await
             {
                 Ok(candles) => {

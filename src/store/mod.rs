@@ -110,6 +110,10 @@ impl StoreError {
     }
 }
 
+/// How far past now a stored candle may open and still be read (ms): room for a
+/// clock a few minutes off, none for a candle from the far future.
+pub const STORED_FUTURE_TOLERANCE_MS: i64 = 10 * 60_000;
+
 /// Where closed candles are kept. Every write is an idempotent upsert keyed by
 /// `(symbol, interval, open_time)` (DESIGN.md §4).
 #[async_trait]
@@ -125,6 +129,27 @@ pub trait CandleStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<Candle>, StoreError> {
         self.page(symbol, interval, limit, None).await
+    }
+
+    /// Up to `limit` candles of `symbol` at `interval`, newest first, leaving out
+    /// any opened more than [`STORED_FUTURE_TOLERANCE_MS`] after `now_ms` (ms since
+    /// the epoch, UTC): a candle stored with an impossible future open time (a
+    /// manual insert, a clock gone wrong) never poses as the newest, which every
+    /// window and repair starts from.
+    async fn latest_until(
+        &self,
+        symbol: &str,
+        interval: &str,
+        limit: usize,
+        now_ms: i64,
+    ) -> Result<Vec<Candle>, StoreError> {
+        self.page(
+            symbol,
+            interval,
+            limit,
+            Some(now_ms + STORED_FUTURE_TOLERANCE_MS),
+        )
+        .await
     }
 
     /// Up to `limit` candles opened before `before` (ms since the epoch, UTC;
