@@ -93,12 +93,25 @@ pub struct StoreHealth {
     failing_since_ms: AtomicI64,
     /// Whether the last ping failed (checked in the background).
     unreachable: AtomicBool,
+    /// For a follower: why no ingester brings candles, if so (judged in the
+    /// background from their heartbeats).
+    ingesters: Mutex<Option<String>>,
 }
 
 impl StoreHealth {
     /// Notes the answer to a ping; returns true when that is a change.
     pub fn set_reachable(&self, reachable: bool) -> bool {
         self.unreachable.swap(!reachable, Ordering::Relaxed) == reachable
+    }
+
+    /// Notes the ingesters' state for readiness (`None`: one is healthy).
+    pub fn set_ingesters_reason(&self, reason: Option<String>) {
+        *self.ingesters.lock().expect("ingesters lock") = reason;
+    }
+
+    /// Why no ingester brings candles, for a follower's readiness.
+    pub fn ingesters_reason(&self) -> Option<String> {
+        self.ingesters.lock().expect("ingesters lock").clone()
     }
 
     /// Whether the store answered its last ping.

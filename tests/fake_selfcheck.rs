@@ -81,6 +81,7 @@ async fn get(url: String) -> reqwest::Response {
 async fn a_silent_close_is_served_by_rest_but_never_streamed() {
     // Lagging, so no minute boundary adds a candle during the test.
     let fake = FakeExchange::start_lagging(&["BTCUSDT"], 30).await;
+
     let mut ws = connect(
         &fake,
         &format!("{}?streams=btcusdt@kline_1m", fake.ws_url()),
@@ -430,6 +431,21 @@ async fn the_exchange_clock_runs_at_an_offset_but_the_history_does_not() {
         "{last} vs {wall_minute}"
     );
 
+    fake.ban_rest(429, 3);
+    let body: Value = get(format!(
+        "{}/fapi/v1/klines?symbol=BTCUSDT&interval=1m",
+        fake.rest_url()
+    ))
+    .await
+    .json()
+    .await
+    .unwrap();
+    let until = banned_until(&body);
+    assert!(
+        (until - (now_ms() + offset + 3_000)).abs() < 1_000,
+        "the ban ends on the exchange's clock"
+    );
+
     let mut ws = connect(
         &fake,
         &format!("{}?streams=btcusdt@kline_1m", fake.ws_url()),
@@ -456,19 +472,4 @@ async fn the_exchange_clock_runs_at_an_offset_but_the_history_does_not() {
         );
     }
     ticker.abort();
-
-    fake.ban_rest(429, 3);
-    let body: Value = get(format!(
-        "{}/fapi/v1/klines?symbol=BTCUSDT&interval=1m",
-        fake.rest_url()
-    ))
-    .await
-    .json()
-    .await
-    .unwrap();
-    let until = banned_until(&body);
-    assert!(
-        (until - (now_ms() + offset + 3_000)).abs() < 1_000,
-        "the ban ends on the exchange's clock"
-    );
 }

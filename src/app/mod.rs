@@ -29,6 +29,8 @@ use crate::telemetry::Chain;
 /// How long shutdown waits, after the HTTP drain ([`http::DRAIN_TIMEOUT`]), for
 /// websocket clients to take their close frames.
 const CLIENTS_TIMEOUT: Duration = Duration::from_secs(1);
+/// The longest REST ban the startup backfill is waited through.
+const STARTUP_BAN_PATIENCE: Duration = Duration::from_secs(5);
 /// How often the store is pinged for readiness (which never waits on it).
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued candles to reach the store. With the drain
@@ -199,6 +201,16 @@ impl App {
             Some(startup_backfill)
         } else {
             info!("INGEST=false: following the candle collection; not connecting to the exchange");
+            if let Some(mongo) = backend.mongo() {
+                store_health.set_ingesters_reason(Some("ingesters: not checked yet".to_owned()));
+                tasks.spawn(store::watch_ingesters(
+                    mongo.clone(),
+                    Arc::clone(&store_health),
+                    config.exchange.stale_after,
+                    PING_EVERY,
+                    cancel.clone(),
+                ));
+            }
             None
         };
 
@@ -213,7 +225,6 @@ impl App {
         let state = AppState::new(Parts {
             hub,
             store,
-            mongo: backend.mongo().cloned(),
             interval: config.interval.clone(),
             feed: config.feed.clone(),
             readiness: Readiness {
@@ -291,8 +302,11 @@ impl App {
                         break;
                     }
                     _ = poll.tick() => {
-                        if let Some((status, _)) = health.rest_ban() {
-                            warn!(status, "the exchange's REST API banned us; serving what is stored meanwhile");
+                        // A few seconds' Retry-After is waited out; a longer ban
+                        // is not (Binance's 418s last minutes to days).
+                        let banned_for = health.rest_ban_remaining().unwrap_or_default();
+                        if banned_for > STARTUP_BAN_PATIENCE {
+                            warn!(?banned_for, "the exchange's REST API banned us; serving what is stored meanwhile");
                             break;
                         }
                     }

@@ -69,7 +69,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
                 "change stream: not open, so candles written by ingesters do not arrive".to_owned(),
             );
         }
-        if let Some(reason) = ingesters_unhealthy(&state).await {
+        if let Some(reason) = parts.store_health.ingesters_reason() {
             reasons.push(reason);
         }
     }
@@ -78,47 +78,5 @@ pub async fn ready(State(state): State<AppState>) -> Response {
     } else {
         let body = json!({"status": "not ready", "reasons": reasons});
         (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
-    }
-}
-
-/// Why no new candles reach a follower, judged by the ingesters' heartbeats on the
-/// database's clock: ready while at least one ingester is healthy (it reported
-/// within two stale windows and had a kline within one), whichever wrote last.
-async fn ingesters_unhealthy(state: &AppState) -> Option<String> {
-    let parts = &state.parts;
-    let stale = parts.readiness.upstream_stale_after;
-    let hint = "new candles come only from replicas with INGEST=true";
-    // A failed lookup is the store's own check to report.
-    let reports = parts.mongo.as_ref()?.ingesters().await.ok()?;
-    let reporting: Vec<_> = reports
-        .iter()
-        .filter(|r| r.silent_for <= 2 * stale)
-        .collect();
-    if reporting
-        .iter()
-        .any(|r| r.data_age.is_some_and(|age| age <= stale))
-    {
-        return None;
-    }
-    if reports.is_empty() {
-        return Some(format!("ingesters: none has reported yet; {hint}"));
-    }
-    if reporting.is_empty() {
-        let quiet = reports
-            .iter()
-            .map(|r| r.silent_for)
-            .min()
-            .unwrap_or_default();
-        return Some(format!(
-            "ingesters: none has reported for {} s; {hint}",
-            quiet.as_secs()
-        ));
-    }
-    match reporting.iter().filter_map(|r| r.data_age).min() {
-        Some(age) => Some(format!(
-            "ingesters: no data from the exchange for {} s",
-            age.as_secs()
-        )),
-        None => Some("ingesters: none has had data from the exchange yet".to_owned()),
     }
 }

@@ -31,7 +31,7 @@ use crate::candle::Interval;
 use crate::health::{StoreHealth, UpstreamHealth};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{CandleStore, MongoStore};
+use crate::store::CandleStore;
 
 pub use cors::CorsOrigins;
 pub use error::HttpError;
@@ -75,8 +75,6 @@ pub struct Readiness {
 pub struct Parts {
     pub hub: Hub,
     pub store: Arc<dyn CandleStore>,
-    /// For a follower's readiness: the ingesters' heartbeats.
-    pub mongo: Option<MongoStore>,
     pub interval: Interval,
     pub feed: FeedOptions,
     pub readiness: Readiness,

@@ -20,7 +20,6 @@ fn state(dir: &std::path::Path) -> AppState {
     AppState::new(Parts {
         hub: Hub::new(&symbols, "1m", 10, 100, chrono_tz::Tz::UTC),
         store: Arc::new(SqliteStore::open(dir).unwrap()),
-        mongo: None,
         interval: Interval::parse("1m").unwrap(),
         feed: FeedOptions {
             send_timeout: Duration::from_secs(10),

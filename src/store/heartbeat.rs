@@ -13,7 +13,7 @@ use mongodb::options::IndexOptions;
 use tokio_util::sync::CancellationToken;
 
 use super::{MongoStore, StoreError};
-use crate::health::UpstreamHealth;
+use crate::health::{StoreHealth, UpstreamHealth};
 use crate::telemetry::Chain;
 
 /// How long the document of an ingester that stopped beating is kept.
@@ -148,5 +148,102 @@ pub async fn heartbeat(
             // The store's own errors are logged by the writer; this one stays quiet.
             tracing::debug!(error = %Chain(&err), "heartbeat not written");
         }
+    }
+}
+
+/// Why no new candles reach a follower, from the ingesters' reports: `None` while at
+/// least one ingester is healthy (it reported within two stale windows and had a
+/// kline within one), whichever wrote last.
+pub fn ingesters_unhealthy(reports: &[IngesterReport], stale: Duration) -> Option<String> {
+    let hint = "new candles come only from replicas with INGEST=true";
+    let reporting: Vec<_> = reports
+        .iter()
+        .filter(|r| r.silent_for <= 2 * stale)
+        .collect();
+    if reporting
+        .iter()
+        .any(|r| r.data_age.is_some_and(|age| age <= stale))
+    {
+        return None;
+    }
+    if reports.is_empty() {
+        return Some(format!("ingesters: none has reported yet; {hint}"));
+    }
+    if reporting.is_empty() {
+        let quiet = reports
+            .iter()
+            .map(|r| r.silent_for)
+            .min()
+            .unwrap_or_default();
+        return Some(format!(
+            "ingesters: none has reported for {} s; {hint}",
+            quiet.as_secs()
+        ));
+    }
+    match reporting.iter().filter_map(|r| r.data_age).min() {
+        Some(age) => Some(format!(
+            "ingesters: no data from the exchange for {} s",
+            age.as_secs()
+        )),
+        None => Some("ingesters: none has had data from the exchange yet".to_owned()),
+    }
+}
+
+/// For a follower's readiness: judges the ingesters' heartbeats every `every` into
+/// `health`, so `/ready` never waits on the database. A failed lookup leaves the
+/// last judgement; the store's own check reports the outage.
+pub async fn watch_ingesters(
+    mongo: MongoStore,
+    health: Arc<StoreHealth>,
+    stale: Duration,
+    every: Duration,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Ok(reports) = mongo.ingesters().await {
+            health.set_ingesters_reason(ingesters_unhealthy(&reports, stale));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STALE: Duration = Duration::from_secs(30);
+
+    fn report(silent: u64, data: Option<u64>) -> IngesterReport {
+        IngesterReport {
+            silent_for: Duration::from_secs(silent),
+            data_age: data.map(Duration::from_secs),
+        }
+    }
+
+    #[test]
+    fn one_healthy_ingester_is_enough_whoever_wrote_last() {
+        assert_eq!(
+            ingesters_unhealthy(&[report(20, Some(10)), report(1, Some(600))], STALE),
+            None
+        );
+        assert_eq!(
+            ingesters_unhealthy(&[report(1, Some(600))], STALE).unwrap(),
+            "ingesters: no data from the exchange for 600 s"
+        );
+        assert!(
+            ingesters_unhealthy(&[report(90, Some(1))], STALE)
+                .unwrap()
+                .starts_with("ingesters: none has reported for 90 s")
+        );
+        assert!(
+            ingesters_unhealthy(&[], STALE)
+                .unwrap()
+                .starts_with("ingesters: none has reported yet")
+        );
     }
 }

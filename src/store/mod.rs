@@ -21,7 +21,7 @@ use crate::candle::Candle;
 
 pub use changes::{CandleChanges, Change, ResumeToken};
 pub use follow::Follower;
-pub use heartbeat::{IngesterReport, heartbeat};
+pub use heartbeat::{IngesterReport, heartbeat, ingesters_unhealthy, watch_ingesters};
 pub use mongo::{DriverError, MongoStore, READ_TIMEOUT};
 pub use sqlite::{SQLITE_FILE, SqliteStore};
 pub use uri::{InvalidMongoUri, MongoUri};

@@ -102,6 +102,9 @@ struct FakeState {
     ban: Mutex<Option<Ban>>,
     /// The exchange's clock minus the wall clock, in milliseconds.
     clock_offset_ms: AtomicI64,
+    /// The latest event time sent: tests close candles faster than the wall clock
+    /// runs, and the exchange's clock runs with what it sent.
+    latest_event_ms: AtomicI64,
     /// How many minutes the fake's history trails the wall clock.
     lag_minutes: i64,
     /// How many minutes of history a new fake has.
@@ -218,9 +221,16 @@ pub fn kline_frame_at(candle: &Candle, closed: bool, event_time: i64) -> String 
 }
 
 impl FakeState {
-    /// Now on the exchange's clock: the wall clock plus the test's offset.
+    /// Now on the exchange's clock: the wall clock plus the test's offset, or the
+    /// latest event time sent if that is later.
     fn server_ms(&self) -> i64 {
-        now_ms() + self.clock_offset_ms.load(Ordering::SeqCst)
+        let wall = now_ms() + self.clock_offset_ms.load(Ordering::SeqCst);
+        wall.max(self.latest_event_ms.load(Ordering::SeqCst))
+    }
+
+    /// Notes an event time sent on the stream.
+    fn sent_event(&self, event_time: i64) {
+        self.latest_event_ms.fetch_max(event_time, Ordering::SeqCst);
     }
 
     /// The active REST ban, if any; an expired one is forgotten.
@@ -318,6 +328,7 @@ impl FakeExchange {
             exchange_info_requests: AtomicUsize::new(0),
             ban: Mutex::new(None),
             clock_offset_ms: AtomicI64::new(0),
+            latest_event_ms: AtomicI64::new(0),
             lag_minutes,
             history_minutes,
         });
@@ -421,6 +432,7 @@ impl FakeExchange {
     /// on the exchange's clock.
     pub fn send_update(&self, candle: &Candle, closed: bool) {
         let event_time = event_time_for(candle, closed, self.state.server_ms());
+        self.state.sent_event(event_time);
         self.send_raw(&kline_frame_at(candle, closed, event_time));
     }
 

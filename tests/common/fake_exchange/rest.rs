@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use candlecast::candle::Candle;
 use serde_json::{Value, json};
 
-use super::{FakeState, MINUTE, RestRequest, base_price, next_candle, now_ms};
+use super::{FakeState, MINUTE, RestRequest, base_price, next_candle};
 
 /// Binance's `deliveryDate` of a perpetual contract (2100-12-25 08:00 UTC).
 const PERPETUAL_DELIVERY: i64 = 4_133_404_800_000;
@@ -122,7 +122,8 @@ pub(super) async fn klines(
         .unwrap_or(500)
         .min(1500)
         .min(state.page_cap.load(Ordering::SeqCst));
-    let now = now_ms();
+    // Closed by the exchange's clock, which runs with the closes tests send.
+    let now = state.server_ms();
     let mut rows: Vec<Candle> = candles
         .iter()
         .filter(|c| {
