@@ -550,3 +550,37 @@ async fn a_follower_is_ready_while_any_ingester_is_healthy() {
     ingester.stop().await.unwrap();
     follower.stop().await.unwrap();
 }
+
+/// SIGTERM while a history request waits on a database that accepts connections
+/// and never answers: exit 0 within 10 s all the same.
+#[tokio::test]
+async fn shutdown_meets_its_deadline_with_a_query_stuck_on_a_hung_database() {
+    // A "database" that takes connections and says nothing.
+    let hung = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = hung.local_addr().unwrap().port();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = hung.accept().await {
+            held.push(socket);
+        }
+    });
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let mut env = common::binary::fake_env(&fake);
+    env.push(("MONGO_URI", format!("mongodb://127.0.0.1:{port}/?directConnection=true")));
+    let mut running = common::binary::Running::start(tempfile::tempdir().unwrap(), &env);
+    let address = running.wait_for_address().await;
+    let stuck = tokio::spawn(reqwest::get(format!(
+        "http://{address}/api/v1/candles/BTCUSDT"
+    )));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = std::time::Instant::now();
+    let (code, output, _) = running.terminate().await;
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "exited {:?} after SIGTERM",
+        started.elapsed()
+    );
+    stuck.abort();
+    holder.abort();
+}
