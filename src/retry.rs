@@ -1,5 +1,6 @@
 //! Retrying with capped exponential backoff and jitter, shared by the exchange
-//! client, the store writer and the change-stream follower.
+//! client, the store writer and the change-stream follower; and repeating on a
+//! fixed period until shutdown, for the background checks.
 
 use std::time::Duration;
 
@@ -37,6 +38,30 @@ impl Backoff {
     /// Back to the first delay, after a success.
     pub fn reset(&mut self) {
         self.next = self.first;
+    }
+}
+
+/// A fixed period that ends at shutdown: `while ticks.next().await { … }` runs the
+/// body at once, then every period (a late tick delays the next, never bunches).
+pub struct Every {
+    tick: tokio::time::Interval,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+impl Every {
+    /// Ticks every `period` until `cancel` fires.
+    pub fn new(period: Duration, cancel: tokio_util::sync::CancellationToken) -> Self {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self { tick, cancel }
+    }
+
+    /// Waits for the next tick; false once shutdown began.
+    pub async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.cancel.cancelled() => false,
+            _ = self.tick.tick() => true,
+        }
     }
 }
 

@@ -566,7 +566,10 @@ async fn shutdown_meets_its_deadline_with_a_query_stuck_on_a_hung_database() {
     });
     let fake = FakeExchange::start(&SYMBOLS).await;
     let mut env = common::binary::fake_env(&fake);
-    env.push(("MONGO_URI", format!("mongodb://127.0.0.1:{port}/?directConnection=true")));
+    env.push((
+        "MONGO_URI",
+        format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+    ));
     let mut running = common::binary::Running::start(tempfile::tempdir().unwrap(), &env);
     let address = running.wait_for_address().await;
     let stuck = tokio::spawn(reqwest::get(format!(

@@ -93,13 +93,9 @@ fn now_ms() -> u64 {
 
 /// Writes the summary lines every [`SUMMARY_EVERY`] until `shutdown`, then once more.
 pub async fn summarize(shutdown: CancellationToken) {
-    let mut every = tokio::time::interval(SUMMARY_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = crate::retry::Every::new(SUMMARY_EVERY, shutdown);
     loop {
-        let stopping = tokio::select! {
-            _ = every.tick() => false,
-            _ = shutdown.cancelled() => true,
-        };
+        let stopping = !ticks.next().await;
         for kind in KINDS {
             let tally = kind.tally();
             let count = tally.pending.swap(0, Ordering::Relaxed);

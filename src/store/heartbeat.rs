@@ -130,14 +130,9 @@ pub async fn heartbeat(
     cancel: CancellationToken,
 ) {
     let id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = crate::retry::Every::new(every, cancel);
     let mut expiry_made = false;
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    while ticks.next().await {
         if !expiry_made {
             expiry_made = mongo.expire_old_heartbeats().await.is_ok();
         }
@@ -199,13 +194,8 @@ pub async fn watch_ingesters(
     every: Duration,
     cancel: CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = crate::retry::Every::new(every, cancel);
+    while ticks.next().await {
         if let Ok(reports) = mongo.ingesters().await {
             health.set_ingesters_reason(ingesters_unhealthy(&reports, stale));
         }

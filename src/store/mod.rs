@@ -207,13 +207,8 @@ pub async fn watch_reachability(
     recovered: Option<Arc<tokio::sync::Notify>>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tick.tick() => {}
-        }
+    let mut ticks = crate::retry::Every::new(every, cancel);
+    while ticks.next().await {
         match store.ping().await {
             Ok(()) => {
                 if health.set_reachable(true) {
