@@ -283,3 +283,39 @@ async fn a_far_future_candle_in_the_store_poisons_nothing() {
     );
     app.stop().await.unwrap();
 }
+
+/// Our clock two minutes ahead of the exchange's: the last two minutes are still
+/// open there, and REST rows for them must not be stored as closed.
+#[tokio::test]
+async fn what_is_closed_is_decided_by_the_exchanges_clock() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    fake.set_clock_offset_ms(-2 * MINUTE);
+    let app = TestApp::spawn(config_for(&fake, &backend, &[])).await;
+    let snapshot = app.client().await.next_n(5).await;
+    let exchange_now = chrono::Utc::now().timestamp_millis() - 2 * MINUTE;
+    for (message, symbol) in snapshot.iter().zip(SYMBOLS) {
+        let closed = served_closed(&fake, symbol);
+        assert!(closed.iter().all(|c| c.close_time < exchange_now + 1_000));
+        assert_eq!(
+            message,
+            &expected_message(symbol, &closed, 10, chrono_tz::UTC)
+        );
+        let stored = backend.wait_for_stored(symbol, &closed).await;
+        assert_same_candles(
+            &stored,
+            &closed,
+            &format!("{symbol}: only what the exchange closed"),
+        );
+        let open_there = fake
+            .history(symbol)
+            .into_iter()
+            .filter(|c| c.close_time >= exchange_now + 1_000)
+            .count();
+        assert!(
+            open_there >= 1,
+            "the test must leave candles open on the exchange"
+        );
+    }
+    app.stop().await.unwrap();
+}
