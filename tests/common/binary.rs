@@ -27,12 +27,18 @@ impl Running {
     /// Like [`Running::start`], as user id `uid` (the test runs as root: the
     /// directory must let that user in).
     pub fn start_as(dir: tempfile::TempDir, env: &[(&str, String)], uid: Option<u32>) -> Self {
-        Self::start_with(dir, env, |command| {
-            if let Some(uid) = uid {
-                use std::os::unix::process::CommandExt;
-                command.uid(uid).gid(uid);
-            }
-        })
+        let Some(uid) = uid else {
+            return Self::start(dir, env);
+        };
+        // A copy in the test's own directory: the build's may lie under a folder
+        // that user cannot enter (a CI checkout under /root, say).
+        let program = dir.path().join("candlecast");
+        std::fs::copy(env!("CARGO_BIN_EXE_candlecast"), &program).expect("copy the binary");
+        let mut command = Command::new(&program);
+        command.env_clear().stdin(Stdio::null());
+        use std::os::unix::process::CommandExt;
+        command.uid(uid).gid(uid);
+        Self::spawn(command, dir, env)
     }
 
     /// [`Running::start`] with the command adjusted first (e.g. resource limits).
@@ -43,6 +49,10 @@ impl Running {
     ) -> Self {
         let mut command = binary();
         adjust(&mut command);
+        Self::spawn(command, dir, env)
+    }
+
+    fn spawn(mut command: Command, dir: tempfile::TempDir, env: &[(&str, String)]) -> Self {
         command
             .current_dir(dir.path())
             .stdout(Stdio::piped())
