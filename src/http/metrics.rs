@@ -18,18 +18,21 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpErro
         .cached_views
         .set(parts.hub.cached_views() as i64);
     let now = chrono::Utc::now().timestamp_millis();
+    // Every configured symbol has a series; NaN while none of its candles is held
+    // (a symbol the exchange refused, a store and exchange both away).
     for symbol in parts.hub.symbols() {
-        if let Some(newest) = parts.hub.newest(symbol) {
+        let age = parts.hub.newest(symbol).map_or(f64::NAN, |newest| {
             let closed_at = newest.open_time + parts.interval.millis();
-            let label = SymbolLabel {
-                symbol: symbol.clone(),
-            };
-            parts
-                .metrics
-                .newest_candle_age
-                .get_or_create(&label)
-                .set((now - closed_at) as f64 / 1000.0);
-        }
+            (now - closed_at) as f64 / 1000.0
+        });
+        let label = SymbolLabel {
+            symbol: symbol.clone(),
+        };
+        parts
+            .metrics
+            .newest_candle_age
+            .get_or_create(&label)
+            .set(age);
     }
     let body = parts.metrics.encode().map_err(HttpError::Metrics)?;
     Ok((

@@ -149,3 +149,21 @@ async fn readiness_says_what_is_wrong_in_words() {
     assert!(reasons.iter().any(|r| r.contains("ETHUSDT")), "{reasons:?}");
     assert!(reasons.contains(&"upstream: no data received from the exchange yet"));
 }
+
+#[tokio::test]
+async fn every_symbol_has_a_newest_candle_age_even_without_candles() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let response = router(state, &CorsOrigins::Off)
+        .oneshot(Request::get("/metrics").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    for symbol in ["BTCUSDT", "ETHUSDT"] {
+        let series = format!("candlecast_newest_candle_age_seconds{{symbol=\"{symbol}\"}} NaN");
+        assert!(text.contains(&series), "{text}");
+    }
+}
