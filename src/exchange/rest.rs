@@ -211,7 +211,13 @@ impl RestClient {
                     _ = tokio::time::sleep(wait) => {}
                 }
             }
-            let error = match self.fetch_page(symbol, start, end).await {
+            // Shutdown does not wait for an answer (up to the 20 s request timeout):
+            // the write queue's senders are released at once.
+            let answered = tokio::select! {
+                answered = self.fetch_page(symbol, start, end) => answered,
+                _ = cancel.cancelled() => return Err(GaveUp::Cancelled),
+            };
+            let error = match answered {
                 // A success does not lift a ban another request was given: it
                 // ends when its Retry-After does.
                 Ok(page) => return Ok(page),
