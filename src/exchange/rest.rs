@@ -144,7 +144,9 @@ impl RestClient {
     /// # Errors
     /// [`RestError`] when it does not answer with `{"serverTime": …}`.
     pub async fn server_time(&self) -> Result<i64, RestError> {
-        let time: ServerTime = self.get_json(endpoint(&self.base, "time")).await?;
+        let url = endpoint(&self.base, "time");
+        let request = self.http.get(url.clone()).timeout(Duration::from_secs(5));
+        let time: ServerTime = self.get_json(request, &url).await?;
         Ok(time.server_time)
     }
 
@@ -153,34 +155,37 @@ impl RestClient {
     /// # Errors
     /// [`RestError`] when it does not answer with the documented shape.
     pub async fn listed_symbols(&self) -> Result<Vec<ListedSymbol>, RestError> {
-        let info: ExchangeInfo = self.get_json(endpoint(&self.base, "exchangeInfo")).await?;
+        let url = endpoint(&self.base, "exchangeInfo");
+        let request = self.http.get(url.clone()).timeout(Duration::from_secs(5));
+        let info: ExchangeInfo = self.get_json(request, &url).await?;
         Ok(info.symbols)
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, url: Url) -> Result<T, RestError> {
-        let response = self
-            .http
-            .get(url.clone())
-            .timeout(Duration::from_secs(5))
-            .send()
-            .await
-            .map_err(|source| RestError::Request {
-                url: url.to_string(),
-                source,
-            })?;
+    /// Sends `request` (to `url`) and reads its JSON answer; an error status is a
+    /// [`RestError::Status`] with the start of the body and any `Retry-After`.
+    async fn get_json<T: serde::de::DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+        url: &Url,
+    ) -> Result<T, RestError> {
+        let response = request.send().await.map_err(|source| RestError::Request {
+            url: url.to_string(),
+            source,
+        })?;
         let status = response.status();
         if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|value| value.to_str().ok())
+                .and_then(|value| value.trim().parse::<u64>().ok())
+                .map(Duration::from_secs);
+            let body = response.text().await.unwrap_or_default();
             return Err(RestError::Status {
                 url: url.to_string(),
                 status: status.as_u16(),
-                body: response
-                    .text()
-                    .await
-                    .unwrap_or_default()
-                    .chars()
-                    .take(200)
-                    .collect(),
-                retry_after: None,
+                body: body.chars().take(200).collect(),
+                retry_after,
             });
         }
         response
@@ -246,52 +251,14 @@ impl RestClient {
         start: i64,
         end: i64,
     ) -> Result<Vec<Candle>, RestError> {
-        let response = self
-            .http
-            .get(self.klines_url.clone())
-            .query(&[
-                ("symbol", symbol.to_owned()),
-                ("interval", self.interval.name().to_owned()),
-                ("startTime", start.to_string()),
-                ("endTime", end.to_string()),
-                ("limit", REST_PAGE_LIMIT.to_string()),
-            ])
-            .send()
-            .await
-            .map_err(|source| RestError::Request {
-                url: self.klines_url.to_string(),
-                source,
-            })?;
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = response
-                .headers()
-                .get(reqwest::header::RETRY_AFTER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|value| value.trim().parse::<u64>().ok())
-                .map(Duration::from_secs);
-            let body: String = response
-                .text()
-                .await
-                .unwrap_or_default()
-                .chars()
-                .take(200)
-                .collect();
-            return Err(RestError::Status {
-                url: self.klines_url.to_string(),
-                status: status.as_u16(),
-                body,
-                retry_after,
-            });
-        }
-        let rows: Vec<RestKline> =
-            response
-                .json()
-                .await
-                .map_err(|source| RestError::Unreadable {
-                    url: self.klines_url.to_string(),
-                    source,
-                })?;
+        let request = self.http.get(self.klines_url.clone()).query(&[
+            ("symbol", symbol.to_owned()),
+            ("interval", self.interval.name().to_owned()),
+            ("startTime", start.to_string()),
+            ("endTime", end.to_string()),
+            ("limit", REST_PAGE_LIMIT.to_string()),
+        ]);
+        let rows: Vec<RestKline> = self.get_json(request, &self.klines_url).await?;
         rows.into_iter()
             .map(|row| row.into_candle(symbol, self.interval.name()))
             .collect::<Result<_, _>>()
