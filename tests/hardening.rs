@@ -19,16 +19,8 @@ async fn get_json(url: &str) -> (u16, Value) {
 async fn a_document_that_is_not_a_candle_is_skipped_everywhere() {
     let backend = Backend::mongo();
     let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
-    for symbol in SYMBOLS {
-        seed(&backend, &fake.history(symbol)).await;
-    }
-    let Backend::Mongo { uri, database } = &backend else {
-        unreachable!()
-    };
-    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
-    let candles = client
-        .database(database)
-        .collection::<mongodb::bson::Document>("candles");
+    seed_all(&fake, &backend).await;
+    let candles = backend.collection("candles").await;
     // A manual insert from another schema, inside the window that is loaded.
     let newest = fake.history("BTCUSDT").last().unwrap().open_time;
     candles
@@ -68,9 +60,7 @@ async fn a_document_that_is_not_a_candle_is_skipped_everywhere() {
 async fn a_row_that_is_not_a_candle_is_skipped_on_sqlite() {
     let backend = Backend::sqlite();
     let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
-    for symbol in SYMBOLS {
-        seed(&backend, &fake.history(symbol)).await;
-    }
+    seed_all(&fake, &backend).await;
     let Backend::Sqlite { dir } = &backend else {
         unreachable!()
     };
@@ -490,16 +480,8 @@ async fn a_dollar_in_a_dotenv_password_is_explained() {
 async fn a_follower_is_ready_while_any_ingester_is_healthy() {
     let backend = Backend::mongo();
     let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
-    for symbol in SYMBOLS {
-        seed(&backend, &fake.history(symbol)).await;
-    }
-    let Backend::Mongo { uri, database } = &backend else {
-        unreachable!()
-    };
-    let client = mongodb::Client::with_uri_str(uri).await.unwrap();
-    let beats = client
-        .database(database)
-        .collection::<mongodb::bson::Document>("candles_ingesters");
+    seed_all(&fake, &backend).await;
+    let beats = backend.collection("candles_ingesters").await;
     let beat = |id: &'static str, data_age_ms: i64| {
         let beats = beats.clone();
         async move {

@@ -12,13 +12,6 @@ use common::fake_exchange::kline_frame_at;
 use common::*;
 use serde_json::Value;
 
-/// Stores the fake's history of every symbol, as a service that ran before would.
-async fn seed_all(fake: &FakeExchange, backend: &Backend) {
-    for symbol in SYMBOLS {
-        seed(backend, &fake.history(symbol)).await;
-    }
-}
-
 /// Reads until `coin`'s window equals the fake's history, within `seconds`.
 async fn until_window_matches(client: &mut Client, fake: &FakeExchange, coin: &str) -> Value {
     let expected = expected_message(coin, &fake.history(coin), 10, chrono_tz::UTC);

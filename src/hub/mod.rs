@@ -214,11 +214,6 @@ impl Hub {
         missing
     }
 
-    /// Whether `symbol`'s window holds a candle opened at `open_time`.
-    pub fn holds(&self, symbol: &str, open_time: i64) -> bool {
-        self.candle_at(symbol, open_time).is_some()
-    }
-
     /// The candle of `symbol` opened at `open_time`, if the window holds it.
     pub fn candle_at(&self, symbol: &str, open_time: i64) -> Option<Candle> {
         let position = *self.inner.positions.get(symbol)?;

@@ -234,9 +234,9 @@ fn missing_lists_the_holes_of_a_window() {
         hub.missing("BTCUSDT", T0 + 4 * MINUTE, T0 + 6 * MINUTE, MINUTE),
         [4, 5].map(|m| T0 + m * MINUTE)
     );
-    assert!(hub.holds("BTCUSDT", T0 + 3 * MINUTE));
-    assert!(!hub.holds("BTCUSDT", T0 + 2 * MINUTE));
-    assert!(!hub.holds("DOGEUSDT", T0));
+    assert!(hub.candle_at("BTCUSDT", T0 + 3 * MINUTE).is_some());
+    assert!(hub.candle_at("BTCUSDT", T0 + 2 * MINUTE).is_none());
+    assert!(hub.candle_at("DOGEUSDT", T0).is_none());
 }
 
 #[test]

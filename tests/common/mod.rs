@@ -80,6 +80,16 @@ impl Backend {
         }
     }
 
+    /// A collection of this MongoDB backend's database, read and written directly
+    /// (not through the service's store code). Panics on the embedded store.
+    pub async fn collection(&self, name: &str) -> mongodb::Collection<Document> {
+        let Backend::Mongo { uri, database } = self else {
+            panic!("a MongoDB collection of the embedded store");
+        };
+        let client = mongodb::Client::with_uri_str(uri).await.unwrap();
+        client.database(database).collection(name)
+    }
+
     /// Every stored candle of `symbol`, oldest first, read straight from the database
     /// (not through the service's store code), checking the field types on the way.
     pub async fn stored(&self, symbol: &str) -> Vec<Candle> {
@@ -476,6 +486,13 @@ pub async fn seed(backend: &Backend, candles: &[Candle]) {
             let store = candlecast::store::SqliteStore::open(dir.path()).unwrap();
             store.upsert(candles).await.unwrap();
         }
+    }
+}
+
+/// Stores the fake's whole history of every symbol, as a service that ran before would.
+pub async fn seed_all(fake: &FakeExchange, backend: &Backend) {
+    for symbol in SYMBOLS {
+        seed(backend, &fake.history(symbol)).await;
     }
 }
 
