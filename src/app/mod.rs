@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 mod start;
+mod warm;
 
 pub use start::{AppError, StartError};
 
@@ -69,13 +70,7 @@ impl App {
         let (backend, reachable) = start::open_store(&config, &metrics).await?;
         let store = backend.candles();
         let window_len = config.windows.window_len();
-        let hub = Hub::new(
-            &config.symbols,
-            config.interval.name(),
-            config.windows.history_len,
-            window_len,
-            config.windows.time_zone,
-        );
+        let hub = Hub::new(&config.symbols, &config.intervals, &config.windows);
         // A database that is away leaves the windows empty: the exchange fills them.
         for symbol in config
             .symbols
@@ -97,6 +92,19 @@ impl App {
 
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
+        if reachable == Reachable::Yes {
+            let start = warm::history_start(&config.intervals, window_len, now_ms());
+            tasks.spawn(
+                warm::load_history(
+                    Arc::clone(&store),
+                    hub.clone(),
+                    config.interval.clone(),
+                    start,
+                    cancel.clone(),
+                )
+                .instrument(info_span!("history")),
+            );
+        }
         // Every replica on MongoDB follows the change stream: a follower's only source,
         // and an ingester's view of what other ingesters write.
         if let Some(mongo) = backend.mongo() {
@@ -170,6 +178,7 @@ impl App {
             let market = Market {
                 symbols: config.symbols.clone(),
                 interval: config.interval.clone(),
+                longest: config.intervals.last().unwrap_or(&config.interval).clone(),
                 window_len,
             };
             let sinks = Sinks {

@@ -2,11 +2,15 @@
 //! [`Operation`] a client sees. Pure data and rules, no I/O: every other module
 //! builds on this one.
 
+pub mod bucket;
+pub mod indicators;
 mod interval;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+pub use bucket::{BucketBuilder, aggregate};
+pub use indicators::{BadIndicator, Indicator, IndicatorValue};
 pub use interval::{Interval, UnknownInterval};
 
 /// One candle of one symbol at one interval, as Binance reports it.
@@ -75,6 +79,15 @@ impl Candle {
         let closed_at =
             DateTime::<Utc>::from_timestamp_millis(self.close_time + 1).unwrap_or_default();
         closed_at.with_timezone(&zone).format("%H:%M").to_string()
+    }
+
+    /// `YYYY-MM-DD`, the UTC date the candle opened: the label of daily and weekly
+    /// candles, whose close minute is always 00:00.
+    pub fn open_date(&self) -> String {
+        DateTime::<Utc>::from_timestamp_millis(self.open_time)
+            .unwrap_or_default()
+            .format("%Y-%m-%d")
+            .to_string()
     }
 }
 

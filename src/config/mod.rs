@@ -21,7 +21,8 @@ use crate::hub::WindowOptions;
 use crate::store::{MongoUri, StoreOptions, WRITE_QUEUE_BATCHES};
 use crate::telemetry::{LogFormat, LogOptions};
 use parse::{
-    Expected, Source, expected, parse_name, parse_port, parse_seconds, parse_symbols, parse_url,
+    Expected, Source, default_intervals, expected, parse_intervals, parse_name, parse_port,
+    parse_seconds, parse_symbols, parse_url,
 };
 
 /// A configuration value that could not be used; `Display` is the one-line message
@@ -60,8 +61,10 @@ pub struct Config {
     pub ingest: bool,
     /// `SYMBOLS`: upper case, in the order clients receive them.
     pub symbols: Vec<String>,
-    /// `INTERVAL`: the kline interval.
+    /// `INTERVAL`: the kline interval ingested, the base every other is built from.
     pub interval: Interval,
+    /// `INTERVALS`: the intervals served, shortest first; the first is `INTERVAL`.
+    pub intervals: Vec<Interval>,
     /// `HISTORY_LEN`, `HISTORY_MAX`, `TIME_ZONE`.
     pub windows: WindowOptions,
     /// `MONGO_URI`, `MONGO_DATABASE`, `MONGO_COLLECTION`, `DATA_DIR`.
@@ -120,6 +123,14 @@ impl Config {
                     .map_err(|err| ConfigError::new("MONGO_URI", err.to_string()))?,
             ),
         };
+        let interval = source.parse_or(
+            "INTERVAL",
+            Interval::parse("1m").expect("1m is valid"),
+            |raw| Interval::parse(raw).map_err(|err| expected(err.to_string())),
+        )?;
+        let intervals = source.parse_or("INTERVALS", default_intervals(&interval), |raw| {
+            parse_intervals(raw, &interval)
+        })?;
         let config = Self {
             port: source.parse_or("PORT", 8080, parse_port)?,
             bind_addr: source.parse_or("BIND_ADDR", IpAddr::from([0u16; 8]), |raw| {
@@ -143,9 +154,8 @@ impl Config {
                 parse_symbols(DEFAULT_SYMBOLS).unwrap_or_default(),
                 parse_symbols,
             )?,
-            interval: source.parse_or("INTERVAL", Interval::parse("1m").expect("1m is valid"), |raw| {
-                Interval::parse(raw).map_err(|err| expected(err.to_string()))
-            })?,
+            interval,
+            intervals,
             windows: WindowOptions {
                 history_len: source.parse_or("HISTORY_LEN", 10, |raw| parse_count(raw, 1, MAX_HISTORY_LEN))?,
                 history_max: source.parse_or("HISTORY_MAX", 100, |raw| parse_count(raw, 1, MAX_HISTORY_LEN))?,
@@ -181,6 +191,14 @@ impl Config {
                 send_timeout: seconds("CLIENT_SEND_TIMEOUT_SECS", 10, 3600)?,
                 ping_every: seconds("CLIENT_PING_SECS", 30, 3600)?,
                 max_connections: source.parse_or("MAX_CONNECTIONS", 10_000, |raw| parse_count(raw, 1, usize::MAX))?,
+                live_interval: source.parse_or("LIVE_INTERVAL_MS", Duration::from_millis(250), |raw| {
+                    match raw.parse::<u64>() {
+                        Ok(ms) if ms <= 60_000 => Ok(Duration::from_millis(ms)),
+                        _ => Err(expected(format!(
+                            "expected milliseconds from 0 (every update) to 60000, got {raw:?}"
+                        ))),
+                    }
+                })?,
             },
             log: LogOptions {
                 filter: match lookup("RUST_LOG").filter(|raw| !raw.trim().is_empty()) {
@@ -241,6 +259,14 @@ impl Config {
             format!("DATA_DIR={}", self.store.data_dir.display()),
             format!("SYMBOLS={}", self.symbols.join(",")),
             format!("INTERVAL={}", self.interval),
+            format!(
+                "INTERVALS={}",
+                self.intervals
+                    .iter()
+                    .map(Interval::name)
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
             format!("HISTORY_LEN={}", self.windows.history_len),
             format!("HISTORY_MAX={}", self.windows.window_len()),
             format!("BINANCE_WS_URL={}", exchange.ws_url),
@@ -260,6 +286,7 @@ impl Config {
             ),
             format!("CLIENT_PING_SECS={}", self.feed.ping_every.as_secs()),
             format!("MAX_CONNECTIONS={}", self.feed.max_connections),
+            format!("LIVE_INTERVAL_MS={}", self.feed.live_interval.as_millis()),
         ]
         .join(" ")
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::candle::Interval;
+
 use super::ConfigError;
 
 /// What a variable should have held: the text after `NAME:` in the error.
@@ -108,4 +110,59 @@ pub(super) fn parse_url(raw: &str, schemes: &[&str]) -> Result<Url, Expected> {
         return Err(expected(format!("{raw:?} has no host")));
     }
     Ok(url)
+}
+
+/// The intervals `INTERVALS` may name: Binance's fixed-length ones without `3d`, whose
+/// buckets Binance counts from its own listing date rather than the epoch.
+pub(super) const SERVABLE_INTERVALS: &[&str] = &[
+    "1m", "3m", "5m", "15m", "30m", "1h", "2h", "4h", "6h", "8h", "12h", "1d", "1w",
+];
+
+/// `INTERVALS`: a comma-separated list of [`SERVABLE_INTERVALS`], each a whole
+/// multiple of `base`; `base` is added when missing. Sorted shortest first, so the
+/// base interval is always first.
+pub(super) fn parse_intervals(raw: &str, base: &Interval) -> Result<Vec<Interval>, Expected> {
+    let mut intervals = vec![base.clone()];
+    let mut listed: Vec<&str> = Vec::new();
+    for name in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        if !SERVABLE_INTERVALS.contains(&name) {
+            return Err(expected(format!(
+                "unsupported interval {name:?}; expected a comma-separated list of {}",
+                SERVABLE_INTERVALS.join(" ")
+            )));
+        }
+        if listed.contains(&name) {
+            return Err(expected(format!("{name} is listed twice")));
+        }
+        listed.push(name);
+        let interval = Interval::parse(name).map_err(|err| expected(err.to_string()))?;
+        if interval.millis() % base.millis() != 0 {
+            return Err(expected(format!(
+                "{name} is not a whole multiple of INTERVAL={base}: its candles are built from {base} candles"
+            )));
+        }
+        if interval != *base {
+            intervals.push(interval);
+        }
+    }
+    if listed.is_empty() {
+        return Err(expected(
+            "the list is empty; expected comma-separated intervals such as 1m,5m,1h",
+        ));
+    }
+    intervals.sort_by_key(Interval::millis);
+    Ok(intervals)
+}
+
+/// The default `INTERVALS` for `base`: those of `1m,5m,15m,1h,4h,1d` that are whole
+/// multiples of it, and `base` itself.
+pub(super) fn default_intervals(base: &Interval) -> Vec<Interval> {
+    let mut intervals = vec![base.clone()];
+    intervals.extend(
+        ["1m", "5m", "15m", "1h", "4h", "1d"]
+            .iter()
+            .filter_map(|name| Interval::parse(name).ok())
+            .filter(|i| i.millis() > base.millis() && i.millis() % base.millis() == 0),
+    );
+    intervals
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::rest::GaveUp;
+use super::rest::{GaveUp, REST_PAGE_LIMIT};
 use super::{Exchange, Overlap, ResumePoint, Source};
 use crate::hub::Newest;
 use crate::telemetry::Chain;
@@ -206,7 +206,14 @@ impl Exchange {
             }
             let page = match self
                 .rest
-                .fetch_with_retry(symbol, start, until - 1, self.options.backoff_max, cancel)
+                .fetch_with_retry(
+                    symbol,
+                    start,
+                    until - 1,
+                    REST_PAGE_LIMIT,
+                    self.options.backoff_max,
+                    cancel,
+                )
                 .await
             {
                 Ok(page) => page,

@@ -7,6 +7,7 @@
 //! so it keeps reading, and answering the exchange's pings, whatever the store does.
 
 mod backfill;
+mod deep;
 pub mod kline;
 mod rest;
 mod stream;
@@ -33,6 +34,7 @@ use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::store::{CandleStore, StoreWriter};
 use crate::telemetry::Chain;
 
+pub use deep::DEEP_WEIGHT_PER_MINUTE;
 pub use rest::{GaveUp, ListedSymbol, REST_PAGE_LIMIT, RestClient, RestError};
 pub use stream::ConnectError;
 pub use symbols::{SymbolCheck, check_symbols};
@@ -64,6 +66,8 @@ pub struct Market {
     /// Upper case, in client order.
     pub symbols: Vec<String>,
     pub interval: Interval,
+    /// The longest served interval (`INTERVALS`): the deep history fills its window.
+    pub longest: Interval,
     /// Candles per symbol kept in memory (`HISTORY_MAX`).
     pub window_len: usize,
 }
@@ -217,6 +221,11 @@ impl Exchange {
                     .backfill(resume, Overlap::SkipInFlight, &startup_cancel)
                     .await;
                 let _ = startup_done.send(());
+                // Only then the deep history: startup and the base windows first.
+                startup
+                    .deep_backfill(&startup_cancel)
+                    .instrument(info_span!("backfill", reason = "deep"))
+                    .await;
             }
             .instrument(info_span!("backfill", reason = "startup")),
         );

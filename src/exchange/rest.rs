@@ -197,13 +197,15 @@ impl RestClient {
             })
     }
 
-    /// One page of klines, retried with backoff until it arrives or `cancel`; a
-    /// `Retry-After` from the exchange (429, 418) is honoured.
+    /// One page of up to `limit` klines opened in `[start, end]` (ms since the epoch,
+    /// UTC), retried with backoff until it arrives or `cancel`; a `Retry-After` from
+    /// the exchange (429, 418) is honoured.
     pub async fn fetch_with_retry(
         &self,
         symbol: &str,
         start: i64,
         end: i64,
+        limit: usize,
         backoff_max: Duration,
         cancel: &CancellationToken,
     ) -> Result<Vec<Candle>, GaveUp> {
@@ -219,7 +221,7 @@ impl RestClient {
             // Shutdown does not wait for an answer (up to the 20 s request timeout):
             // the write queue's senders are released at once.
             let answered = tokio::select! {
-                answered = self.fetch_page(symbol, start, end) => answered,
+                answered = self.fetch_page(symbol, start, end, limit) => answered,
                 _ = cancel.cancelled() => return Err(GaveUp::Cancelled),
             };
             let error = match answered {
@@ -245,18 +247,24 @@ impl RestClient {
         }
     }
 
+    /// One request for up to `limit` (at most 1500) klines opened in `[start, end]`.
+    ///
+    /// # Errors
+    /// [`RestError`]: the request failed, Binance answered an error, or a row does
+    /// not parse.
     pub async fn fetch_page(
         &self,
         symbol: &str,
         start: i64,
         end: i64,
+        limit: usize,
     ) -> Result<Vec<Candle>, RestError> {
         let request = self.http.get(self.klines_url.clone()).query(&[
             ("symbol", symbol.to_owned()),
             ("interval", self.interval.name().to_owned()),
             ("startTime", start.to_string()),
             ("endTime", end.to_string()),
-            ("limit", REST_PAGE_LIMIT.to_string()),
+            ("limit", limit.min(REST_PAGE_LIMIT).to_string()),
         ]);
         let rows: Vec<RestKline> = self.get_json(request, &self.klines_url).await?;
         rows.into_iter()

@@ -2,6 +2,7 @@
 //! renewal (make before break) ahead of Binance's 24-hour cut.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -238,6 +239,19 @@ impl Exchange {
                 if update.closed {
                     self.metrics.closed_from_stream.inc();
                     batch.closed.push(update.candle);
+                } else {
+                    // Only the newest state of each symbol's forming candle matters.
+                    match batch.forming.entry(update.candle.symbol.clone()) {
+                        Entry::Occupied(mut held)
+                            if held.get().open_time <= update.candle.open_time =>
+                        {
+                            held.insert(update.candle);
+                        }
+                        Entry::Occupied(_) => {}
+                        Entry::Vacant(slot) => {
+                            slot.insert(update.candle);
+                        }
+                    }
                 }
             }
             Err(err) => {
@@ -260,13 +274,17 @@ impl Exchange {
         }
     }
 
-    /// After a batch: the health, the closed candles to the hub and the store, then
-    /// the minutes the stream skipped.
+    /// After a batch: the health, the closed candles to the hub and the store, the
+    /// forming ones to live clients, then the minutes the stream skipped.
     fn finish(self: &Arc<Self>, batch: Batch, cancel: &CancellationToken) {
         if batch.klines > 0 {
             self.health.data_now();
         }
         self.deliver(batch.closed, Source::Stream);
+        if !batch.forming.is_empty() {
+            let forming: Vec<Candle> = batch.forming.into_values().collect();
+            self.hub.forming(&forming);
+        }
         self.check_skipped(batch.seen, cancel);
     }
 }
@@ -287,6 +305,8 @@ struct Batch {
     /// Kline events parsed (forming or closed).
     klines: usize,
     closed: Vec<Candle>,
+    /// The newest forming candle per symbol.
+    forming: HashMap<String, Candle>,
     /// The newest open time seen per symbol.
     seen: HashMap<String, i64>,
 }

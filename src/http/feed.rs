@@ -13,17 +13,17 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
-use serde::Deserialize;
 use tokio::time::Instant;
 use tracing::{Instrument, debug, info_span};
 
 use super::error::HttpError;
 use super::handshake::{BadHandshake, asks_for_websocket};
+use super::live::LiveFeed;
 use super::page::page;
-use super::query::{Parameters, Params, number_in};
+use super::query::Params;
 use super::quiet::Noisy;
+use super::subscription::{FeedParams, Subscription};
 use super::{AppState, Slot};
-use crate::hub::{Format, Hub, View};
 
 /// Clients send only control frames; anything larger than this is closed with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -40,79 +40,6 @@ const MAX_WRITE_BUFFER: usize = 1024 * 1024;
 pub const CLOSE_TOO_SLOW: u16 = 1013;
 /// Close code for a client that stopped answering pings.
 pub const CLOSE_NO_PONG: u16 = 1008;
-
-/// `?symbols=&limit=&format=`, as given.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FeedParams {
-    symbols: Option<String>,
-    limit: Option<String>,
-    format: Option<String>,
-}
-
-impl Parameters for FeedParams {
-    const NAMES: &'static [&'static str] = &["symbols", "limit", "format"];
-}
-
-/// Which coins a websocket client wants, in which order, and how.
-struct Subscription {
-    positions: Vec<usize>,
-    view: View,
-}
-
-impl Subscription {
-    /// Validates `?symbols=` (known, each once), `?limit=` (1 to `HISTORY_MAX`) and
-    /// `?format=` (`compact` or `candles`).
-    fn from_params(params: FeedParams, hub: &Hub) -> Result<Self, HttpError> {
-        let mut subscription = Subscription {
-            positions: (0..hub.symbols().len()).collect(),
-            view: hub.default_view(),
-        };
-        if let Some(value) = params.symbols {
-            let mut positions = Vec::new();
-            for symbol in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-                let symbol = symbol.to_uppercase();
-                let Some(position) = hub.position(&symbol) else {
-                    let known = hub.symbols().join(",");
-                    return Err(HttpError::bad_parameter(
-                        "symbols",
-                        format!("unknown symbol {symbol}; this server has {known}"),
-                    ));
-                };
-                if positions.contains(&position) {
-                    return Err(HttpError::bad_parameter(
-                        "symbols",
-                        format!("{symbol} is listed twice"),
-                    ));
-                }
-                positions.push(position);
-            }
-            if positions.is_empty() {
-                return Err(HttpError::bad_parameter(
-                    "symbols",
-                    "symbols must name at least one symbol",
-                ));
-            }
-            subscription.positions = positions;
-        }
-        if let Some(value) = params.limit {
-            subscription.view.limit = number_in("limit", &value, 1..=hub.history_max())?;
-        }
-        if let Some(value) = params.format {
-            subscription.view.format = match value.as_str() {
-                "compact" => Format::Compact,
-                "candles" => Format::Candles,
-                _ => {
-                    return Err(HttpError::bad_parameter(
-                        "format",
-                        format!("format must be compact or candles, got {value:?}"),
-                    ));
-                }
-            }
-        }
-        Ok(subscription)
-    }
-}
 
 /// `/`: a websocket upgrade subscribes to the feed; a browser gets the live page.
 pub async fn feed(
@@ -203,28 +130,47 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(frame)).await;
 }
 
-/// Sends the current window of every coin, then each coin's new window as it changes.
-/// A client that falls behind gets only the newest message per coin, never a backlog.
+/// Sends the current window of every coin, then each coin's new window as it changes,
+/// and (for `live=true`) the forming candle, throttled. A client that falls behind
+/// gets only the newest message per coin, never a backlog.
 async fn serve_client(
     mut socket: WebSocket,
     state: AppState,
     subscription: Subscription,
     _slot: Slot,
 ) {
-    let Subscription { positions, view } = subscription;
+    let Subscription {
+        positions,
+        view,
+        live,
+    } = subscription;
+    let hub = &state.parts.hub;
     // Keeps this view's renderings shared while the client is connected.
-    let _held = state.parts.hub.hold(view);
-    let mut updates = state.parts.hub.subscribe();
+    let _held = hub.hold(view.clone());
+    let mut live = live.then(|| {
+        let slots = hub.symbols().len();
+        LiveFeed::new(
+            hub.subscribe_forming(),
+            positions.iter().map(|p| view.interval * slots + p),
+            state.parts.feed.live_interval,
+        )
+    });
+    let mut updates = hub.subscribe();
     let snapshot = Arc::clone(&updates.borrow_and_update());
-    let mut sent: Vec<u64> = positions
-        .iter()
-        .map(|&p| snapshot.coins[p].version)
-        .collect();
-    let first: Vec<Utf8Bytes> = positions
-        .iter()
-        .map(|&p| state.parts.hub.message(&snapshot, p, view))
-        .collect();
+    let mut sent: Vec<u64> = Vec::with_capacity(positions.len());
+    let mut first: Vec<Utf8Bytes> = Vec::with_capacity(positions.len());
+    for (coin, &p) in positions.iter().enumerate() {
+        let frame = snapshot.frame(view.interval, p);
+        sent.push(frame.version_for(&view));
+        first.push(hub.message(&snapshot, p, &view));
+        if let Some(live) = &mut live {
+            live.closed(coin, frame.newest_open_time);
+        }
+    }
     drop(snapshot);
+    if let Some(live) = &mut live {
+        first.extend(live.due(Instant::now()));
+    }
     let outcome = send_batch(&mut socket, first.into_iter(), &state).await;
     if let Err(failed) = outcome {
         return on_failed(&mut socket, failed, &state).await;
@@ -235,6 +181,7 @@ async fn serve_client(
     let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     let mut last_heard = Instant::now();
     loop {
+        let forming_due = live.as_ref().and_then(|live| live.next_due);
         tokio::select! {
             _ = state.parts.shutdown.cancelled() => {
                 return close(&mut socket, close_code::AWAY, "server shutting down").await;
@@ -244,17 +191,34 @@ async fn serve_client(
                     return;
                 }
                 let snapshot = Arc::clone(&updates.borrow_and_update());
-                let changed: Vec<Utf8Bytes> = positions
-                    .iter()
-                    .zip(sent.iter_mut())
-                    .filter(|(p, sent)| snapshot.coins[**p].version != **sent)
-                    .map(|(&p, sent)| {
-                        *sent = snapshot.coins[p].version;
-                        state.parts.hub.message(&snapshot, p, view)
-                    })
-                    .collect();
+                let mut changed = Vec::new();
+                for (coin, (&p, sent)) in positions.iter().zip(sent.iter_mut()).enumerate() {
+                    let frame = snapshot.frame(view.interval, p);
+                    if frame.version_for(&view) == *sent {
+                        continue;
+                    }
+                    *sent = frame.version_for(&view);
+                    changed.push(hub.message(&snapshot, p, &view));
+                    if let Some(live) = &mut live {
+                        live.closed(coin, frame.newest_open_time);
+                    }
+                }
                 drop(snapshot);
                 if let Err(failed) = send_batch(&mut socket, changed.into_iter(), &state).await {
+                    return on_failed(&mut socket, failed, &state).await;
+                }
+            }
+            Some(()) = forming_changed(live.as_mut()) => {
+                let Some(live) = &mut live else { continue };
+                let forming = live.due(Instant::now());
+                if let Err(failed) = send_batch(&mut socket, forming.into_iter(), &state).await {
+                    return on_failed(&mut socket, failed, &state).await;
+                }
+            }
+            _ = sleep_until(forming_due), if forming_due.is_some() => {
+                let Some(live) = &mut live else { continue };
+                let forming = live.due(Instant::now());
+                if let Err(failed) = send_batch(&mut socket, forming.into_iter(), &state).await {
                     return on_failed(&mut socket, failed, &state).await;
                 }
             }
@@ -289,6 +253,22 @@ async fn serve_client(
                 }
             }
         }
+    }
+}
+
+/// Resolves when a live client's forming candles changed; never for other clients
+/// (or once the hub is gone).
+async fn forming_changed(live: Option<&mut LiveFeed>) -> Option<()> {
+    match live {
+        Some(live) => live.updates.changed().await.ok(),
+        None => std::future::pending().await,
+    }
+}
+
+/// Sleeps until `deadline` (the caller only polls this with one set).
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline).await;
     }
 }
 

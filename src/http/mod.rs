@@ -9,12 +9,15 @@ mod feed;
 mod handshake;
 mod health;
 mod history;
+mod info;
 mod listen;
+mod live;
 mod metrics;
 mod page;
 mod query;
 mod quiet;
 mod server;
+mod subscription;
 mod timeouts;
 
 use std::sync::Arc;
@@ -41,7 +44,7 @@ pub const MAX_CONCURRENT_READS: usize = 32;
 
 pub use feed::{CLOSE_NO_PONG, CLOSE_TOO_SLOW, MAX_CLIENT_MESSAGE};
 pub use handshake::BadHandshake;
-pub use history::{HISTORY_API_MAX, StoredCandle};
+pub use history::HISTORY_API_MAX;
 pub use listen::{LISTEN_BACKLOG, RESERVED_DESCRIPTORS, bind, clients_that_fit, fit_open_files};
 pub use quiet::SUMMARY_EVERY;
 pub use server::{
@@ -50,7 +53,7 @@ pub use server::{
 };
 
 /// How websocket clients are treated, from `CLIENT_SEND_TIMEOUT_SECS`,
-/// `CLIENT_PING_SECS` and `MAX_CONNECTIONS`.
+/// `CLIENT_PING_SECS`, `MAX_CONNECTIONS` and `LIVE_INTERVAL_MS`.
 #[derive(Debug, Clone)]
 pub struct FeedOptions {
     /// A client whose send has not completed in this time is closed (code 1013).
@@ -59,6 +62,9 @@ pub struct FeedOptions {
     pub ping_every: Duration,
     /// Websocket clients served at once; more get HTTP 503.
     pub max_connections: usize,
+    /// A `live=true` client gets at most one forming candle per coin this often
+    /// (zero: every update).
+    pub live_interval: Duration,
 }
 
 /// What readiness means for this replica.
@@ -161,7 +167,8 @@ pub fn router(state: AppState, cors: &CorsOrigins) -> Router {
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(metrics::metrics))
-        .route("/api/v1/candles/{symbol}", get(history::history));
+        .route("/api/v1/candles/{symbol}", get(history::history))
+        .route("/api/v1/info", get(info::info));
     if let Some(cors) = cors.layer() {
         api = api.layer(cors);
     }

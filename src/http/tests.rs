@@ -12,19 +12,31 @@ use tower::ServiceExt;
 use super::*;
 use crate::candle::Interval;
 use crate::health::{StoreHealth, UpstreamHealth};
-use crate::hub::Hub;
+use crate::hub::{Hub, WindowOptions};
 use crate::store::SqliteStore;
 
 fn state(dir: &std::path::Path) -> AppState {
     let symbols = ["BTCUSDT".to_owned(), "ETHUSDT".to_owned()];
     AppState::new(Parts {
-        hub: Hub::new(&symbols, "1m", 10, 100, chrono_tz::Tz::UTC),
+        hub: Hub::new(
+            &symbols,
+            &[
+                Interval::parse("1m").unwrap(),
+                Interval::parse("5m").unwrap(),
+            ],
+            &WindowOptions {
+                history_len: 10,
+                history_max: 100,
+                time_zone: chrono_tz::Tz::UTC,
+            },
+        ),
         store: Arc::new(SqliteStore::open(dir).unwrap()),
         interval: Interval::parse("1m").unwrap(),
         feed: FeedOptions {
             send_timeout: Duration::from_secs(10),
             ping_every: Duration::from_secs(30),
             max_connections: 10,
+            live_interval: Duration::from_millis(250),
         },
         readiness: Readiness {
             ingest: true,
@@ -68,7 +80,7 @@ async fn bad_parameters_are_named_with_the_same_words_as_ever() {
         ),
         (
             "/api/v1/candles/BTCUSDT?bogus=1",
-            json!({"error": "unknown parameter \"bogus\"; expected one of limit, before", "parameter": "bogus"}),
+            json!({"error": "unknown parameter \"bogus\"; expected one of limit, before, interval, indicators", "parameter": "bogus"}),
         ),
         (
             "/api/v1/candles/BTCUSDT?limit=1&limit=2",

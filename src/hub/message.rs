@@ -3,6 +3,8 @@
 
 use serde::Serialize;
 
+use crate::candle::{Candle, IndicatorValue};
+
 /// One coin's window, newest candle first; the three arrays are parallel:
 /// `{"coin":"BTCUSDT","values":[…],"operations":["BUY",…],"time":["14:07",…]}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -34,7 +36,8 @@ pub enum Format {
     Candles,
 }
 
-/// One candle in the `candles` format; times in epoch milliseconds.
+/// One candle in the `candles` format and the history API; times in epoch
+/// milliseconds (UTC), fields in the order of the forming message (issue "Charts").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CandleEntry {
     pub open_time: i64,
@@ -44,11 +47,17 @@ pub struct CandleEntry {
     pub low: f64,
     pub close: f64,
     pub volume: f64,
+    pub quote_volume: f64,
+    pub taker_buy_volume: f64,
+    pub taker_buy_quote_volume: f64,
     pub trades: i64,
+    /// The requested indicators at this candle, when any were requested.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub indicators: Option<IndicatorValues>,
 }
 
-impl From<&crate::candle::Candle> for CandleEntry {
-    fn from(c: &crate::candle::Candle) -> Self {
+impl From<&Candle> for CandleEntry {
+    fn from(c: &Candle) -> Self {
         Self {
             open_time: c.open_time,
             close_time: c.close_time,
@@ -57,15 +66,37 @@ impl From<&crate::candle::Candle> for CandleEntry {
             low: c.low,
             close: c.close,
             volume: c.volume,
+            quote_volume: c.quote_volume,
+            taker_buy_volume: c.taker_buy_volume,
+            taker_buy_quote_volume: c.taker_buy_quote_volume,
             trades: c.trades,
+            indicators: None,
         }
     }
 }
 
-/// A coin's window in the `candles` format, newest first.
+/// Indicator values keyed by name in the order requested:
+/// `{"rsi14": 55.1, "bb20": {"upper": …, "middle": …, "lower": …}, "ema20": null}`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct IndicatorValues(pub Vec<(String, Option<IndicatorValue>)>);
+
+impl Serialize for IndicatorValues {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+/// A coin's window in the `candles` format, newest first:
+/// `{"coin":"BTCUSDT","interval":"5m","candles":[…]}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CandlesMessage<'a> {
     pub coin: &'a str,
+    pub interval: &'a str,
     pub candles: Vec<CandleEntry>,
 }
 
@@ -73,6 +104,22 @@ impl CandlesMessage<'_> {
     /// The message as JSON text.
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).expect("a CandlesMessage always serializes")
+    }
+}
+
+/// The candle still forming, for `live=true` clients:
+/// `{"coin":"BTCUSDT","interval":"1m","forming":{"open_time":…,…}}`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FormingMessage<'a> {
+    pub coin: &'a str,
+    pub interval: &'a str,
+    pub forming: CandleEntry,
+}
+
+impl FormingMessage<'_> {
+    /// The message as JSON text.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a FormingMessage always serializes")
     }
 }
 

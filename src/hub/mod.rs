@@ -1,10 +1,12 @@
-//! The in-memory window of recent closed candles per symbol, each serialized once into
-//! shared bytes, and the fan-out of those bytes to every connection.
+//! The in-memory windows of recent closed candles per (symbol, interval), each
+//! serialized once into shared bytes, and the fan-out of those bytes to every
+//! connection; longer intervals are built here from the ingested base candles.
 //!
 //! Windows change once per interval per coin and are read by every client, so the
 //! JSON is built when a window changes, never per client. Connections watch one
 //! [`Snapshot`]; a client that falls behind skips straight to the newest message of
-//! each coin instead of queueing old ones.
+//! each coin instead of queueing old ones. Candles still forming go out on a
+//! separate channel ([`FormingSnapshot`]) that only `live=true` clients watch.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -13,22 +15,34 @@ use axum::extract::ws::Utf8Bytes;
 use chrono_tz::Tz;
 use tokio::sync::watch;
 
+mod forming;
 mod message;
 mod views;
 mod window;
 
-use crate::candle::Candle;
+use crate::candle::indicators::MAX_PERIOD;
+use crate::candle::{BucketBuilder, Candle, Indicator, Interval};
 use views::{Slot, Views};
 use window::Window;
 
-pub use message::{CandleEntry, CandlesMessage, CoinMessage, Format};
+pub use forming::{FormingFrame, FormingSnapshot};
+pub use message::{
+    CandleEntry, CandlesMessage, CoinMessage, Format, FormingMessage, IndicatorValues,
+};
 pub use views::HeldView;
 
-/// What a client asked to see of each coin: how many candles, in which format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// Closes kept per (coin, interval) beyond the window, so an indicator of the longest
+/// period agrees with TA-Lib on every candle shown: 15 × N earlier closes.
+pub const INDICATOR_WARMUP: usize = 15 * MAX_PERIOD;
+
+/// What a client asked to see of each coin: how many candles, in which format, at
+/// which interval (an index into the served intervals), with which indicators.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct View {
     pub limit: usize,
     pub format: Format,
+    pub interval: usize,
+    pub indicators: Arc<[Indicator]>,
 }
 
 /// The newest candle a window holds.
@@ -59,21 +73,46 @@ impl WindowOptions {
     }
 }
 
-/// Every coin's current message, in `SYMBOLS` order.
+/// Every (interval, coin) current message: interval-major, coins in `SYMBOLS` order,
+/// so the base interval's coins come first.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub coins: Vec<CoinFrame>,
+    symbols: usize,
 }
 
-/// One coin's serialized message and a version that changes with it.
+impl Snapshot {
+    /// The frame of the coin at `position` at the served interval `interval`.
+    pub fn frame(&self, interval: usize, position: usize) -> &CoinFrame {
+        &self.coins[interval * self.symbols + position]
+    }
+}
+
+/// One (coin, interval) window, its plain message and versions that change with it.
 #[derive(Debug, Clone)]
 pub struct CoinFrame {
-    /// Bumped each time the coin's window changes.
+    /// Bumped each time the window or the closes behind it change.
     pub version: u64,
-    /// The DESIGN.md §3 message, ready to send.
+    /// Bumped only when the candles a client sees change.
+    pub shown_version: u64,
+    /// The DESIGN.md §3 message (base interval only; empty for the others).
     pub text: Utf8Bytes,
+    /// The newest closed candle's open time (ms since the epoch, UTC).
+    pub newest_open_time: Option<i64>,
     /// The window at this version, for rendering other views without a lock.
     window: Arc<Window>,
+}
+
+impl CoinFrame {
+    /// The version `view` changes with: indicators also move when older closes
+    /// arrive (a deep backfill); other views only when shown candles change.
+    pub fn version_for(&self, view: &View) -> u64 {
+        if view.indicators.is_empty() {
+            self.shown_version
+        } else {
+            self.version
+        }
+    }
 }
 
 /// Cheap to clone; all clones share the windows and the published snapshot.
@@ -85,46 +124,81 @@ pub struct Hub {
 struct HubInner {
     symbols: Vec<String>,
     positions: HashMap<String, usize>,
-    interval: String,
+    intervals: Vec<Interval>,
     history_max: usize,
     default_view: View,
-    /// Copy on write: a published snapshot keeps the windows it was built from.
-    windows: Mutex<Vec<Arc<Window>>>,
+    ledger: Mutex<Ledger>,
     /// Held views' messages, rendered once per coin version and shared.
     views: Views,
     published: watch::Sender<Arc<Snapshot>>,
+    forming: watch::Sender<Arc<FormingSnapshot>>,
+}
+
+/// What the exchange reader changes, under one lock.
+struct Ledger {
+    /// Copy on write, interval-major like [`Snapshot::coins`]: a published snapshot
+    /// keeps the windows it was built from.
+    windows: Vec<Arc<Window>>,
+    /// Per coin, one builder per served interval after the base.
+    builders: Vec<Vec<BucketBuilder>>,
 }
 
 impl Hub {
-    /// A hub with an empty window for each symbol, keeping `history_max` candles
-    /// per coin; the published messages hold `history_len` of them.
-    pub fn new(
-        symbols: &[String],
-        interval: &str,
-        history_len: usize,
-        history_max: usize,
-        zone: Tz,
-    ) -> Self {
-        let history_max = history_max.max(history_len);
+    /// A hub with empty windows for each symbol at each of `intervals` (the first is
+    /// the ingested base), keeping `HISTORY_MAX` candles per window.
+    pub fn new(symbols: &[String], intervals: &[Interval], options: &WindowOptions) -> Self {
+        let history_max = options.window_len();
         let default_view = View {
-            limit: history_len,
+            limit: options.history_len,
             format: Format::Compact,
+            interval: 0,
+            indicators: Arc::new([]),
         };
-        let windows: Vec<Arc<Window>> = symbols
+        let depth = history_max + 1 + INDICATOR_WARMUP;
+        let windows: Vec<Arc<Window>> = intervals
             .iter()
-            .map(|symbol| Arc::new(Window::new(symbol.clone(), history_max, zone)))
+            .flat_map(|interval| {
+                symbols.iter().map(move |symbol| {
+                    let zone = options.time_zone;
+                    Arc::new(Window::new(
+                        symbol.clone(),
+                        interval.clone(),
+                        history_max,
+                        depth,
+                        zone,
+                    ))
+                })
+            })
+            .collect();
+        let builders = symbols
+            .iter()
+            .map(|_| {
+                intervals[1..]
+                    .iter()
+                    .map(|interval| BucketBuilder::new(interval.clone(), &intervals[0]))
+                    .collect()
+            })
             .collect();
         let snapshot = Snapshot {
             coins: windows
                 .iter()
-                .map(|window| CoinFrame {
+                .enumerate()
+                .map(|(index, window)| CoinFrame {
                     version: 0,
-                    text: window.render(default_view),
+                    shown_version: 0,
+                    text: if index < symbols.len() {
+                        window.render(&default_view)
+                    } else {
+                        Utf8Bytes::from_static("")
+                    },
+                    newest_open_time: None,
                     window: Arc::clone(window),
                 })
                 .collect(),
+            symbols: symbols.len(),
         };
         let (published, _) = watch::channel(Arc::new(snapshot));
+        let (forming, _) = watch::channel(Arc::new(FormingSnapshot::empty(windows.len())));
         Self {
             inner: Arc::new(HubInner {
                 symbols: symbols.to_vec(),
@@ -133,12 +207,13 @@ impl Hub {
                     .enumerate()
                     .map(|(i, s)| (s.clone(), i))
                     .collect(),
-                interval: interval.to_owned(),
+                intervals: intervals.to_vec(),
                 history_max,
                 default_view,
-                windows: Mutex::new(windows),
+                ledger: Mutex::new(Ledger { windows, builders }),
                 views: Views::default(),
                 published,
+                forming,
             }),
         }
     }
@@ -148,29 +223,65 @@ impl Hub {
         &self.inner.symbols
     }
 
-    /// Merges closed candles into their windows and republishes each coin whose window
-    /// changed. Candles of other symbols or intervals are ignored; a candle already
-    /// held with the same values changes nothing. Returns how many coins changed.
+    /// The served intervals, shortest (the ingested base) first.
+    pub fn intervals(&self) -> &[Interval] {
+        &self.inner.intervals
+    }
+
+    /// The index of the served interval named `name`.
+    pub fn interval_index(&self, name: &str) -> Option<usize> {
+        self.inner.intervals.iter().position(|i| i.name() == name)
+    }
+
+    /// Merges closed base candles into their windows, completes the buckets of
+    /// longer intervals they close, and republishes each window that changed.
+    /// Candles of other symbols or intervals are ignored; a candle already held with
+    /// the same values changes nothing. Returns how many windows changed.
     pub fn apply(&self, candles: &[Candle]) -> usize {
-        let mut windows = self.inner.windows.lock().expect("hub lock poisoned");
-        let mut changed = vec![false; windows.len()];
+        let symbols = self.inner.symbols.len();
+        let base = self.inner.intervals[0].name();
+        let mut ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        let Ledger { windows, builders } = &mut *ledger;
+        let mut changed = vec![window::Change::default(); windows.len()];
         for candle in candles {
-            if candle.interval != self.inner.interval {
+            if candle.interval != base {
                 continue;
             }
-            if let Some(&position) = self.inner.positions.get(&candle.symbol) {
-                changed[position] |= Arc::make_mut(&mut windows[position]).insert(candle.clone());
+            let Some(&position) = self.inner.positions.get(&candle.symbol) else {
+                continue;
+            };
+            merge(
+                &mut changed[position],
+                &mut windows[position],
+                candle.clone(),
+            );
+            for (k, builder) in builders[position].iter_mut().enumerate() {
+                let index = (k + 1) * symbols + position;
+                let bucket_open = builder.interval().open_time_containing(candle.open_time);
+                // A bucket settled long ago (its base candles let go) stays as built.
+                if !builder.is_pending(bucket_open) && windows[index].holds(bucket_open) {
+                    continue;
+                }
+                if let Some(bucket) = builder.add(candle) {
+                    merge(&mut changed[index], &mut windows[index], bucket);
+                }
             }
         }
-        let count = changed.iter().filter(|c| **c).count();
+        let count = changed.iter().filter(|c| c.any).count();
         if count > 0 {
             self.inner.published.send_modify(|snapshot| {
                 let snapshot = Arc::make_mut(snapshot);
-                for (position, _) in changed.iter().enumerate().filter(|(_, c)| **c) {
-                    let frame = &mut snapshot.coins[position];
+                for (index, change) in changed.iter().enumerate().filter(|(_, c)| c.any) {
+                    let frame = &mut snapshot.coins[index];
                     frame.version += 1;
-                    frame.text = windows[position].render(self.inner.default_view);
-                    frame.window = Arc::clone(&windows[position]);
+                    if change.shown {
+                        frame.shown_version += 1;
+                        if index < symbols {
+                            frame.text = windows[index].render(&self.inner.default_view);
+                        }
+                    }
+                    frame.newest_open_time = windows[index].newest_open_time();
+                    frame.window = Arc::clone(&windows[index]);
                 }
             });
         }
@@ -181,23 +292,31 @@ impl Hub {
     /// `HISTORY_MAX` candles plus the one before them).
     pub fn newest(&self, symbol: &str) -> Option<Newest> {
         let position = *self.inner.positions.get(symbol)?;
-        let windows = self.inner.windows.lock().expect("hub lock poisoned");
-        let window = &windows[position];
+        let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        let window = &ledger.windows[position];
         window.candles.back().map(|c| Newest {
             open_time: c.open_time,
             window_full: window.candles.len() > window.capacity,
         })
     }
 
+    /// The open time of the oldest base candle held for `symbol` (ms since the
+    /// epoch, UTC), among the window and the closes behind it.
+    pub fn oldest(&self, symbol: &str) -> Option<i64> {
+        let position = *self.inner.positions.get(symbol)?;
+        let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        ledger.windows[position].oldest_open_time()
+    }
+
     /// Open times (ms since the epoch, UTC) of the candles missing from `symbol`'s
-    /// window between its oldest candle (or `from`, if later) and `until`
+    /// base window between its oldest candle (or `from`, if later) and `until`
     /// (exclusive), on a grid of `step` ms. Empty when nothing is held yet.
     pub fn missing(&self, symbol: &str, from: i64, until: i64, step: i64) -> Vec<i64> {
         let Some(&position) = self.inner.positions.get(symbol) else {
             return Vec::new();
         };
-        let windows = self.inner.windows.lock().expect("hub lock poisoned");
-        let candles = &windows[position].candles;
+        let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        let candles = &ledger.windows[position].candles;
         let Some(oldest) = candles.front().map(|c| c.open_time) else {
             return Vec::new();
         };
@@ -214,11 +333,11 @@ impl Hub {
         missing
     }
 
-    /// The candle of `symbol` opened at `open_time`, if the window holds it.
+    /// The base candle of `symbol` opened at `open_time`, if the window holds it.
     pub fn candle_at(&self, symbol: &str, open_time: i64) -> Option<Candle> {
         let position = *self.inner.positions.get(symbol)?;
-        let windows = self.inner.windows.lock().expect("hub lock poisoned");
-        let candles = &windows[position].candles;
+        let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        let candles = &ledger.windows[position].candles;
         let found = candles
             .binary_search_by_key(&open_time, |c| c.open_time)
             .ok()?;
@@ -232,7 +351,7 @@ impl Hub {
 
     /// The view plain `/` clients get.
     pub fn default_view(&self) -> View {
-        self.inner.default_view
+        self.inner.default_view.clone()
     }
 
     /// The most candles per coin a view may ask for.
@@ -245,7 +364,8 @@ impl Hub {
     pub fn hold(&self, view: View) -> HeldView {
         let cached = view != self.inner.default_view;
         if cached {
-            self.inner.views.hold(view, self.inner.symbols.len());
+            let slots = self.inner.symbols.len() * self.inner.intervals.len();
+            self.inner.views.hold(view.clone(), slots);
         }
         HeldView::new(self.clone(), view, cached)
     }
@@ -258,12 +378,13 @@ impl Hub {
     /// The message of the coin at `position` for `view`, exactly as of `snapshot`.
     /// The default view's bytes come from `snapshot`; a held view's are rendered once
     /// per coin version, outside any lock the exchange reader takes, and shared.
-    pub fn message(&self, snapshot: &Snapshot, position: usize, view: View) -> Utf8Bytes {
-        let frame = &snapshot.coins[position];
-        if view == self.inner.default_view {
+    pub fn message(&self, snapshot: &Snapshot, position: usize, view: &View) -> Utf8Bytes {
+        let frame = snapshot.frame(view.interval, position);
+        if *view == self.inner.default_view {
             return frame.text.clone();
         }
-        match self.inner.views.slot(view, position, frame.version) {
+        let index = view.interval * self.inner.symbols.len() + position;
+        match self.inner.views.slot(view, index, frame.version_for(view)) {
             Slot::Shared(rendering) => rendering
                 .text
                 .get_or_init(|| frame.window.render(view))
@@ -278,5 +399,14 @@ impl Hub {
     }
 }
 
+/// Inserts `candle` into the window at `slot`, noting what changed.
+fn merge(change: &mut window::Change, slot: &mut Arc<Window>, candle: Candle) {
+    let inserted = Arc::make_mut(slot).insert(candle);
+    change.shown |= inserted.shown;
+    change.any |= inserted.any;
+}
+
+#[cfg(test)]
+mod interval_tests;
 #[cfg(test)]
 mod tests;

@@ -24,14 +24,31 @@ fn candle(symbol: &str, minute: i64, open: f64, close: f64) -> Candle {
     }
 }
 
+fn new_hub(symbols: &[&str], intervals: &[&str], history_len: usize, history_max: usize) -> Hub {
+    let symbols: Vec<String> = symbols.iter().map(|s| s.to_string()).collect();
+    let intervals: Vec<Interval> = intervals
+        .iter()
+        .map(|i| Interval::parse(i).unwrap())
+        .collect();
+    let options = WindowOptions {
+        history_len,
+        history_max,
+        time_zone: Tz::UTC,
+    };
+    Hub::new(&symbols, &intervals, &options)
+}
+
 fn hub(history_len: usize) -> Hub {
-    Hub::new(
-        &["BTCUSDT".into(), "ETHUSDT".into()],
-        "1m",
-        history_len,
-        history_len,
-        Tz::UTC,
-    )
+    new_hub(&["BTCUSDT", "ETHUSDT"], &["1m"], history_len, history_len)
+}
+
+fn view(limit: usize, format: Format) -> View {
+    View {
+        limit,
+        format,
+        interval: 0,
+        indicators: Arc::new([]),
+    }
 }
 
 fn message(hub: &Hub, position: usize) -> serde_json::Value {
@@ -118,10 +135,12 @@ fn late_and_duplicate_candles_keep_the_window_ordered() {
         message(&hub, 0)["operations"],
         serde_json::json!(["SELL", "BUY", "BUY"])
     );
-    let version = hub.subscribe().borrow().coins[0].version;
-    // A candle older than everything kept is ignored once the window is full.
+    let version = hub.subscribe().borrow().coins[0].shown_version;
+    // A candle older than everything shown joins only the closes behind the
+    // window (indicator inputs): the shown version stays.
     hub.apply(&[candle("BTCUSDT", 3, 3.0, 5.0)]);
-    assert_eq!(hub.apply(&[candle("BTCUSDT", -5, 1.0, 1.0)]), 0);
+    assert_eq!(hub.apply(&[candle("BTCUSDT", -5, 1.0, 1.0)]), 1);
+    assert_eq!(hub.subscribe().borrow().coins[0].shown_version, version + 1);
     assert_eq!(
         message(&hub, 0)["values"],
         serde_json::json!([5.0, 3.0, 4.0])
@@ -131,12 +150,12 @@ fn late_and_duplicate_candles_keep_the_window_ordered() {
         message(&hub, 0)["operations"],
         serde_json::json!(["BUY", "SELL", "BUY"])
     );
-    assert_eq!(hub.subscribe().borrow().coins[0].version, version + 1);
+    assert_eq!(hub.subscribe().borrow().coins[0].shown_version, version + 1);
 }
 
 #[test]
 fn other_views_are_rendered_from_the_same_window_and_cached_per_version() {
-    let hub = Hub::new(&["BTCUSDT".into()], "1m", 2, 4, Tz::UTC);
+    let hub = new_hub(&["BTCUSDT"], &["1m"], 2, 4);
     hub.apply(
         &(0..6)
             .map(|m| candle("BTCUSDT", m, 1.0, m as f64))
@@ -146,34 +165,25 @@ fn other_views_are_rendered_from_the_same_window_and_cached_per_version() {
     let parse = |text: Utf8Bytes| serde_json::from_str::<serde_json::Value>(text.as_str()).unwrap();
     // The default view is the published message itself.
     assert_eq!(
-        hub.message(&snapshot, 0, hub.default_view()).as_str(),
+        hub.message(&snapshot, 0, &hub.default_view()).as_str(),
         snapshot.coins[0].text.as_str()
     );
-    let longer = View {
-        limit: 4,
-        format: Format::Compact,
-    };
+    let longer = view(4, Format::Compact);
     assert_eq!(
-        parse(hub.message(&snapshot, 0, longer))["values"],
+        parse(hub.message(&snapshot, 0, &longer))["values"],
         serde_json::json!([5.0, 4.0, 3.0, 2.0])
     );
-    let candles = View {
-        limit: 2,
-        format: Format::Candles,
-    };
-    let message = parse(hub.message(&snapshot, 0, candles));
+    let candles = view(2, Format::Candles);
+    let message = parse(hub.message(&snapshot, 0, &candles));
     assert_eq!(message["coin"], "BTCUSDT");
     assert_eq!(message["candles"][0]["open_time"], T0 + 5 * MINUTE);
     assert_eq!(message["candles"][0]["close_time"], T0 + 6 * MINUTE - 1);
     assert_eq!(message["candles"][1]["close"], 4.0);
     assert_eq!(message["candles"].as_array().unwrap().len(), 2);
     // Asking for more than is kept gives what is kept.
-    let all = View {
-        limit: 50,
-        format: Format::Compact,
-    };
+    let all = view(50, Format::Compact);
     assert_eq!(
-        parse(hub.message(&snapshot, 0, all))["values"]
+        parse(hub.message(&snapshot, 0, &all))["values"]
             .as_array()
             .unwrap()
             .len(),
@@ -183,7 +193,7 @@ fn other_views_are_rendered_from_the_same_window_and_cached_per_version() {
     hub.apply(&[candle("BTCUSDT", 6, 1.0, 6.0)]);
     let snapshot = hub.subscribe().borrow().clone();
     assert_eq!(
-        parse(hub.message(&snapshot, 0, longer))["values"],
+        parse(hub.message(&snapshot, 0, &longer))["values"],
         serde_json::json!([6.0, 5.0, 4.0, 3.0])
     );
 }
@@ -241,15 +251,12 @@ fn missing_lists_the_holes_of_a_window() {
 
 #[test]
 fn views_nobody_holds_are_dropped_from_the_cache() {
-    let hub = Hub::new(&["BTCUSDT".into()], "1m", 2, 100, Tz::UTC);
+    let hub = new_hub(&["BTCUSDT"], &["1m"], 2, 100);
     hub.apply(&[candle("BTCUSDT", 0, 1.0, 2.0)]);
-    let view = |limit| View {
-        limit,
-        format: Format::Compact,
-    };
-    let kept = hub.hold(view(5));
-    let also_kept = hub.hold(view(5));
-    let passing: Vec<HeldView> = (10..60).map(|limit| hub.hold(view(limit))).collect();
+    let compact = |limit| view(limit, Format::Compact);
+    let kept = hub.hold(compact(5));
+    let also_kept = hub.hold(compact(5));
+    let passing: Vec<HeldView> = (10..60).map(|limit| hub.hold(compact(limit))).collect();
     let _default = hub.hold(hub.default_view());
     let snapshot = hub.subscribe().borrow().clone();
     for held in &passing {
@@ -266,13 +273,10 @@ fn views_nobody_holds_are_dropped_from_the_cache() {
 
 #[test]
 fn a_client_gets_exactly_its_snapshot_even_when_a_newer_rendering_is_cached() {
-    let hub = Hub::new(&["BTCUSDT".into()], "1m", 2, 10, Tz::UTC);
+    let hub = new_hub(&["BTCUSDT"], &["1m"], 2, 10);
     hub.apply(&[candle("BTCUSDT", 0, 1.0, 2.0)]);
-    let view = View {
-        limit: 5,
-        format: Format::Compact,
-    };
-    let _held = hub.hold(view);
+    let view = view(5, Format::Compact);
+    let _held = hub.hold(view.clone());
     let old = hub.subscribe().borrow().clone();
     hub.apply(&[candle("BTCUSDT", 1, 2.0, 3.0)]);
     let new = hub.subscribe().borrow().clone();
@@ -282,12 +286,15 @@ fn a_client_gets_exactly_its_snapshot_even_when_a_newer_rendering_is_cached() {
     // A faster client caches the new window first; the slower one, still on the
     // old snapshot, must not get the new window now (it would get it again later).
     assert_eq!(
-        values(hub.message(&new, 0, view)),
+        values(hub.message(&new, 0, &view)),
         serde_json::json!([3.0, 2.0])
     );
-    assert_eq!(values(hub.message(&old, 0, view)), serde_json::json!([2.0]));
     assert_eq!(
-        values(hub.message(&new, 0, view)),
+        values(hub.message(&old, 0, &view)),
+        serde_json::json!([2.0])
+    );
+    assert_eq!(
+        values(hub.message(&new, 0, &view)),
         serde_json::json!([3.0, 2.0])
     );
 }

@@ -50,20 +50,20 @@ impl Views {
             .holders += 1;
     }
 
-    fn release(&self, view: View) {
+    fn release(&self, view: &View) {
         let mut held = self.held.lock().expect("views lock poisoned");
-        if let Some(entry) = held.get_mut(&view) {
+        if let Some(entry) = held.get_mut(view) {
             entry.holders -= 1;
             if entry.holders == 0 {
-                held.remove(&view);
+                held.remove(view);
             }
         }
     }
 
     /// The slot for coin `position` at `version` in `view`.
-    pub(super) fn slot(&self, view: View, position: usize, version: u64) -> Slot {
+    pub(super) fn slot(&self, view: &View, position: usize, version: u64) -> Slot {
         let mut held = self.held.lock().expect("views lock poisoned");
-        let Some(entry) = held.get_mut(&view) else {
+        let Some(entry) = held.get_mut(view) else {
             return Slot::Own;
         };
         let cached = &mut entry.coins[position];
@@ -101,15 +101,15 @@ impl HeldView {
     }
 
     /// The view held.
-    pub fn view(&self) -> View {
-        self.view
+    pub fn view(&self) -> &View {
+        &self.view
     }
 }
 
 impl Drop for HeldView {
     fn drop(&mut self) {
         if self.cached {
-            self.hub.inner.views.release(self.view);
+            self.hub.inner.views.release(&self.view);
         }
     }
 }

@@ -3,6 +3,7 @@
 //! from ever waiting on the database, and the change-stream [`Follower`] through
 //! which replicas see what any ingester wrote.
 
+mod buckets;
 mod changes;
 mod follow;
 mod heartbeat;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 
 use crate::candle::Candle;
 
+pub use buckets::read_buckets;
 pub use changes::{CandleChanges, Change, ResumeToken};
 pub use follow::Follower;
 pub use heartbeat::{IngesterReport, heartbeat, ingesters_unhealthy, watch_ingesters};
@@ -161,6 +163,14 @@ pub trait CandleStore: Send + Sync {
         limit: usize,
         before: Option<i64>,
     ) -> Result<Vec<Candle>, StoreError>;
+
+    /// The open time (ms since the epoch, UTC) of the oldest stored candle of
+    /// `symbol` at `interval`, if any: where the deep history backfill stops.
+    async fn oldest_open_time(
+        &self,
+        symbol: &str,
+        interval: &str,
+    ) -> Result<Option<i64>, StoreError>;
 
     /// Checks that the store answers.
     async fn ping(&self) -> Result<(), StoreError>;

@@ -333,6 +333,31 @@ impl CandleStore for MongoStore {
             .collect())
     }
 
+    async fn oldest_open_time(
+        &self,
+        symbol: &str,
+        interval: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let documents = self.collection.clone_with_type::<Document>();
+        let find = documents
+            .find_one(doc! {"symbol": symbol, "interval": interval})
+            .sort(doc! {"open_time": 1})
+            .projection(doc! {"open_time": 1, "_id": 0});
+        let found = tokio::time::timeout(READ_TIMEOUT, find)
+            .await
+            .map_err(|_| StoreError::Timeout {
+                operation: "find",
+                timeout: READ_TIMEOUT,
+            })?
+            .map_err(|err| self.error("find", err))?;
+        Ok(found.and_then(|document| {
+            document
+                .get_datetime("open_time")
+                .ok()
+                .map(|t| t.timestamp_millis())
+        }))
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         let admin = self.collection.client().database("admin");
         let ping = admin.run_command(doc! {"ping": 1});

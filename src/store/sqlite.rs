@@ -199,6 +199,22 @@ impl CandleStore for SqliteStore {
             .await
     }
 
+    async fn oldest_open_time(
+        &self,
+        symbol: &str,
+        interval: &str,
+    ) -> Result<Option<i64>, StoreError> {
+        let (symbol, interval) = (symbol.to_owned(), interval.to_owned());
+        self.read(move |connection| {
+            connection.query_row(
+                "SELECT MIN(open_time) FROM candles WHERE symbol = ?1 AND interval = ?2",
+                rusqlite::params![symbol, interval],
+                |row| row.get::<_, Option<i64>>(0),
+            )
+        })
+        .await
+    }
+
     async fn page(
         &self,
         symbol: &str,

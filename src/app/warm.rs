@@ -1,0 +1,73 @@
+//! The history behind the windows, read from the store in the background after
+//! startup: the stored base candles that the longer intervals' windows and every
+//! indicator's warm-up need, so a restart serves them as full as before it.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::candle::Interval;
+use crate::hub::{Hub, INDICATOR_WARMUP};
+use crate::store::CandleStore;
+use crate::telemetry::Chain;
+
+/// Base candles read per store query.
+const PAGE: usize = 5_000;
+
+/// The open time (ms since the epoch, UTC) from which history is kept in memory:
+/// `window_len + 1` buckets of the longest served interval, or the base interval's
+/// window plus [`INDICATOR_WARMUP`] closes, whichever reaches further back.
+pub fn history_start(intervals: &[Interval], window_len: usize, now_ms: i64) -> i64 {
+    let buckets = i64::try_from(window_len).unwrap_or(i64::MAX) + 1;
+    let base = &intervals[0];
+    let longest = intervals.last().unwrap_or(base);
+    let closes = buckets + i64::try_from(INDICATOR_WARMUP).unwrap_or(0);
+    let deep = longest.open_time_containing(now_ms) - longest.millis() * buckets;
+    deep.min(base.open_time_containing(now_ms) - base.millis() * closes)
+}
+
+/// Feeds `hub` the stored base candles from before its oldest one back to `start`,
+/// newest first, a page at a time.
+pub async fn load_history(
+    store: Arc<dyn CandleStore>,
+    hub: Hub,
+    base: Interval,
+    start: i64,
+    cancel: CancellationToken,
+) {
+    let mut loaded = 0usize;
+    for symbol in hub.symbols().to_vec() {
+        let mut before = hub.oldest(&symbol);
+        while before.is_none_or(|before| before > start) {
+            let page = tokio::select! {
+                _ = cancel.cancelled() => return,
+                page = store.page(&symbol, base.name(), PAGE, before) => page,
+            };
+            let page = match page {
+                Ok(page) => page,
+                Err(err) => {
+                    warn!(symbol, error = %Chain(&err), "cannot read the stored history; longer intervals fill as candles close");
+                    break;
+                }
+            };
+            let Some(oldest) = page.last().map(|c| c.open_time) else {
+                break;
+            };
+            let short = page.len() < PAGE;
+            loaded += page.len();
+            hub.apply(&page);
+            before = Some(oldest);
+            if short {
+                break;
+            }
+        }
+        debug!(symbol, "stored history loaded");
+    }
+    if loaded > 0 {
+        info!(
+            candles = loaded,
+            "stored history loaded for the longer intervals and indicators"
+        );
+    }
+}

@@ -1,0 +1,277 @@
+//! Candles of a longer interval built from the base candles inside them: which bucket
+//! a base candle falls in, when a bucket is complete, and its values.
+//!
+//! A bucket opens where Binance's candle of that interval opens (a multiple of its
+//! length since the epoch, weeks on Mondays 00:00 UTC: DESIGN.md §5). Its open is
+//! the first base candle's open, its close the last one's close, high and low the
+//! extremes, volumes and trades the sums; it closes at open + length − 1 ms.
+
+use std::collections::BTreeMap;
+
+use super::{Candle, Interval};
+
+/// The candle of `interval` made of `base` (oldest first, all inside one bucket of
+/// `interval`, at least one), opened at `bucket_open` (ms since the epoch, UTC).
+/// A forming candle may be among them: the result is then the bucket so far.
+///
+/// # Panics
+/// When `base` is empty.
+pub fn aggregate<'a>(
+    interval: &Interval,
+    bucket_open: i64,
+    base: impl IntoIterator<Item = &'a Candle>,
+) -> Candle {
+    let mut base = base.into_iter();
+    let first = base.next().expect("a bucket has at least one base candle");
+    let mut bucket = Candle {
+        interval: interval.name().to_owned(),
+        open_time: bucket_open,
+        close_time: bucket_open + interval.millis() - 1,
+        ..first.clone()
+    };
+    for candle in base {
+        bucket.high = bucket.high.max(candle.high);
+        bucket.low = bucket.low.min(candle.low);
+        bucket.close = candle.close;
+        bucket.volume += candle.volume;
+        bucket.quote_volume += candle.quote_volume;
+        bucket.taker_buy_volume += candle.taker_buy_volume;
+        bucket.taker_buy_quote_volume += candle.taker_buy_quote_volume;
+        bucket.trades += candle.trades;
+    }
+    bucket
+}
+
+/// Base candles kept per bucket builder before the oldest incomplete buckets are
+/// given up: room for a week of minutes plus the two newest buckets of a day.
+const MAX_PENDING_CANDLES: usize = 3 * 10_080;
+
+/// Builds one symbol's buckets of one interval from its base candles, in any order.
+///
+/// It keeps the base candles of the newest two buckets (so a late or corrected base
+/// candle recomputes its bucket) and of older buckets still incomplete (a deep
+/// backfill fills them oldest first); a complete older bucket's candles are let go.
+#[derive(Debug, Clone)]
+pub struct BucketBuilder {
+    interval: Interval,
+    /// Base candles per bucket: how many make one whole bucket.
+    per_bucket: usize,
+    /// Base candles by bucket open time, then by their own open time.
+    pending: BTreeMap<i64, BTreeMap<i64, Candle>>,
+    /// The newest base open time seen (ms since the epoch, UTC).
+    newest: i64,
+}
+
+impl BucketBuilder {
+    /// A builder of `interval` candles from `base` candles; `interval` must be a
+    /// whole multiple of `base` (config checks it).
+    pub fn new(interval: Interval, base: &Interval) -> Self {
+        let per_bucket = usize::try_from(interval.millis() / base.millis()).unwrap_or(1);
+        Self {
+            interval,
+            per_bucket,
+            pending: BTreeMap::new(),
+            newest: i64::MIN,
+        }
+    }
+
+    /// The interval built.
+    pub fn interval(&self) -> &Interval {
+        &self.interval
+    }
+
+    /// Whether base candles of the bucket opened at `bucket_open` are held: it is
+    /// recent or still incomplete.
+    pub fn is_pending(&self, bucket_open: i64) -> bool {
+        self.pending.contains_key(&bucket_open)
+    }
+
+    /// Takes a closed base candle; returns its bucket when every base candle of it is
+    /// held (again, recomputed, when a late or corrected one arrives).
+    pub fn add(&mut self, candle: &Candle) -> Option<Candle> {
+        let bucket_open = self.interval.open_time_containing(candle.open_time);
+        self.newest = self.newest.max(candle.open_time);
+        let parts = self.pending.entry(bucket_open).or_default();
+        let unchanged = parts.get(&candle.open_time) == Some(candle);
+        parts.insert(candle.open_time, candle.clone());
+        let complete = parts.len() == self.per_bucket;
+        let bucket = (complete && !unchanged)
+            .then(|| aggregate(&self.interval, bucket_open, parts.values()));
+        self.prune();
+        bucket
+    }
+
+    /// The bucket `forming` (a base candle still open) belongs to, so far: its
+    /// closed base candles held plus `forming`.
+    pub fn forming(&self, forming: &Candle) -> Candle {
+        let bucket_open = self.interval.open_time_containing(forming.open_time);
+        let closed = self
+            .pending
+            .get(&bucket_open)
+            .into_iter()
+            .flat_map(|parts| parts.range(..forming.open_time).map(|(_, c)| c));
+        aggregate(
+            &self.interval,
+            bucket_open,
+            closed.chain(std::iter::once(forming)),
+        )
+    }
+
+    /// Lets go of complete buckets older than the newest two, and of the oldest
+    /// incomplete ones beyond [`MAX_PENDING_CANDLES`].
+    fn prune(&mut self) {
+        let recent = self.interval.open_time_containing(self.newest) - self.interval.millis();
+        let per_bucket = self.per_bucket;
+        self.pending
+            .retain(|open, parts| *open >= recent || parts.len() < per_bucket);
+        let mut held: usize = self.pending.values().map(BTreeMap::len).sum();
+        while held > MAX_PENDING_CANDLES.max(3 * per_bucket) {
+            let Some((_, parts)) = self.pending.pop_first() else {
+                break;
+            };
+            held -= parts.len();
+        }
+    }
+
+    /// Base candles held now, for tests and memory accounting.
+    pub fn pending_candles(&self) -> usize {
+        self.pending.values().map(BTreeMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINUTE: i64 = 60_000;
+    /// 2025-11-22 06:00 UTC, a multiple of an hour.
+    const HOUR_START: i64 = 1_763_791_200_000;
+
+    fn minute(open_time: i64, open: f64, close: f64) -> Candle {
+        Candle {
+            symbol: "BTCUSDT".into(),
+            interval: "1m".into(),
+            open_time,
+            close_time: open_time + MINUTE - 1,
+            open,
+            high: open.max(close) + 1.0,
+            low: open.min(close) - 1.0,
+            close,
+            volume: 2.0,
+            quote_volume: 3.0,
+            taker_buy_volume: 1.0,
+            taker_buy_quote_volume: 1.5,
+            trades: 7,
+        }
+    }
+
+    fn builder(interval: &str) -> BucketBuilder {
+        BucketBuilder::new(
+            Interval::parse(interval).unwrap(),
+            &Interval::parse("1m").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_bucket_closes_with_its_last_base_candle() {
+        let mut five = builder("5m");
+        let candles: Vec<Candle> = (0..5)
+            .map(|i| minute(HOUR_START + i * MINUTE, 100.0 + i as f64, 101.0 + i as f64))
+            .collect();
+        for candle in &candles[..4] {
+            assert_eq!(five.add(candle), None);
+        }
+        let bucket = five.add(&candles[4]).expect("the fifth minute closes it");
+        assert_eq!(bucket.interval, "5m");
+        assert_eq!(bucket.open_time, HOUR_START);
+        assert_eq!(bucket.close_time, HOUR_START + 5 * MINUTE - 1);
+        assert_eq!((bucket.open, bucket.close), (100.0, 105.0));
+        assert_eq!((bucket.high, bucket.low), (106.0, 99.0));
+        assert_eq!(bucket.volume, 10.0);
+        assert_eq!(bucket.quote_volume, 15.0);
+        assert_eq!(bucket.taker_buy_volume, 5.0);
+        assert_eq!(bucket.taker_buy_quote_volume, 7.5);
+        assert_eq!(bucket.trades, 35);
+    }
+
+    #[test]
+    fn a_late_candle_completes_and_a_correction_recomputes() {
+        let mut five = builder("5m");
+        let candles: Vec<Candle> = (0..5)
+            .map(|i| minute(HOUR_START + i * MINUTE, 100.0, 100.0 + i as f64))
+            .collect();
+        // Minute 2 arrives last (a REST repair), yet the bucket is the same.
+        for i in [0, 1, 3, 4] {
+            assert_eq!(five.add(&candles[i]), None);
+        }
+        assert_eq!(five.add(&candles[2]).unwrap().close, 104.0);
+        // The same candle again changes nothing; a corrected one recomputes.
+        assert_eq!(five.add(&candles[2]), None);
+        let mut corrected = candles[4].clone();
+        corrected.close = 90.0;
+        assert_eq!(five.add(&corrected).unwrap().close, 90.0);
+    }
+
+    #[test]
+    fn a_first_partial_bucket_is_never_served() {
+        let mut hour = builder("1h");
+        // The service starts at 06:30: the 06:00 bucket lacks its first half.
+        for i in 30..60 {
+            assert_eq!(hour.add(&minute(HOUR_START + i * MINUTE, 1.0, 1.0)), None);
+        }
+        let next: Vec<Option<Candle>> = (60..120)
+            .map(|i| hour.add(&minute(HOUR_START + i * MINUTE, 1.0, 2.0)))
+            .collect();
+        assert!(next[..59].iter().all(Option::is_none));
+        assert_eq!(
+            next[59].as_ref().unwrap().open_time,
+            HOUR_START + 60 * MINUTE
+        );
+    }
+
+    #[test]
+    fn days_open_at_midnight_utc_and_weeks_on_monday() {
+        let day = Interval::parse("1d").unwrap();
+        // 2025-11-22 06:00 UTC falls in the day that opened 2025-11-22 00:00 UTC.
+        assert_eq!(day.open_time_containing(HOUR_START), 1_763_769_600_000);
+        let week = builder("1w");
+        let monday = 1_763_337_600_000; // 2025-11-17 00:00 UTC
+        let bucket = week.forming(&minute(HOUR_START, 5.0, 6.0));
+        assert_eq!(bucket.open_time, monday);
+        assert_eq!(bucket.close_time, monday + 7 * 86_400_000 - 1);
+    }
+
+    #[test]
+    fn the_forming_bucket_is_its_closed_minutes_plus_the_forming_one() {
+        let mut five = builder("5m");
+        five.add(&minute(HOUR_START, 100.0, 103.0));
+        five.add(&minute(HOUR_START + MINUTE, 103.0, 102.0));
+        let forming = minute(HOUR_START + 2 * MINUTE, 102.0, 110.0);
+        let bucket = five.forming(&forming);
+        assert_eq!((bucket.open, bucket.close), (100.0, 110.0));
+        assert_eq!(bucket.high, 111.0);
+        assert_eq!(bucket.volume, 6.0);
+        assert_eq!(bucket.trades, 21);
+        // A forming minute with nothing closed before it is the bucket alone.
+        let alone = builder("15m").forming(&forming);
+        assert_eq!(
+            (alone.open_time, alone.open, alone.close),
+            (HOUR_START, 102.0, 110.0)
+        );
+    }
+
+    #[test]
+    fn old_complete_buckets_let_their_candles_go() {
+        let mut five = builder("5m");
+        for i in 0..60 {
+            five.add(&minute(HOUR_START + i * MINUTE, 1.0, 1.0));
+        }
+        // The newest two buckets stay for corrections; older complete ones go.
+        assert_eq!(five.pending_candles(), 10);
+        // A deep backfill of an older hour, oldest first, holds one bucket at a time.
+        for i in 0..60 {
+            five.add(&minute(HOUR_START - 3_600_000 + i * MINUTE, 1.0, 1.0));
+            assert!(five.pending_candles() <= 15);
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The candles still forming, per (coin, interval), for `live=true` clients: each
+//! update is built once (a longer interval's bucket so far) and encoded at most once,
+//! by the first client that sends it.
+
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::ws::Utf8Bytes;
+
+use super::message::{CandleEntry, FormingMessage};
+use super::{Hub, Ledger};
+use crate::candle::Candle;
+
+/// The newest forming candle of every (interval, coin), laid out like
+/// [`super::Snapshot::coins`]; `None` until the exchange sent one.
+#[derive(Debug, Clone)]
+pub struct FormingSnapshot {
+    pub coins: Vec<Option<Arc<FormingFrame>>>,
+}
+
+impl FormingSnapshot {
+    pub(super) fn empty(slots: usize) -> Self {
+        Self {
+            coins: vec![None; slots],
+        }
+    }
+}
+
+/// One forming candle as of one update.
+#[derive(Debug)]
+pub struct FormingFrame {
+    /// Bumped with each update of this (coin, interval).
+    pub version: u64,
+    /// The forming candle's open time (ms since the epoch, UTC).
+    pub open_time: i64,
+    candle: Candle,
+    text: OnceLock<Utf8Bytes>,
+}
+
+impl FormingFrame {
+    /// `{"coin":…,"interval":…,"forming":{…}}`, encoded once and shared.
+    pub fn text(&self) -> Utf8Bytes {
+        self.text
+            .get_or_init(|| {
+                let message = FormingMessage {
+                    coin: &self.candle.symbol,
+                    interval: &self.candle.interval,
+                    forming: CandleEntry::from(&self.candle),
+                };
+                Utf8Bytes::from(message.to_json())
+            })
+            .clone()
+    }
+}
+
+impl Hub {
+    /// Publishes forming (not yet closed) base candles, and the bucket so far of every
+    /// longer interval they fall in. Only the newest update per symbol counts; one
+    /// for a candle the window already holds closed is stale and dropped. Costs
+    /// nothing while no `live=true` client listens.
+    pub fn forming(&self, candles: &[Candle]) {
+        if self.inner.forming.receiver_count() == 0 {
+            return;
+        }
+        let symbols = self.inner.symbols.len();
+        let base = self.inner.intervals[0].name();
+        let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        let Ledger { windows, builders } = &*ledger;
+        let mut updates: Vec<(usize, Candle)> = Vec::new();
+        for candle in candles.iter().filter(|c| c.interval == base) {
+            let Some(&position) = self.inner.positions.get(&candle.symbol) else {
+                continue;
+            };
+            if windows[position]
+                .newest_open_time()
+                .is_some_and(|closed| candle.open_time <= closed)
+            {
+                continue;
+            }
+            updates.retain(|(index, _)| index % symbols != position);
+            updates.push((position, candle.clone()));
+            for (k, builder) in builders[position].iter().enumerate() {
+                updates.push(((k + 1) * symbols + position, builder.forming(candle)));
+            }
+        }
+        drop(ledger);
+        if updates.is_empty() {
+            return;
+        }
+        self.inner.forming.send_modify(|snapshot| {
+            let snapshot = Arc::make_mut(snapshot);
+            for (index, candle) in updates {
+                let slot = &mut snapshot.coins[index];
+                let version = slot.as_ref().map_or(0, |f| f.version) + 1;
+                *slot = Some(Arc::new(FormingFrame {
+                    version,
+                    open_time: candle.open_time,
+                    candle,
+                    text: OnceLock::new(),
+                }));
+            }
+        });
+    }
+
+    /// The current forming candles and a receiver that wakes when they change.
+    pub fn subscribe_forming(&self) -> tokio::sync::watch::Receiver<Arc<FormingSnapshot>> {
+        self.inner.forming.subscribe()
+    }
+}
