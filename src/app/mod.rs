@@ -32,6 +32,8 @@ use crate::telemetry::Chain;
 const CLIENTS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest REST ban the startup backfill is waited through.
 const STARTUP_BAN_PATIENCE: Duration = Duration::from_secs(5);
+/// How long startup waits for the stored closes behind the base windows.
+const HISTORY_PATIENCE: Duration = Duration::from_secs(10);
 /// How often the store is pinged for readiness (which never waits on it).
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued candles to reach the store. With the drain
@@ -93,17 +95,37 @@ impl App {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         if reachable == Reachable::Yes {
-            let start = warm::history_start(&config.intervals, window_len, now_ms());
-            tasks.spawn(
-                warm::load_history(
-                    Arc::clone(&store),
-                    hub.clone(),
-                    config.interval.clone(),
-                    start,
-                    cancel.clone(),
-                )
-                .instrument(info_span!("history")),
+            // The closes indicators need on the base interval, before serving (a few
+            // thousand candles per coin); the longer intervals' history after.
+            let base = &config.interval;
+            let closes_start = warm::closes_start(base, window_len, now_ms());
+            let loading = warm::load_history(
+                Arc::clone(&store),
+                hub.clone(),
+                base.clone(),
+                closes_start,
+                cancel.clone(),
             );
+            if tokio::time::timeout(HISTORY_PATIENCE, loading)
+                .await
+                .is_err()
+            {
+                warn!(timeout = ?HISTORY_PATIENCE, "the stored history loads slowly; serving meanwhile");
+            }
+            let longest = config.intervals.last().unwrap_or(base);
+            let buckets_start = warm::buckets_start(longest, window_len, now_ms());
+            if buckets_start < closes_start {
+                tasks.spawn(
+                    warm::load_history(
+                        Arc::clone(&store),
+                        hub.clone(),
+                        base.clone(),
+                        buckets_start,
+                        cancel.clone(),
+                    )
+                    .instrument(info_span!("history")),
+                );
+            }
         }
         // Every replica on MongoDB follows the change stream: a follower's only source,
         // and an ingester's view of what other ingesters write.

@@ -15,16 +15,19 @@ use crate::telemetry::Chain;
 /// Base candles read per store query.
 const PAGE: usize = 5_000;
 
-/// The open time (ms since the epoch, UTC) from which history is kept in memory:
-/// `window_len + 1` buckets of the longest served interval, or the base interval's
-/// window plus [`INDICATOR_WARMUP`] closes, whichever reaches further back.
-pub fn history_start(intervals: &[Interval], window_len: usize, now_ms: i64) -> i64 {
+/// The open time (ms since the epoch, UTC) from which base closes are kept: the
+/// window plus [`INDICATOR_WARMUP`] candles, so every indicator shown agrees with
+/// TA-Lib from the first connection. Loaded before serving.
+pub fn closes_start(base: &Interval, window_len: usize, now_ms: i64) -> i64 {
+    let closes = i64::try_from(window_len + 1 + INDICATOR_WARMUP).unwrap_or(i64::MAX);
+    base.open_time_containing(now_ms) - base.millis() * closes
+}
+
+/// The open time from which the longest served interval's window is full:
+/// `window_len + 1` of its buckets. Loaded in the background.
+pub fn buckets_start(longest: &Interval, window_len: usize, now_ms: i64) -> i64 {
     let buckets = i64::try_from(window_len).unwrap_or(i64::MAX) + 1;
-    let base = &intervals[0];
-    let longest = intervals.last().unwrap_or(base);
-    let closes = buckets + i64::try_from(INDICATOR_WARMUP).unwrap_or(0);
-    let deep = longest.open_time_containing(now_ms) - longest.millis() * buckets;
-    deep.min(base.open_time_containing(now_ms) - base.millis() * closes)
+    longest.open_time_containing(now_ms) - longest.millis() * buckets
 }
 
 /// Feeds `hub` the stored base candles from before its oldest one back to `start`,

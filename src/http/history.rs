@@ -11,7 +11,7 @@ use super::error::HttpError;
 use super::query::{Parameters, Params, number_in};
 use super::subscription::{indicator_list, interval_index};
 use crate::candle::Indicator;
-use crate::hub::{CandleEntry, IndicatorValues};
+use crate::hub::{IndicatorValues, StoredCandle};
 use crate::store::read_buckets;
 
 /// Most candles one history request returns.
@@ -99,12 +99,12 @@ pub async fn history(
         .map(|indicator| (indicator.name(), indicator.compute(&closes)))
         .collect();
     let first = candles.len().saturating_sub(limit);
-    let entries: Vec<CandleEntry> = (first..candles.len())
+    let entries: Vec<StoredCandle> = (first..candles.len())
         .rev()
         .map(|index| {
-            let mut entry = CandleEntry::from(&candles[index]);
+            let mut entry = StoredCandle::from(&candles[index]);
             if !series.is_empty() {
-                entry.indicators = Some(IndicatorValues(
+                entry.candle.indicators = Some(IndicatorValues(
                     series
                         .iter()
                         .map(|(name, values)| (name.clone(), values[index]))

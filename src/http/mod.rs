@@ -42,6 +42,7 @@ pub use error::HttpError;
 /// History requests that may read the store at once.
 pub const MAX_CONCURRENT_READS: usize = 32;
 
+pub use crate::hub::StoredCandle;
 pub use feed::{CLOSE_NO_PONG, CLOSE_TOO_SLOW, MAX_CLIENT_MESSAGE};
 pub use handshake::BadHandshake;
 pub use history::HISTORY_API_MAX;

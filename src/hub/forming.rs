@@ -6,7 +6,7 @@ use std::sync::{Arc, OnceLock};
 
 use axum::extract::ws::Utf8Bytes;
 
-use super::message::{CandleEntry, FormingMessage};
+use super::message::{FormingMessage, StoredCandle};
 use super::{Hub, Ledger};
 use crate::candle::Candle;
 
@@ -44,7 +44,7 @@ impl FormingFrame {
                 let message = FormingMessage {
                     coin: &self.candle.symbol,
                     interval: &self.candle.interval,
-                    forming: CandleEntry::from(&self.candle),
+                    forming: StoredCandle::from(&self.candle),
                 };
                 Utf8Bytes::from(message.to_json())
             })

@@ -78,7 +78,6 @@ fn a_bucket_is_published_when_its_last_minute_closes() {
         (Some(105.0), Some(98.0))
     );
     assert_eq!(bucket["volume"], 5.0);
-    assert_eq!(bucket["quote_volume"], 50.0);
     assert_eq!(bucket["trades"], 15);
     assert!(bucket.get("indicators").is_none());
 }
@@ -147,6 +146,8 @@ fn forming_candles_reach_only_their_listeners_and_never_after_the_close() {
     assert_eq!(five["forming"]["open"], 9.0);
     assert_eq!(five["forming"]["close"], 15.0);
     assert_eq!(five["forming"]["volume"], 3.0);
+    assert_eq!(five["forming"]["quote_volume"], 30.0);
+    assert_eq!(five["forming"]["taker_buy_quote_volume"], 15.0);
     // An update for a minute already closed is stale and dropped.
     hub.forming(&[minute("BTCUSDT", 1, 99.0)]);
     assert!(!forming.has_changed().unwrap());

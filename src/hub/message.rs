@@ -36,8 +36,7 @@ pub enum Format {
     Candles,
 }
 
-/// One candle in the `candles` format and the history API; times in epoch
-/// milliseconds (UTC), fields in the order of the forming message (issue "Charts").
+/// One candle in the `candles` format; times in epoch milliseconds (UTC).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CandleEntry {
     pub open_time: i64,
@@ -47,9 +46,6 @@ pub struct CandleEntry {
     pub low: f64,
     pub close: f64,
     pub volume: f64,
-    pub quote_volume: f64,
-    pub taker_buy_volume: f64,
-    pub taker_buy_quote_volume: f64,
     pub trades: i64,
     /// The requested indicators at this candle, when any were requested.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -66,11 +62,30 @@ impl From<&Candle> for CandleEntry {
             low: c.low,
             close: c.close,
             volume: c.volume,
+            trades: c.trades,
+            indicators: None,
+        }
+    }
+}
+
+/// A candle with every stored field, as the history API and the forming message
+/// give it: the `candles` format's fields plus the remaining volumes.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StoredCandle {
+    #[serde(flatten)]
+    pub candle: CandleEntry,
+    pub quote_volume: f64,
+    pub taker_buy_volume: f64,
+    pub taker_buy_quote_volume: f64,
+}
+
+impl From<&Candle> for StoredCandle {
+    fn from(c: &Candle) -> Self {
+        Self {
+            candle: c.into(),
             quote_volume: c.quote_volume,
             taker_buy_volume: c.taker_buy_volume,
             taker_buy_quote_volume: c.taker_buy_quote_volume,
-            trades: c.trades,
-            indicators: None,
         }
     }
 }
@@ -113,7 +128,7 @@ impl CandlesMessage<'_> {
 pub struct FormingMessage<'a> {
     pub coin: &'a str,
     pub interval: &'a str,
-    pub forming: CandleEntry,
+    pub forming: StoredCandle,
 }
 
 impl FormingMessage<'_> {

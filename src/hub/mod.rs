@@ -27,7 +27,7 @@ use window::Window;
 
 pub use forming::{FormingFrame, FormingSnapshot};
 pub use message::{
-    CandleEntry, CandlesMessage, CoinMessage, Format, FormingMessage, IndicatorValues,
+    CandleEntry, CandlesMessage, CoinMessage, Format, FormingMessage, IndicatorValues, StoredCandle,
 };
 pub use views::HeldView;
 
