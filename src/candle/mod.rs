@@ -2,11 +2,13 @@
 //! [`Operation`] a client sees. Pure data and rules, no I/O: every other module
 //! builds on this one.
 
+pub mod indicators;
 mod interval;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
+pub use indicators::{BadIndicator, Indicator, IndicatorValue};
 pub use interval::{Interval, UnknownInterval};
 
 /// One candle of one symbol at one interval, as Binance reports it.
