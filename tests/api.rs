@@ -269,7 +269,10 @@ async fn websocket_options_choose_coins_length_and_format() {
                    "low": c.low, "close": c.close, "volume": c.volume, "trades": c.trades})
         })
         .collect();
-    assert_eq!(message, json!({"coin": "SOLUSDT", "interval": "1m", "candles": expected}));
+    assert_eq!(
+        message,
+        json!({"coin": "SOLUSDT", "interval": "1m", "candles": expected})
+    );
 
     // Updates reach only the clients that chose the coin, in their format.
     fake.wait_for_connections(1).await;

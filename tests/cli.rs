@@ -20,6 +20,10 @@ fn an_invalid_setting_stops_startup_with_exit_code_2_naming_the_variable() {
         ("BINANCE_WS_URL", "fstream.binance.com"),
         ("INGEST", "false"),
         ("INGEST", "sometimes"),
+        ("INTERVALS", "1m,7m"),
+        ("INTERVALS", "3d"),
+        ("INTERVALS", "1h,1h"),
+        ("LIVE_INTERVAL_MS", "fast"),
     ];
     for (var, value) in cases {
         let dir = tempfile::tempdir().unwrap();

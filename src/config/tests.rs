@@ -91,6 +91,13 @@ fn each_bad_value_names_its_variable() {
         ("MAX_CONNECTIONS", "0"),
         ("LOG_FORMAT", "xml"),
         ("HISTORY_MAX", "0"),
+        ("INTERVALS", "1m,2m"),
+        ("INTERVALS", "1M"),
+        ("INTERVALS", "3d"),
+        ("INTERVALS", " , "),
+        ("INTERVALS", "5m,5m"),
+        ("LIVE_INTERVAL_MS", "-1"),
+        ("LIVE_INTERVAL_MS", "60001"),
     ];
     for (var, value) in cases {
         let err =
@@ -186,4 +193,28 @@ fn symbols_the_exchange_lists_are_accepted_whatever_their_alphabet() {
         config.symbols,
         ["BTCUSDT_260626", "币安人生USDT", "1000PEPEUSDT"]
     );
+}
+
+#[test]
+fn intervals_are_served_shortest_first_with_the_base_always_among_them() {
+    let names = |config: &Config| -> Vec<String> {
+        config
+            .intervals
+            .iter()
+            .map(|i| i.name().to_owned())
+            .collect()
+    };
+    let defaults = config_with(&[]).unwrap();
+    assert_eq!(names(&defaults), ["1m", "5m", "15m", "1h", "4h", "1d"]);
+    assert_eq!(defaults.feed.live_interval, Duration::from_millis(250));
+    let chosen = config_with(&[("INTERVALS", "1d, 15m,1w")]).unwrap();
+    assert_eq!(names(&chosen), ["1m", "15m", "1d", "1w"]);
+    // A longer base: the default list keeps only its multiples.
+    let hourly = config_with(&[("INTERVAL", "1h")]).unwrap();
+    assert_eq!(names(&hourly), ["1h", "4h", "1d"]);
+    let err = config_with(&[("INTERVAL", "1h"), ("INTERVALS", "1h,5m")]).unwrap_err();
+    assert_eq!(err.var, "INTERVALS");
+    assert!(err.reason.contains("multiple of INTERVAL=1h"), "{err}");
+    let every_update = config_with(&[("LIVE_INTERVAL_MS", "0")]).unwrap();
+    assert_eq!(every_update.feed.live_interval, Duration::ZERO);
 }

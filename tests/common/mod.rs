@@ -218,6 +218,10 @@ pub fn config_for(fake: &FakeExchange, backend: &Backend, extra: &[(&str, &str)]
     for (name, value) in backend.env() {
         vars.insert(name.into(), value);
     }
+    // Only the base interval unless a test asks for more: the deep history longer
+    // intervals fetch after startup would add REST requests to tests that count
+    // them (tests/intervals.rs and tests/forming.rs set INTERVALS themselves).
+    vars.insert("INTERVALS".into(), "1m".into());
     for (name, value) in extra {
         vars.insert(name.to_string(), value.to_string());
     }
