@@ -180,6 +180,17 @@ async fn buckets_match_what_the_fake_closed(backend: Backend) {
         "older page",
     );
     assert!(page["candles"][0]["quote_volume"].as_f64().is_some());
+    // A `before` past any date a database keeps is simply "up to the newest".
+    let (status, far) = get_json(
+        &app,
+        "/api/v1/candles/BTCUSDT?limit=1&before=9223372036854775807",
+    )
+    .await;
+    assert_eq!(status, 200, "{far}");
+    assert_eq!(
+        far["candles"][0]["open_time"],
+        fake.history("BTCUSDT").last().unwrap().open_time
+    );
     app.stop().await.unwrap();
 }
 

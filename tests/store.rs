@@ -107,6 +107,31 @@ async fn store_contract(store: Arc<dyn CandleStore>, reopen: Reopen) {
     let stored = store.latest("SOLUSDT", "1m", 1000).await.unwrap();
     assert_eq!(stored.len(), burst.len());
     assert_eq!(stored.into_iter().rev().collect::<Vec<_>>(), burst);
+
+    // Ranges: [from, to), oldest first, across more than one read batch.
+    let many: Vec<Candle> = (0..2500)
+        .map(|m| candle("XRPUSDT", "1m", m, 1.0 + m as f64))
+        .collect();
+    for chunk in many.chunks(500) {
+        store.upsert(chunk).await.unwrap();
+    }
+    let read: Vec<Candle> = store
+        .range("XRPUSDT", "1m", many[3].open_time, many[2203].open_time)
+        .try_collect()
+        .await
+        .unwrap();
+    assert_eq!(read, many[3..2203], "[from, to), oldest first");
+    let none: Vec<Candle> = store
+        .range("XRPUSDT", "5m", many[0].open_time, i64::MAX)
+        .try_collect()
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    assert_eq!(
+        store.oldest_open_time("XRPUSDT", "1m").await.unwrap(),
+        Some(many[0].open_time)
+    );
+    assert_eq!(store.oldest_open_time("XRPUSDT", "5m").await.unwrap(), None);
 }
 
 #[tokio::test]

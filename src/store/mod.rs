@@ -116,6 +116,10 @@ impl StoreError {
 /// clock a few minutes off, none for a candle from the far future.
 pub const STORED_FUTURE_TOLERANCE_MS: i64 = 10 * 60_000;
 
+/// Stored candles read one at a time, oldest first; errors end it.
+pub type CandleStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<Candle, StoreError>> + Send>>;
+
 /// Where closed candles are kept. Every write is an idempotent upsert keyed by
 /// `(symbol, interval, open_time)` (DESIGN.md §4).
 #[async_trait]
@@ -163,6 +167,11 @@ pub trait CandleStore: Send + Sync {
         limit: usize,
         before: Option<i64>,
     ) -> Result<Vec<Candle>, StoreError>;
+
+    /// Every stored candle of `symbol` at `interval` opened in `[from, to)` (ms since
+    /// the epoch, UTC), oldest first, read from the database a batch at a time:
+    /// memory stays constant however long the range (an export, a backfill's scan).
+    fn range(&self, symbol: &str, interval: &str, from: i64, to: i64) -> CandleStream;
 
     /// The open time (ms since the epoch, UTC) of the oldest stored candle of
     /// `symbol` at `interval`, if any: where the deep history backfill stops.

@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use prometheus_client::metrics::counter::Counter;
 
-use super::{CandleStore, StoreError};
+use futures_util::StreamExt;
+
+use super::{CandleStore, CandleStream, StoreError};
 use crate::candle::Candle;
 
 /// Candles in a SQLite file, for running without MongoDB. Same fields, same key.
@@ -156,6 +158,28 @@ impl SqliteStore {
 
 #[async_trait]
 impl CandleStore for SqliteStore {
+    fn range(&self, symbol: &str, interval: &str, from: i64, to: i64) -> CandleStream {
+        let (sender, receiver) = tokio::sync::mpsc::channel(2);
+        let path = Arc::clone(&self.path);
+        let bad_rows = self.bad_rows.clone();
+        let query = (symbol.to_owned(), interval.to_owned(), from, to);
+        tokio::task::spawn_blocking(move || {
+            if let Err(source) = send_range(&path, query, &sender, &bad_rows) {
+                let path = path.as_ref().clone();
+                let _ = sender.blocking_send(Err(StoreError::Sqlite { path, source }));
+            }
+        });
+        let batches = futures_util::stream::unfold(receiver, |mut receiver| async move {
+            receiver.recv().await.map(|batch| (batch, receiver))
+        });
+        Box::pin(batches.flat_map(|batch| {
+            futures_util::stream::iter(match batch {
+                Ok(candles) => candles.into_iter().map(Ok).collect::<Vec<_>>(),
+                Err(err) => vec![Err(err)],
+            })
+        }))
+    }
+
     async fn upsert(&self, candles: &[Candle]) -> Result<(), StoreError> {
         let candles = candles.to_vec();
         self.with_connection(move |connection| {
@@ -233,24 +257,10 @@ impl CandleStore for SqliteStore {
                  FROM candles WHERE symbol = ?1 AND interval = ?2 AND open_time < ?4
                  ORDER BY open_time DESC LIMIT ?3",
             )?;
-            let rows =
-                statement.query_map(rusqlite::params![symbol, interval, limit, before], |row| {
-                    Ok(Candle {
-                        symbol: row.get(0)?,
-                        interval: row.get(1)?,
-                        open_time: row.get(2)?,
-                        close_time: row.get(3)?,
-                        open: row.get(4)?,
-                        high: row.get(5)?,
-                        low: row.get(6)?,
-                        close: row.get(7)?,
-                        volume: row.get(8)?,
-                        quote_volume: row.get(9)?,
-                        taker_buy_volume: row.get(10)?,
-                        taker_buy_quote_volume: row.get(11)?,
-                        trades: row.get(12)?,
-                    })
-                })?;
+            let rows = statement.query_map(
+                rusqlite::params![symbol, interval, limit, before],
+                candle_from_row,
+            )?;
             // A row that does not read as a candle is skipped, not fatal.
             let (candles, bad): (Vec<_>, Vec<_>) = rows.partition(Result::is_ok);
             if let Some(Err(err)) = bad.first() {
@@ -262,6 +272,75 @@ impl CandleStore for SqliteStore {
         .await
     }
 }
+
+/// The columns every candle query selects, in [`candle_from_row`]'s order.
+const CANDLE_COLUMNS: &str = "symbol, interval, open_time, close_time, open, high, low, close, \
+     volume, quote_volume, taker_buy_volume, taker_buy_quote_volume, trades";
+
+/// A row of [`CANDLE_COLUMNS`] as a candle.
+fn candle_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Candle> {
+    Ok(Candle {
+        symbol: row.get(0)?,
+        interval: row.get(1)?,
+        open_time: row.get(2)?,
+        close_time: row.get(3)?,
+        open: row.get(4)?,
+        high: row.get(5)?,
+        low: row.get(6)?,
+        close: row.get(7)?,
+        volume: row.get(8)?,
+        quote_volume: row.get(9)?,
+        taker_buy_volume: row.get(10)?,
+        taker_buy_quote_volume: row.get(11)?,
+        trades: row.get(12)?,
+    })
+}
+
+/// Reads `[from, to)` oldest first on a connection of its own (WAL lets it read
+/// beside the service's), sending batches until the receiver goes away.
+fn send_range(
+    path: &Path,
+    (symbol, interval, from, to): (String, String, i64, i64),
+    batches: &tokio::sync::mpsc::Sender<Result<Vec<Candle>, StoreError>>,
+    bad_rows: &Counter,
+) -> rusqlite::Result<()> {
+    let connection = rusqlite::Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    connection.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mut statement = connection.prepare(&format!(
+        "SELECT {CANDLE_COLUMNS} FROM candles
+         WHERE symbol = ?1 AND interval = ?2 AND open_time >= ?3 AND open_time < ?4
+         ORDER BY open_time"
+    ))?;
+    let rows = statement.query_map(
+        rusqlite::params![symbol, interval, from, to],
+        candle_from_row,
+    )?;
+    let mut batch = Vec::with_capacity(RANGE_BATCH);
+    for row in rows {
+        match row {
+            Ok(candle) => batch.push(candle),
+            Err(_) => {
+                bad_rows.inc();
+            }
+        }
+        if batch.len() == RANGE_BATCH {
+            let full = std::mem::replace(&mut batch, Vec::with_capacity(RANGE_BATCH));
+            if batches.blocking_send(Ok(full)).is_err() {
+                return Ok(()); // the reader is gone
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let _ = batches.blocking_send(Ok(batch));
+    }
+    Ok(())
+}
+
+/// Candles per batch of a range read.
+const RANGE_BATCH: usize = 1000;
 
 /// Whether SQLite failed for want of permission (or of a writable file).
 fn is_permission(err: &rusqlite::Error) -> bool {
