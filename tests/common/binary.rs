@@ -57,6 +57,8 @@ impl Running {
             .current_dir(dir.path())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // Only the base interval unless the test sets INTERVALS: see `config_for`.
+        command.env("INTERVALS", "1m");
         for (name, value) in env {
             command.env(name, value);
         }
