@@ -337,6 +337,13 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
+/// Label of `resumes`: where a `since` resume was served from.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SourceLabel {
+    /// `memory` (the window reached back far enough) or `store`.
+    pub source: &'static str,
+}
+
 /// The HTTP server's metrics, registered with the others.
 #[derive(Debug)]
 pub struct ServingMetrics {
@@ -352,6 +359,8 @@ pub struct ServingMetrics {
     pub upgrades_refused: Family<ReasonLabel, Counter>,
     /// `cached_views`: distinct non-default views whose messages are kept (set when scraped).
     pub cached_views: Gauge,
+    /// `resumes{source}`: coins resumed with `?since=`, from memory or the store.
+    pub resumes: Family<SourceLabel, Counter>,
 }
 
 impl ServingMetrics {
@@ -362,6 +371,7 @@ impl ServingMetrics {
             accept_errors: Counter::default(),
             upgrades_refused: Family::default(),
             cached_views: Gauge::default(),
+            resumes: Family::default(),
         };
         let m = &metrics;
         registry.register(
@@ -384,6 +394,11 @@ impl ServingMetrics {
             "cached_views",
             "Distinct non-default views whose messages are kept",
             m.cached_views.clone(),
+        );
+        registry.register(
+            "resumes",
+            "Coins resumed with ?since=, by where the candles came from",
+            m.resumes.clone(),
         );
         metrics
     }

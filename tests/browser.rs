@@ -313,6 +313,29 @@ async fn the_page_charts_intervals_the_forming_candle_indicators_and_older_histo
         url_has(&done, "pageUrl", part);
     }
 
+    // An outage: candles close while the page is away; it reconnects with `since`
+    // and holds every one of them, no hole.
+    let dropped = report("DROPPED").await;
+    let connects = dropped["state"]["connects"].as_u64().unwrap();
+    let closed: Vec<_> = (0..3).map(|_| fake.close_next("BTCUSDT")).collect();
+    let through = closed.last().unwrap().open_time;
+    writeln!(to_page, "{}", serde_json::json!({ "through": through })).unwrap();
+    let resumed = report("RESUMED").await;
+    let state = &resumed["state"];
+    assert!(state["connects"].as_u64().unwrap() > connects);
+    url_has(state, "url", "since=");
+    let btc = &state["coins"]["BTCUSDT"];
+    let (oldest, newest) = (
+        btc["oldestOpenTime"].as_i64().unwrap(),
+        btc["newestOpenTime"].as_i64().unwrap(),
+    );
+    assert_eq!(newest, through);
+    assert_eq!(
+        btc["count"].as_i64().unwrap(),
+        (newest - oldest) / MINUTE + 1,
+        "every minute from the oldest held to the newest, no hole"
+    );
+
     drop(to_page);
     let status = tokio::task::spawn_blocking(move || node.wait())
         .await

@@ -22,8 +22,10 @@ use super::live::LiveFeed;
 use super::page::page;
 use super::query::Params;
 use super::quiet::Noisy;
+use super::resume::resume_message;
 use super::subscription::{FeedParams, Subscription};
 use super::{AppState, Slot};
+use crate::telemetry::Chain;
 
 /// Clients send only control frames; anything larger than this is closed with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
@@ -143,6 +145,7 @@ async fn serve_client(
         positions,
         view,
         live,
+        since,
     } = subscription;
     let hub = &state.parts.hub;
     // Keeps this view's renderings shared while the client is connected.
@@ -162,7 +165,17 @@ async fn serve_client(
     for (coin, &p) in positions.iter().enumerate() {
         let frame = snapshot.frame(view.interval, p);
         sent.push(frame.version_for(&view));
-        first.push(hub.message(&snapshot, p, &view));
+        let message = match since {
+            None => hub.message(&snapshot, p, &view),
+            Some(since) => match resume_message(&state, &snapshot, p, &view, since).await {
+                Ok(message) => message,
+                Err(err) => {
+                    Noisy::StoreUnavailable.note(&Chain(&err));
+                    return close(&mut socket, CLOSE_TOO_SLOW, "history unavailable; retry").await;
+                }
+            },
+        };
+        first.push(message);
         if let Some(live) = &mut live {
             live.closed(coin, frame.newest_open_time);
         }

@@ -16,6 +16,7 @@ mod metrics;
 mod page;
 mod query;
 mod quiet;
+mod resume;
 mod server;
 mod subscription;
 mod timeouts;

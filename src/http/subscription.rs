@@ -11,7 +11,7 @@ use super::query::{Parameters, number_in};
 use crate::candle::indicators;
 use crate::hub::{Format, Hub, View};
 
-/// `?symbols=&limit=&format=&interval=&live=&indicators=`, as given.
+/// `?symbols=&limit=&format=&interval=&live=&indicators=&since=`, as given.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FeedParams {
@@ -21,6 +21,7 @@ pub struct FeedParams {
     interval: Option<String>,
     live: Option<String>,
     indicators: Option<String>,
+    since: Option<String>,
 }
 
 impl Parameters for FeedParams {
@@ -31,8 +32,12 @@ impl Parameters for FeedParams {
         "interval",
         "live",
         "indicators",
+        "since",
     ];
 }
+
+/// Most candles a `since` resume sends per coin; further back, the history API.
+pub const MAX_RESUME: i64 = 1000;
 
 /// Which coins a websocket client wants, in which order, and how.
 pub(super) struct Subscription {
@@ -41,6 +46,9 @@ pub(super) struct Subscription {
     pub(super) view: View,
     /// Whether the client also gets the candle still forming.
     pub(super) live: bool,
+    /// Resume after this open time (ms since the epoch, UTC): the first message of
+    /// each coin holds every candle opened after it.
+    pub(super) since: Option<i64>,
 }
 
 impl Subscription {
@@ -52,6 +60,7 @@ impl Subscription {
             positions: (0..hub.symbols().len()).collect(),
             view: hub.default_view(),
             live: false,
+            since: None,
         };
         if let Some(value) = params.symbols {
             subscription.positions = symbol_positions(&value, hub)?;
@@ -95,8 +104,38 @@ impl Subscription {
             }
             subscription.view.indicators = indicator_list(&value)?;
         }
+        if let Some(value) = params.since {
+            subscription.since = Some(resume_point(&value, &subscription.view, hub)?);
+        }
         Ok(subscription)
     }
+}
+
+/// `?since=`: an open time (ms since the epoch) at most [`MAX_RESUME`] candles of the
+/// view's interval back, with `format=candles` (the compact format cannot say which
+/// candles a message holds).
+fn resume_point(value: &str, view: &View, hub: &Hub) -> Result<i64, HttpError> {
+    if view.format != Format::Candles {
+        return Err(HttpError::bad_parameter(
+            "since",
+            "since needs format=candles: only that format says which candles a message holds",
+        ));
+    }
+    let since = number_in("since", value, 0..=i64::MAX)?;
+    let interval = &hub.intervals()[view.interval];
+    let now = chrono::Utc::now().timestamp_millis();
+    let oldest = interval.open_time_containing(now) - MAX_RESUME * interval.millis();
+    if since < oldest {
+        return Err(HttpError::bad_parameter(
+            "since",
+            format!(
+                "since={since} is more than {MAX_RESUME} {interval} candles back; \
+                 fetch older candles from GET /api/v1/candles/{{symbol}}?interval={interval}&from={since}, \
+                 then resume with a later since"
+            ),
+        ));
+    }
+    Ok(since)
 }
 
 /// `?symbols=`: known symbols (any case), each once, at least one.

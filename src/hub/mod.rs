@@ -393,6 +393,34 @@ impl Hub {
         }
     }
 
+    /// The `candles` message of the coin at `position` holding every candle opened
+    /// after `since` (ms since the epoch, UTC), newest first, exactly as of
+    /// `snapshot`; `None` when the window does not reach back that far.
+    pub fn message_after(
+        &self,
+        snapshot: &Snapshot,
+        position: usize,
+        view: &View,
+        since: i64,
+    ) -> Option<Utf8Bytes> {
+        snapshot
+            .frame(view.interval, position)
+            .window
+            .render_after(view, since)
+    }
+
+    /// The candles the window of the coin at `position` holds at the served interval
+    /// `interval` as of `snapshot`, oldest first.
+    pub fn window_candles(
+        &self,
+        snapshot: &Snapshot,
+        interval: usize,
+        position: usize,
+    ) -> Vec<Candle> {
+        let window = &snapshot.frame(interval, position).window;
+        window.candles.iter().cloned().collect()
+    }
+
     /// The current snapshot and a receiver that wakes when it changes.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.inner.published.subscribe()

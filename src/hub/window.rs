@@ -202,6 +202,40 @@ impl Window {
         Utf8Bytes::from(message.to_json())
     }
 
+    /// The `candles` message of every held candle opened after `since` (ms since the
+    /// epoch, UTC), newest first, with `view`'s indicators; `None` when the window
+    /// may not hold them all (its oldest candle opened later than the first one
+    /// after `since`), and the store must be asked.
+    pub(super) fn render_after(&self, view: &View, since: i64) -> Option<Utf8Bytes> {
+        let first_after = self.interval.open_time_containing(since) + self.interval.millis();
+        if self.candles.front()?.open_time > first_after {
+            return None;
+        }
+        let series: Vec<(String, Series)> = view
+            .indicators
+            .iter()
+            .map(|indicator| (indicator.name(), self.series(*indicator)))
+            .collect();
+        let message = CandlesMessage {
+            coin: &self.symbol,
+            interval: self.interval.name(),
+            candles: self
+                .candles
+                .iter()
+                .rev()
+                .take_while(|candle| candle.open_time > since)
+                .map(|candle| {
+                    let mut entry = CandleEntry::from(candle);
+                    if !series.is_empty() {
+                        entry.indicators = Some(self.values_at(candle.open_time, &series));
+                    }
+                    entry
+                })
+                .collect(),
+        };
+        Some(Utf8Bytes::from(message.to_json()))
+    }
+
     /// Each series' value at the candle opened at `open_time`.
     fn values_at(&self, open_time: i64, series: &[(String, Series)]) -> IndicatorValues {
         let index = self

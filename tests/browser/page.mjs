@@ -12,6 +12,9 @@
 //   RSI       after choosing ETHUSDT and clicking RSI 14, its pane is there
 //   RELOADED  after a reload, the same view from the URL
 //   DONE      after choosing BTCUSDT, 1m, SMA 20, BB 20 and MACD (the screenshot's view)
+//   DROPPED   the page's connection was dropped, as by an outage
+//   RESUMED   after a line on stdin ({"through": open_time}: the test closed candles
+//             meanwhile), the page reconnected and holds BTCUSDT up to that candle
 //
 // Exits non-zero on any failure, a page error, or after 120 s.
 import readline from "node:readline";
@@ -118,6 +121,17 @@ try {
   await page.waitForTimeout(300);
   if (screenshot) await page.screenshot({ path: screenshot });
   await report("DONE");
+
+  await page.evaluate(() => window.candlecast.dropConnection());
+  await report("DROPPED");
+  const { value: resumeLine, done: noResume } = await commands.next();
+  if (noResume) throw new Error("stdin closed before the candles closed during the outage were announced");
+  const { through } = JSON.parse(resumeLine);
+  await page.waitForFunction((t) => {
+    const s = window.candlecast;
+    return s.status === "live" && s.connects >= 2 && s.coins.BTCUSDT.newestOpenTime >= t;
+  }, through);
+  await report("RESUMED");
 } finally {
   clearTimeout(timer);
   input.close();
