@@ -4,6 +4,7 @@
 
 pub mod bucket;
 pub mod indicators;
+mod instant;
 mod interval;
 
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use chrono_tz::Tz;
 
 pub use bucket::{BucketBuilder, aggregate};
 pub use indicators::{BadIndicator, Indicator, IndicatorValue};
+pub use instant::{BadInstant, parse_instant, utc_date};
 pub use interval::{Interval, UnknownInterval};
 
 /// One candle of one symbol at one interval, as Binance reports it.

@@ -1,16 +1,19 @@
-//! `GET /api/v1/candles/{symbol}?limit=&before=&interval=&indicators=`: stored
-//! candles of any served interval, newest first, paged by open time.
+//! `GET /api/v1/candles/{symbol}?limit=&before=&from=&to=&interval=&indicators=&format=`:
+//! stored candles of any served interval, newest first and paged by open time as
+//! JSON, or a whole range as CSV (see [`super::export`]).
 
 use axum::Json;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::json;
 
 use super::AppState;
 use super::error::HttpError;
+use super::export::Export;
 use super::query::{Parameters, Params, number_in};
 use super::subscription::{indicator_list, interval_index};
-use crate::candle::Indicator;
+use crate::candle::{Indicator, Interval, parse_instant};
 use crate::hub::{IndicatorValues, StoredCandle};
 use crate::store::read_buckets;
 
@@ -19,27 +22,50 @@ pub const HISTORY_API_MAX: usize = 1000;
 /// Candles returned when `limit` is not given.
 const DEFAULT_LIMIT: usize = 100;
 
-/// `?limit=&before=&interval=&indicators=`, as given.
+/// `?limit=&before=&from=&to=&interval=&indicators=&format=`, as given.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryParams {
     limit: Option<String>,
     before: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
     interval: Option<String>,
     indicators: Option<String>,
+    format: Option<String>,
 }
 
 impl Parameters for HistoryParams {
-    const NAMES: &'static [&'static str] = &["limit", "before", "interval", "indicators"];
+    const NAMES: &'static [&'static str] = &[
+        "limit",
+        "before",
+        "from",
+        "to",
+        "interval",
+        "indicators",
+        "format",
+    ];
+}
+
+/// `from` or `to`: epoch ms, an RFC 3339 time or a date.
+fn instant(parameter: &str, value: Option<String>) -> Result<Option<i64>, HttpError> {
+    value
+        .map(|raw| {
+            parse_instant(&raw).map_err(|err| HttpError::bad_parameter(parameter, err.to_string()))
+        })
+        .transpose()
 }
 
 /// Stored candles of `symbol` at `interval` (default `INTERVAL`; longer ones are
-/// built from the stored base candles, whole buckets only), newest first: `limit`
-/// (1 to 1000, default 100) of them, opened before `before` (ms since the epoch,
-/// UTC, exclusive) when given; with `indicators`, each computed over the stored
-/// closes before it too.
+/// built from the stored base candles, whole buckets only), opened in
+/// `[from, to)` (ms since the epoch, RFC 3339 or a date; UTC) and before `before`
+/// (ms, exclusive) when given.
 ///
-/// `{"symbol":"BTCUSDT","interval":"1m","candles":[{"open_time":…,…},…]}`
+/// As JSON (the default), newest first, `limit` (1 to 1000, default 100) of them,
+/// with `indicators` computed over the stored closes before each too:
+/// `{"symbol":"BTCUSDT","interval":"1m","candles":[{"open_time":…,…},…]}`.
+/// With `format=csv`, all of them, oldest first, streamed (from defaults to the
+/// first stored candle, to to now).
 ///
 /// # Errors
 /// 404 for an unknown symbol, 400 naming a bad parameter, 503 when the store does
@@ -48,7 +74,7 @@ pub async fn history(
     Path(symbol): Path<String>,
     State(state): State<AppState>,
     params: Result<Params<HistoryParams>, HttpError>,
-) -> Result<Json<Value>, HttpError> {
+) -> Result<Response, HttpError> {
     let parts = &state.parts;
     let hub = &parts.hub;
     let symbol = symbol.to_uppercase();
@@ -60,6 +86,7 @@ pub async fn history(
     }
     // An unknown symbol is reported before a bad parameter.
     let Params(params) = params?;
+    let limit_given = params.limit.is_some();
     let limit = match params.limit {
         Some(value) => number_in("limit", &value, 1..=HISTORY_API_MAX)?,
         None => DEFAULT_LIMIT,
@@ -75,6 +102,46 @@ pub async fn history(
     let indicators: Vec<Indicator> = match params.indicators {
         Some(value) => indicator_list(&value)?.to_vec(),
         None => Vec::new(),
+    };
+    let (from, to) = (instant("from", params.from)?, instant("to", params.to)?);
+    if let (Some(from), Some(to)) = (from, to)
+        && from >= to
+    {
+        return Err(HttpError::bad_parameter(
+            "from",
+            format!("from ({from}) must be before to ({to})"),
+        ));
+    }
+    match params.format.as_deref() {
+        None | Some("json") => {}
+        Some("csv") => {
+            for (name, given) in [
+                ("limit", limit_given),
+                ("before", before.is_some()),
+                ("indicators", !indicators.is_empty()),
+            ] {
+                if given {
+                    return Err(HttpError::bad_parameter(
+                        name,
+                        format!(
+                            "{name} does not apply to format=csv, which gives every candle from from to to"
+                        ),
+                    ));
+                }
+            }
+            return export(&state, symbol, interval, from, to).await;
+        }
+        Some(other) => {
+            return Err(HttpError::bad_parameter(
+                "format",
+                format!("format must be json or csv, got {other:?}"),
+            ));
+        }
+    }
+    // `to` is an exclusive bound like `before`: the tighter one applies.
+    let before = match (before, to) {
+        (Some(before), Some(to)) => Some(before.min(to)),
+        (before, to) => before.or(to),
     };
     let _reading = state
         .reads
@@ -93,12 +160,14 @@ pub async fn history(
     )
     .await
     .map_err(HttpError::StoreUnavailable)?;
+    // Candles before `from` still feed the indicators; they are not answered.
+    let first_wanted = candles.partition_point(|c| from.is_some_and(|from| c.open_time < from));
     let closes: Vec<f64> = candles.iter().map(|c| c.close).collect();
     let series: Vec<(String, Vec<_>)> = indicators
         .iter()
         .map(|indicator| (indicator.name(), indicator.compute(&closes)))
         .collect();
-    let first = candles.len().saturating_sub(limit);
+    let first = candles.len().saturating_sub(limit).max(first_wanted);
     let entries: Vec<StoredCandle> = (first..candles.len())
         .rev()
         .map(|index| {
@@ -114,7 +183,47 @@ pub async fn history(
             entry
         })
         .collect();
-    Ok(Json(
-        json!({"symbol": symbol, "interval": interval.name(), "candles": entries}),
-    ))
+    Ok(
+        Json(json!({"symbol": symbol, "interval": interval.name(), "candles": entries}))
+            .into_response(),
+    )
+}
+
+/// The CSV export of `[from, to)` (defaults: the first stored candle, now).
+async fn export(
+    state: &AppState,
+    symbol: String,
+    interval: Interval,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> Result<Response, HttpError> {
+    let parts = &state.parts;
+    let base = parts.hub.intervals()[0].clone();
+    // An export holds one of the bounded reads for as long as it streams.
+    let permit = std::sync::Arc::clone(&state.reads)
+        .try_acquire_owned()
+        .map_err(|_| HttpError::TooManyReads)?;
+    let to = to.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let from = match from {
+        Some(from) => from,
+        None => parts
+            .store
+            .oldest_open_time(&symbol, base.name())
+            .await
+            .map_err(HttpError::StoreUnavailable)?
+            .unwrap_or(to)
+            .min(to),
+    };
+    let export = Export {
+        symbol,
+        base,
+        interval,
+        from,
+        to: to.max(from + 1),
+    };
+    let (base_from, base_to) = export.base_range();
+    let candles = parts
+        .store
+        .range(&export.symbol, export.base.name(), base_from, base_to);
+    Ok(export.respond(candles, permit))
 }

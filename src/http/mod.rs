@@ -5,6 +5,7 @@
 
 mod cors;
 mod error;
+mod export;
 mod feed;
 mod handshake;
 mod health;

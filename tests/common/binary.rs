@@ -80,6 +80,11 @@ impl Running {
         Self { child, output, dir }
     }
 
+    /// The process id, e.g. to read `/proc/{pid}/status`.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn output(&self) -> String {
         self.output.lock().unwrap().clone()
     }
