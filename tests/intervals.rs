@@ -388,3 +388,90 @@ async fn every_bad_interval_or_indicator_is_a_400_naming_it() {
     assert_eq!(keys.len(), 2);
     app.stop().await.unwrap();
 }
+
+/// The first start fetches the history the longest interval needs in the background,
+/// in 1,000-row requests paced under 1,200 weight a minute; a later start on the same
+/// store fetches none of it again.
+#[tokio::test]
+async fn the_deep_history_is_paced_and_fetched_once() {
+    let backend = Backend::sqlite();
+    // 52 hours of minutes: HISTORY_MAX=50 hours need 51 whole hours before this one.
+    let fake = FakeExchange::start_sized(&["BTCUSDT", "ETHUSDT"], 52 * 60).await;
+    let env = [
+        ("SYMBOLS", "BTCUSDT,ETHUSDT"),
+        ("INTERVALS", "1m,1h"),
+        ("HISTORY_MAX", "50"),
+    ];
+    let app = TestApp::spawn(config_for(&fake, &backend, &env)).await;
+    let deep = |fake: &FakeExchange| -> Vec<(std::time::Instant, Option<usize>)> {
+        fake.rest_requests()
+            .iter()
+            .filter(|r| r.limit == Some(1000))
+            .map(|r| (r.at, r.limit))
+            .collect()
+    };
+    let url = format!(
+        "{}?format=candles&interval=1h&symbols=ETHUSDT&limit=50",
+        app.ws_url()
+    );
+    let mut hours = 0;
+    for _ in 0..200 {
+        hours = Client::connect(&url).await.next_json().await["candles"]
+            .as_array()
+            .unwrap()
+            .len();
+        if hours == 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(hours, 50, "the 1h window filled from the deep history");
+    let served = backend
+        .wait_for_stored("ETHUSDT", &fake.history("ETHUSDT"))
+        .await;
+    assert!(served.len() >= 51 * 60);
+    app.stop().await.unwrap();
+    let served_requests = fake.rest_requests().len();
+    let requests = deep(&fake);
+    assert!(requests.len() >= 4, "{} deep requests", requests.len());
+    // Weight 5 each, at most 1,200 a minute: at least 250 ms apart.
+    for pair in requests.windows(2) {
+        let gap = pair[1].0 - pair[0].0;
+        assert!(
+            gap >= Duration::from_millis(240),
+            "deep requests {gap:?} apart"
+        );
+    }
+
+    // A later start finds the history stored and fetches only the recent gap.
+    let app = TestApp::spawn(config_for(&fake, &backend, &env)).await;
+    let url = format!(
+        "{}?format=candles&interval=1h&symbols=ETHUSDT&limit=50",
+        app.ws_url()
+    );
+    let mut client = Client::connect(&url).await;
+    assert_eq!(
+        client.next_json().await["candles"]
+            .as_array()
+            .unwrap()
+            .len(),
+        50
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let later: Vec<String> = fake.rest_requests()[served_requests..]
+        .iter()
+        .map(|r| {
+            format!(
+                "{} {:?}..{:?} limit {:?}",
+                r.symbol, r.start_time, r.end_time, r.limit
+            )
+        })
+        .collect();
+    assert_eq!(
+        deep(&fake).len(),
+        requests.len(),
+        "no deep request on a later start: {later:?}; history from {}",
+        fake.history("BTCUSDT")[0].open_time
+    );
+    app.stop().await.unwrap();
+}

@@ -80,7 +80,7 @@ async fn bad_parameters_are_named_with_the_same_words_as_ever() {
         ),
         (
             "/api/v1/candles/BTCUSDT?bogus=1",
-            json!({"error": "unknown parameter \"bogus\"; expected one of limit, before, interval, indicators", "parameter": "bogus"}),
+            json!({"error": "unknown parameter \"bogus\"; expected one of limit, before, from, to, interval, indicators, format", "parameter": "bogus"}),
         ),
         (
             "/api/v1/candles/BTCUSDT?limit=1&limit=2",
