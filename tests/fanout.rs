@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 /// A websocket client with a tiny receive buffer that completes the handshake and
 /// then never reads: its socket fills up and the server's sends to it stall.
-async fn stuck_client(app: &TestApp) -> impl Sized {
+async fn stuck_client(app: &TestApp) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let stream = socket.connect(app.addr).await.unwrap();
@@ -280,4 +280,116 @@ async fn sigterm_closes_clients_with_1001_and_exits_0_with_every_candle_stored()
         let history = fake.history(symbol);
         assert_same_candles(&backend.stored(symbol).await, &history, symbol);
     }
+}
+
+/// A client that stops reading, then reads again, gets each coin's states in order,
+/// the newest last, never one it already had, and skips the states it missed rather
+/// than receiving a backlog; when every client is stalled, the exchange reader still
+/// answers pings and takes every frame.
+#[tokio::test]
+async fn a_client_that_pauses_gets_only_newer_states_and_the_exchange_reader_never_waits() {
+    let backend = Backend::sqlite();
+    // 1000-candle windows: about 25 KB per coin message, so a few fill a socket.
+    let fake = FakeExchange::start_sized(&SYMBOLS, 1100).await;
+    let settings = [
+        ("HISTORY_LEN", "1000"),
+        ("CLIENT_SEND_TIMEOUT_SECS", "600"),
+        ("CLIENT_PING_SECS", "600"),
+    ];
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    let started = Instant::now();
+    let mut paused = stuck_client(&app).await;
+    let others: Vec<_> = futures_util::future::join_all((0..3).map(|_| stuck_client(&app))).await;
+    fake.wait_for_connections(1).await;
+
+    // Every client is stalled while 40 rounds close; the exchange's pings are
+    // answered and every candle still reaches the store.
+    let pongs = fake.pongs();
+    let rounds = 40;
+    let mut closed = Vec::new();
+    for round in 0..rounds {
+        for symbol in SYMBOLS {
+            closed.push(fake.close_next(symbol));
+        }
+        if round % 10 == 0 {
+            fake.ping_all();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eventually(
+        5,
+        "the exchange's pings are answered while clients are stalled",
+        || fake.pongs() >= pongs + 4,
+    )
+    .await;
+    eventually_async(10, "every candle closed meanwhile is stored", || async {
+        let mut stored = Vec::new();
+        for symbol in SYMBOLS {
+            stored.extend(
+                backend
+                    .stored(symbol)
+                    .await
+                    .into_iter()
+                    .map(|c| (c.symbol, c.open_time)),
+            );
+        }
+        closed
+            .iter()
+            .all(|c| stored.contains(&(c.symbol.clone(), c.open_time)))
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Reading again: per coin, strictly newer windows, ending with the newest.
+    let newest: std::collections::HashMap<String, i64> = SYMBOLS
+        .iter()
+        .map(|s| {
+            (
+                s.to_string(),
+                fake.history(s).last().unwrap().close_time + 1,
+            )
+        })
+        .collect();
+    let mut last_seen: std::collections::HashMap<String, String> = Default::default();
+    let mut messages = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let caught_up = |seen: &std::collections::HashMap<String, String>| {
+        SYMBOLS.iter().all(|s| {
+            let closed_at = chrono::DateTime::from_timestamp_millis(newest[*s])
+                .unwrap()
+                .format("%H:%M")
+                .to_string();
+            seen.get(*s) == Some(&closed_at)
+        })
+    };
+    while !caught_up(&last_seen) {
+        assert!(
+            Instant::now() < deadline,
+            "the paused client never caught up: {last_seen:?}"
+        );
+        let message = match tokio::time::timeout(Duration::from_secs(10), paused.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                serde_json::from_str::<serde_json::Value>(&text).unwrap()
+            }
+            Ok(Some(Ok(_))) => continue,
+            other => panic!("the paused client lost its connection: {other:?}"),
+        };
+        messages += 1;
+        let coin = message["coin"].as_str().unwrap().to_owned();
+        let time = message["time"][0].as_str().unwrap().to_owned();
+        if let Some(previous) = last_seen.get(&coin) {
+            assert!(
+                time > *previous || (previous.as_str() > "23" && time.as_str() < "01"),
+                "{coin}: {time} after {previous}: an older or repeated state"
+            );
+        }
+        last_seen.insert(coin, time);
+    }
+    assert!(
+        messages < 5 * (rounds + 1),
+        "{messages} messages: a backlog, not the newest states"
+    );
+    assert_eq!(app.metrics.slow_clients_closed.get(), 0);
+    drop(others);
+    app.stop().await.unwrap();
 }

@@ -426,10 +426,15 @@ async fn the_deep_history_is_paced_and_fetched_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(hours, 50, "the 1h window filled from the deep history");
-    let served = backend
-        .wait_for_stored("ETHUSDT", &fake.history("ETHUSDT"))
-        .await;
-    assert!(served.len() >= 51 * 60);
+    // Every minute from the first whole hour of the 51 on is stored.
+    let first_hour = fake.history("ETHUSDT").last().unwrap().open_time / (60 * MINUTE)
+        * (60 * MINUTE)
+        - 51 * 60 * MINUTE;
+    eventually_async(30, "the deep history is stored", || async {
+        let stored = backend.stored("ETHUSDT").await;
+        stored.first().is_some_and(|c| c.open_time <= first_hour) && stored.len() as i64 >= 51 * 60
+    })
+    .await;
     app.stop().await.unwrap();
     let served_requests = fake.rest_requests().len();
     let requests = deep(&fake);
