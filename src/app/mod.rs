@@ -224,11 +224,10 @@ impl App {
                 ));
             }
             let (done, startup_backfill) = oneshot::channel();
-            tasks.spawn(
-                exchange
-                    .run(cancel.clone(), done)
-                    .instrument(info_span!("upstream")),
-            );
+            let upstream = exchange
+                .run(cancel.clone(), done)
+                .instrument(info_span!("upstream"));
+            tasks.spawn(on_own_thread("exchange", upstream).map_err(StartError::Thread)?);
             Some(startup_backfill)
         } else {
             info!("INGEST=false: following the candle collection; not connecting to the exchange");
@@ -398,6 +397,29 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     App::build(config, listener).await?.run(shutdown).await
+}
+
+/// Runs `work` on a thread of its own with its own single-threaded runtime; the
+/// returned future completes when it has. The exchange reader lives there so that it
+/// never waits in the runtime's queue behind thousands of client tasks woken by the
+/// candle it just read (it must also keep answering the exchange's pings).
+fn on_own_thread(
+    name: &str,
+    work: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (finished, done) = oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(move || {
+            runtime.block_on(work);
+            let _ = finished.send(());
+        })?;
+    Ok(async move {
+        let _ = done.await;
+    })
 }
 
 /// Now, ms since the epoch (UTC), on this machine's clock.

@@ -10,6 +10,7 @@ mod backfill;
 mod deep;
 pub mod kline;
 mod rest;
+mod round;
 mod stream;
 mod symbols;
 mod watch;
