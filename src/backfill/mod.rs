@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
-pub use args::{BackfillArgs, SymbolList, parse_time};
+pub use args::{BackfillArgs, SymbolList};
 pub use progress::{Console, LogLine, LogWriter};
 
 use crate::config::{ArgumentError, Config, ConfigError};
@@ -31,9 +31,9 @@ use crate::exchange::{
 use crate::health::UpstreamHealth;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
-use crate::store::{CandleStore, Reachable, SQLITE_FILE, StoreError};
+use crate::store::{CandleStore, Reachable, SQLITE_FILE};
 use crate::telemetry::Chain;
-use fetch::{Fetcher, Outcome};
+use fetch::{Fetcher, Outcome, Tally};
 use plan::{Span, SymbolPlan};
 
 /// How long a request or write in flight may finish after a stop signal.
@@ -77,6 +77,10 @@ impl BackfillError {
     }
 }
 
+/// The request weight a minute the backfill allows itself: half of Binance's 2,400
+/// per IP, the same budget as the service's deep history.
+pub const WEIGHT_PER_MINUTE: u32 = DEEP_WEIGHT_PER_MINUTE;
+
 /// Fills the configured store with the closed `INTERVAL` candles of `args`' range
 /// and symbols, reporting on `console`, until done or `stop` fires (a request or
 /// write in flight then gets [`STOP_GRACE`] to finish).
@@ -98,36 +102,28 @@ pub async fn run(
     let abort = abort_after_grace(&stop);
     let _abort_at_return = abort.clone().drop_guard();
     let store = open_store(&config).await?;
-
-    let health = Arc::new(UpstreamHealth::default());
-    let pacer = Arc::new(Pacer::new(DEEP_WEIGHT_PER_MINUTE));
-    let rest = RestClient::new(&config.exchange.rest_url, config.interval.clone(), health)
-        .map_err(|err| BackfillError::Exchange(Chain(&err).to_string()))?
-        .with_pacer(Arc::clone(&pacer));
+    let pacer = Arc::new(Pacer::new(WEIGHT_PER_MINUTE));
+    let rest = RestClient::new(
+        &config.exchange.rest_url,
+        config.interval.clone(),
+        Arc::new(UpstreamHealth::default()),
+    )
+    .map_err(|err| BackfillError::Exchange(Chain(&err).to_string()))?
+    .with_pacer(Arc::clone(&pacer));
     let backoff_max = config.exchange.backoff_max;
     let Some(exchange_now) = exchange_clock(&rest, backoff_max, &stop).await else {
         return Err(BackfillError::Interrupted { missing: None });
     };
     pacer.wait(1).await; // exchangeInfo, asked by a client of its own
-    if let SymbolCheck::Unlisted(unlisted) =
-        check_symbols(&config.exchange, &config.interval, &symbols).await
-    {
-        let reason = format!(
-            "the exchange does not list {} (GET /fapi/v1/exchangeInfo); check the spelling, e.g. BTCUSDT or BTCUSDT_260626",
-            unlisted.join(", ")
-        );
-        return Err(match symbols_from {
-            "--symbols" => ArgumentError::new(symbols_from, reason).into(),
-            _ => ConfigError::new(symbols_from, reason).into(),
-        });
-    }
+    check_listed(&config, &symbols, symbols_from).await?;
 
     let span = Span::new(&config.interval, from, to, exchange_now);
+    let store_name = describe_store(&config);
     console.print(&report::header(
         config.interval.name(),
         &span,
         to,
-        &describe_store(&config),
+        &store_name,
     ));
     let mut plans = Vec::with_capacity(symbols.len());
     for symbol in &symbols {
@@ -136,7 +132,9 @@ pub async fn run(
         }
         let plan = plan::read_plan(store.as_ref(), symbol, &config.interval, span)
             .await
-            .map_err(|err| store_error("cannot read the store", &err))?;
+            .map_err(|err| {
+                BackfillError::Store(format!("cannot read the store: {}", Chain(&err)))
+            })?;
         plans.push(plan);
     }
     console.print(&report::plan(&plans));
@@ -144,12 +142,6 @@ pub async fn run(
         return Ok(());
     }
 
-    let to_fetch: Vec<(String, u64)> = plans
-        .iter()
-        .filter(|plan| !plan.holes.is_empty())
-        .map(|plan| (plan.symbol.clone(), plan.missing()))
-        .collect();
-    let progress = console.track(&to_fetch);
     let fetcher = Fetcher {
         rest: &rest,
         store: store.as_ref(),
@@ -158,10 +150,26 @@ pub async fn run(
         stop: &stop,
         abort: &abort,
     };
-    let fetcher = &fetcher;
-    let fetching = plans
+    let results = fetch_all(&fetcher, &plans, &console).await;
+    console.print(&report::summary(&results, started.elapsed()));
+    verdict(&results)
+}
+
+/// Fetches every plan's holes at once (the pacer shares the budget among them),
+/// with a bar each; returns each plan's outcome, in the plans' order.
+async fn fetch_all<'p>(
+    fetcher: &Fetcher<'_>,
+    plans: &'p [SymbolPlan],
+    console: &Console,
+) -> Vec<(&'p SymbolPlan, Outcome, Tally)> {
+    let pending: Vec<&SymbolPlan> = plans.iter().filter(|p| !p.holes.is_empty()).collect();
+    let counts: Vec<(String, u64)> = pending
         .iter()
-        .filter(|plan| !plan.holes.is_empty())
+        .map(|plan| (plan.symbol.clone(), plan.missing()))
+        .collect();
+    let progress = console.track(&counts);
+    let fetching = pending
+        .iter()
         .zip(progress.symbols())
         .map(|(plan, bar)| async move {
             let (outcome, tally) = fetcher.fetch(plan, bar).await;
@@ -170,16 +178,42 @@ pub async fn run(
                 Outcome::Interrupted => "interrupted",
                 _ => "failed",
             });
-            (plan, outcome, tally)
+            (outcome, tally)
         });
-    let mut results = futures_util::future::join_all(fetching).await;
-    drop(progress);
-    for plan in plans.iter().filter(|plan| plan.holes.is_empty()) {
-        results.push((plan, Outcome::Complete, fetch::Tally::default()));
-    }
-    results.sort_by_key(|(plan, ..)| symbols.iter().position(|s| *s == plan.symbol));
-    console.print(&report::summary(&results, started.elapsed()));
-    verdict(&results)
+    let mut fetched = futures_util::future::join_all(fetching).await.into_iter();
+    plans
+        .iter()
+        .map(|plan| {
+            if plan.holes.is_empty() {
+                return (plan, Outcome::Complete, Tally::default());
+            }
+            let (outcome, tally) = fetched.next().expect("one result per plan fetched");
+            (plan, outcome, tally)
+        })
+        .collect()
+}
+
+/// Checks `symbols` against the exchange's list, as the service does at startup:
+/// one it does not list is an error naming where it came from (`--symbols` or
+/// `SYMBOLS`). When the list cannot be read, klines' answers decide.
+async fn check_listed(
+    config: &Config,
+    symbols: &[String],
+    from: &'static str,
+) -> Result<(), BackfillError> {
+    let SymbolCheck::Unlisted(unlisted) =
+        check_symbols(&config.exchange, &config.interval, symbols).await
+    else {
+        return Ok(());
+    };
+    let reason = format!(
+        "the exchange does not list {} (GET /fapi/v1/exchangeInfo); check the spelling, e.g. BTCUSDT or BTCUSDT_260626",
+        unlisted.join(", ")
+    );
+    Err(match from {
+        "--symbols" => ArgumentError::new(from, reason).into(),
+        _ => ConfigError::new(from, reason).into(),
+    })
 }
 
 fn interrupted(missing: Option<u64>) -> String {
@@ -243,10 +277,6 @@ fn describe_store(config: &Config) -> String {
     }
 }
 
-fn store_error(what: &str, err: &StoreError) -> BackfillError {
-    BackfillError::Store(format!("{what}: {}", Chain(err)))
-}
-
 /// The exchange's clock (`GET /fapi/v1/time`), which decides what has closed; asked
 /// again with backoff until it answers, or `None` once `stop` fires.
 async fn exchange_clock(
@@ -273,7 +303,7 @@ async fn exchange_clock(
 }
 
 /// Ok when every symbol is complete; otherwise why not, failures first.
-fn verdict(results: &[(&SymbolPlan, Outcome, fetch::Tally)]) -> Result<(), BackfillError> {
+fn verdict(results: &[(&SymbolPlan, Outcome, Tally)]) -> Result<(), BackfillError> {
     let failed: Vec<String> = results
         .iter()
         .filter_map(|(plan, outcome, _)| match outcome {

@@ -4,11 +4,11 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use super::WEIGHT_PER_MINUTE;
 use super::args::rfc3339_ms;
 use super::fetch::{Outcome, Tally};
 use super::plan::{Span, SymbolPlan};
 use super::progress::human;
-use crate::exchange::DEEP_WEIGHT_PER_MINUTE;
 
 /// Holes listed per symbol; the rest are summed up in one line.
 const HOLES_LISTED: usize = 20;
@@ -85,10 +85,10 @@ pub fn plan(plans: &[SymbolPlan]) -> String {
     if missing == 0 {
         text.push_str("Nothing to fetch: the store holds every candle of the range.");
     } else {
-        let seconds = weight as f64 * 60.0 / f64::from(DEEP_WEIGHT_PER_MINUTE);
+        let seconds = weight as f64 * 60.0 / f64::from(WEIGHT_PER_MINUTE);
         let _ = write!(
             text,
-            "To fetch: {missing} candles, at least {} (weight {weight}): about {} at {DEEP_WEIGHT_PER_MINUTE} weight a minute",
+            "To fetch: {missing} candles, at least {} (weight {weight}): about {} at {WEIGHT_PER_MINUTE} weight a minute",
             counted(requests, "request"),
             human(Duration::from_secs_f64(seconds))
         );
