@@ -257,6 +257,41 @@ async fn a_429_or_418_with_retry_after_is_waited_out() {
 }
 
 #[tokio::test]
+async fn minutes_before_a_listing_cost_a_probe_not_a_page_each() {
+    let fake = FakeExchange::start_sized(&["BTCUSDT"], 200).await;
+    let backend = Backend::sqlite();
+    let env = command::env_for(&fake, &backend, &["BTCUSDT"]);
+    let listed = fake.history("BTCUSDT")[..100].to_vec();
+    // From 3,000 minutes before the first candle the exchange has.
+    let args = command::range(
+        listed[0].open_time - 3_000 * MINUTE,
+        listed[99].open_time + MINUTE,
+    );
+    let run = command::run(&env, &args).await;
+    assert_eq!(run.code, 0, "{}", run.output());
+    assert_same_candles(&backend.stored("BTCUSDT").await, &listed, "BTCUSDT");
+    let summary = "BTCUSDT: fetched 100, stored 100, already present 0: complete \
+                   (the exchange has no candle for 3000 of the missing open times)";
+    assert!(run.stdout.contains(summary), "{}", run.output());
+    // An empty page of 1,000, then one row asked for alone finds the listing.
+    let limits: Vec<usize> = fake
+        .rest_requests()
+        .iter()
+        .map(|r| r.limit.unwrap())
+        .collect();
+    assert_eq!(limits, [1000, 1, 99]);
+
+    // What the exchange does not have stays missing: asked again, never stored.
+    let again = command::run(&env, &args).await;
+    assert_eq!(again.code, 0, "{}", again.output());
+    assert_eq!(
+        fake.rest_requests().len(),
+        5,
+        "an empty page and an empty probe"
+    );
+}
+
+#[tokio::test]
 async fn a_symbol_the_exchange_refuses_fails_with_its_reason() {
     let fake = FakeExchange::start_sized(&["BTCUSDT"], 200).await;
     let backend = Backend::sqlite();
