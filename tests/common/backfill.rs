@@ -17,6 +17,16 @@ pub struct Finished {
     pub stderr: String,
 }
 
+impl From<std::process::Output> for Finished {
+    fn from(output: std::process::Output) -> Self {
+        Self {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+}
+
 impl Finished {
     /// Both streams, for assertion messages.
     pub fn output(&self) -> String {
@@ -98,11 +108,7 @@ pub async fn run(env: &[(&str, String)], args: &[String]) -> Finished {
         .await
         .expect("the backfill ends within 60 s")
         .unwrap();
-    Finished {
-        code: output.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
+    Finished::from(output)
 }
 
 /// A backfill running in the background.
@@ -133,10 +139,6 @@ impl Started {
             .await
             .expect("the backfill exits within 15 s of SIGINT")
             .unwrap();
-        Finished {
-            code: output.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        Finished::from(output)
     }
 }
