@@ -198,8 +198,9 @@ async fn requests_are_paced_under_1200_weight_a_minute() {
         .map(|r| klines_weight(r.limit.unwrap()))
         .collect();
     // 1,200 a minute is 50 ms per unit of weight: between any two requests, at least
-    // the weight of those sent before the later one (a little slack for the trip
-    // from the client to the fake's clock).
+    // the weight of those sent before the later one. The slack is for the fake's
+    // clock, read when a request is handled: a stall of the test process on a busy
+    // machine can bunch up two arrivals, never the sending.
     let per_weight = Duration::from_millis(50);
     for i in 0..requests.len() {
         let mut owed = Duration::ZERO;
@@ -207,7 +208,7 @@ async fn requests_are_paced_under_1200_weight_a_minute() {
             owed += per_weight * weights[j - 1];
             let took = requests[j].at - requests[i].at;
             assert!(
-                took + Duration::from_millis(40) >= owed,
+                took + Duration::from_millis(150) >= owed,
                 "requests {i}..{j} weigh {owed:?} of the budget but took {took:?}"
             );
         }
@@ -216,7 +217,7 @@ async fn requests_are_paced_under_1200_weight_a_minute() {
     let weight: u32 = weights[..weights.len() - 1].iter().sum();
     let pace = f64::from(weight) / span.as_secs_f64() * 60.0;
     eprintln!("paced at {pace:.0} weight a minute ({weight} weight in {span:?})");
-    assert!(pace <= 1230.0, "{pace:.0} weight a minute");
+    assert!(pace <= 1260.0, "{pace:.0} weight a minute");
 }
 
 #[tokio::test]
