@@ -8,10 +8,14 @@
 //! - [`exchange`]: the Binance stream and REST backfill;
 //! - [`http`]: the websocket feed, history API, health, readiness, metrics, page;
 //! - [`config`]: the environment, read once into each area's options;
-//! - [`app`]: the lifecycle that wires them.
+//! - [`app`]: the lifecycle that wires them;
+//! - [`backfill`]: the `backfill` command, a range of history into the store;
+//! - [`cli`]: the command line, `serve` (the default) or `backfill`.
 
 pub mod app;
+pub mod backfill;
 pub mod candle;
+pub mod cli;
 pub mod config;
 pub mod exchange;
 pub mod health;

@@ -3,6 +3,7 @@
 use std::fmt;
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
 
 /// How the service logs, from `RUST_LOG` and `LOG_FORMAT`.
 #[derive(Debug, Clone)]
@@ -27,22 +28,31 @@ pub fn init(filter: &str) {
     init_with(filter, LogFormat::Pretty);
 }
 
-/// [`init`] with a chosen line format.
+/// [`init`] with a chosen line format, to standard output.
 pub fn init_with(filter: &str, format: LogFormat) {
+    // Colour only for a person at a terminal; Docker and Railway logs get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    init_writing_to(filter, format, std::io::stdout, ansi);
+}
+
+/// [`init_with`] writing each line to `writer` (the backfill command logs to
+/// standard error, around its progress bars), coloured when `ansi`.
+pub fn init_writing_to<W>(filter: &str, format: LogFormat, writer: W, ansi: bool)
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_writer(writer);
     let _ = match format {
         LogFormat::Json => builder
             .json()
             .with_current_span(true)
             .with_span_list(true)
             .try_init(),
-        // Colour only for a person at a terminal; Docker and Railway logs get plain text.
-        LogFormat::Pretty => builder
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-            .try_init(),
+        LogFormat::Pretty => builder.with_ansi(ansi).try_init(),
     };
 }
 

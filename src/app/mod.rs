@@ -16,6 +16,7 @@ use tracing::{Instrument, info, info_span, warn};
 mod start;
 mod warm;
 
+pub(crate) use start::open_store;
 pub use start::{AppError, StartError};
 
 use crate::config::{Config, ConfigError};

@@ -72,9 +72,10 @@ pub(super) async fn check_symbols_listed(config: &Config) -> Result<(), StartErr
     Ok(())
 }
 
-/// Opens the configured store. MongoDB refusing the credentials is a configuration
-/// error (exit 2), with a hint when `MONGO_URI` came from `.env`.
-pub(super) async fn open_store(
+/// Opens the configured store, for the service and the backfill command alike.
+/// MongoDB refusing the credentials is a configuration error (exit 2), with a hint
+/// when `MONGO_URI` came from `.env`.
+pub(crate) async fn open_store(
     config: &Config,
     metrics: &Metrics,
 ) -> Result<(StoreBackend, Reachable), StartError> {

@@ -46,6 +46,33 @@ impl ConfigError {
     }
 }
 
+/// A command-line argument that cannot be used: one line naming it, as
+/// [`ConfigError`] names a variable, printed before the process exits with code 2.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid argument: {arg}: {reason}")]
+pub struct ArgumentError {
+    /// The argument at fault, e.g. `--from`.
+    pub arg: String,
+    /// What was wrong and what was expected.
+    pub reason: String,
+}
+
+impl ArgumentError {
+    /// An error naming `arg`.
+    pub fn new(arg: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            arg: arg.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// A comma-separated list of symbols read as `SYMBOLS` is: upper-cased, each listed
+/// once, none with a character no symbol has. The error says what was expected.
+pub fn parse_symbol_list(raw: &str) -> Result<Vec<String>, String> {
+    parse_symbols(raw).map_err(|Expected(reason)| reason)
+}
+
 /// Everything the service needs to know, parsed and validated, grouped by the area
 /// that uses it.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@
 mod backfill;
 mod deep;
 pub mod kline;
+mod pace;
 mod rest;
 mod round;
 mod stream;
@@ -36,6 +37,7 @@ use crate::store::{CandleStore, StoreWriter};
 use crate::telemetry::Chain;
 
 pub use deep::DEEP_WEIGHT_PER_MINUTE;
+pub use pace::{Pacer, klines_weight};
 pub use rest::{GaveUp, ListedSymbol, REST_PAGE_LIMIT, RestClient, RestError};
 pub use stream::ConnectError;
 pub use symbols::{SymbolCheck, check_symbols};

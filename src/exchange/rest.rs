@@ -9,6 +9,7 @@ use tracing::warn;
 use url::Url;
 
 use super::kline::{ParseError, RestKline};
+use super::pace::{Pacer, klines_weight};
 use crate::candle::{Candle, Interval};
 use crate::health::UpstreamHealth;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
@@ -112,6 +113,8 @@ pub struct RestClient {
     klines_url: Url,
     interval: Interval,
     health: Arc<UpstreamHealth>,
+    /// Spaces every request by its weight, when set (the backfill command).
+    pacer: Option<Arc<Pacer>>,
 }
 
 impl RestClient {
@@ -136,7 +139,22 @@ impl RestClient {
             klines_url: endpoint(base, "klines"),
             interval,
             health,
+            pacer: None,
         })
+    }
+
+    /// The same client with every request it sends (retries included) waiting for
+    /// its turn on `pacer`, by its request weight.
+    pub fn with_pacer(mut self, pacer: Arc<Pacer>) -> Self {
+        self.pacer = Some(pacer);
+        self
+    }
+
+    /// Waits for a request of `weight`, if this client is paced.
+    async fn pace(&self, weight: u32) {
+        if let Some(pacer) = &self.pacer {
+            pacer.wait(weight).await;
+        }
     }
 
     /// `GET /fapi/v1/time`: the exchange's clock, ms since the epoch.
@@ -145,6 +163,7 @@ impl RestClient {
     /// [`RestError`] when it does not answer with `{"serverTime": …}`.
     pub async fn server_time(&self) -> Result<i64, RestError> {
         let url = endpoint(&self.base, "time");
+        self.pace(1).await;
         let request = self.http.get(url.clone()).timeout(Duration::from_secs(5));
         let time: ServerTime = self.get_json(request, &url).await?;
         Ok(time.server_time)
@@ -156,6 +175,7 @@ impl RestClient {
     /// [`RestError`] when it does not answer with the documented shape.
     pub async fn listed_symbols(&self) -> Result<Vec<ListedSymbol>, RestError> {
         let url = endpoint(&self.base, "exchangeInfo");
+        self.pace(1).await;
         let request = self.http.get(url.clone()).timeout(Duration::from_secs(5));
         let info: ExchangeInfo = self.get_json(request, &url).await?;
         Ok(info.symbols)
@@ -199,7 +219,8 @@ impl RestClient {
 
     /// One page of up to `limit` klines opened in `[start, end]` (ms since the epoch,
     /// UTC), retried with backoff until it arrives or `cancel`; a `Retry-After` from
-    /// the exchange (429, 418) is honoured.
+    /// the exchange (429, 418) is honoured, and a paced client spaces every attempt
+    /// by its weight.
     pub async fn fetch_with_retry(
         &self,
         symbol: &str,
@@ -210,13 +231,11 @@ impl RestClient {
         cancel: &CancellationToken,
     ) -> Result<Vec<Candle>, GaveUp> {
         let mut backoff = Backoff::new(FIRST_RETRY_DELAY, backoff_max);
+        let weight = klines_weight(limit.min(REST_PAGE_LIMIT));
         loop {
-            // Another request may have been told to wait: so does this one.
-            if let Some(wait) = self.health.rest_ban_remaining() {
-                tokio::select! {
-                    _ = cancel.cancelled() => return Err(GaveUp::Cancelled),
-                    _ = tokio::time::sleep(wait) => {}
-                }
+            tokio::select! {
+                _ = cancel.cancelled() => return Err(GaveUp::Cancelled),
+                _ = self.wait_for_turn(weight) => {}
             }
             // Shutdown does not wait for an answer (up to the 20 s request timeout):
             // the write queue's senders are released at once.
@@ -247,7 +266,24 @@ impl RestClient {
         }
     }
 
-    /// One request for up to `limit` (at most 1500) klines opened in `[start, end]`.
+    /// Waits until a request of `weight` may go: after any ban another request was
+    /// given, and after its turn on the pacer; a ban given while it waited for its
+    /// turn is waited out too, and the turn taken again, so no request goes out
+    /// during a ban, nor all at once when it ends.
+    async fn wait_for_turn(&self, weight: u32) {
+        loop {
+            if let Some(wait) = self.health.rest_ban_remaining() {
+                tokio::time::sleep(wait).await;
+            }
+            self.pace(weight).await;
+            if self.health.rest_ban_remaining().is_none() {
+                return;
+            }
+        }
+    }
+
+    /// One request for up to `limit` (at most 1500) klines opened in `[start, end]`,
+    /// unpaced: [`RestClient::fetch_with_retry`] takes its turn first.
     ///
     /// # Errors
     /// [`RestError`]: the request failed, Binance answered an error, or a row does
@@ -259,12 +295,13 @@ impl RestClient {
         end: i64,
         limit: usize,
     ) -> Result<Vec<Candle>, RestError> {
+        let limit = limit.min(REST_PAGE_LIMIT);
         let request = self.http.get(self.klines_url.clone()).query(&[
             ("symbol", symbol.to_owned()),
             ("interval", self.interval.name().to_owned()),
             ("startTime", start.to_string()),
             ("endTime", end.to_string()),
-            ("limit", limit.min(REST_PAGE_LIMIT).to_string()),
+            ("limit", limit.to_string()),
         ]);
         let rows: Vec<RestKline> = self.get_json(request, &self.klines_url).await?;
         rows.into_iter()

@@ -2,6 +2,7 @@
 //! websocket client, and direct views of what the database holds.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod backfill;
 pub mod binary;
 pub mod fake_exchange;
 pub mod mongo_server;

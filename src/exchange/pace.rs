@@ -1,0 +1,95 @@
+//! Pacing REST requests by Binance's request weight: each request waits for its turn,
+//! so the weight sent in any minute stays under a budget, whatever the answers were
+//! (retries, refusals and bans are requests too).
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+/// Binance's weight of `GET /fapi/v1/klines` asking for `limit` rows (USD-M docs,
+/// "Kline/Candlestick Data"): 1 below 100 rows, 2 below 500, 5 up to 1,000, 10 above.
+pub fn klines_weight(limit: usize) -> u32 {
+    match limit {
+        0..100 => 1,
+        100..500 => 2,
+        500..=1000 => 5,
+        _ => 10,
+    }
+}
+
+/// Spaces requests so that at most `weight_per_minute` is sent in any minute: a
+/// request of weight `w` holds the next one back by `w / weight_per_minute` of a
+/// minute. No bursts: a run's first minute is paced like its last, so a budget of
+/// half Binance's 2,400 leaves the other half to a service on the same address.
+#[derive(Debug)]
+pub struct Pacer {
+    /// A minute's worth of weight, as time per unit of weight.
+    per_weight: Duration,
+    /// When the next request may be sent.
+    next: Mutex<Option<Instant>>,
+}
+
+impl Pacer {
+    /// A pacer allowing `weight_per_minute` (at least 1).
+    pub fn new(weight_per_minute: u32) -> Self {
+        Self {
+            per_weight: Duration::from_secs(60) / weight_per_minute.max(1),
+            next: Mutex::new(None),
+        }
+    }
+
+    /// Waits until a request of `weight` may be sent, and books its share of the
+    /// minute. Cancelling the wait still books it: pacing errs on the slow side.
+    pub async fn wait(&self, weight: u32) {
+        let turn = {
+            let mut next = self.next.lock().expect("pacer lock");
+            let now = Instant::now();
+            let turn = next.map_or(now, |next| next.max(now));
+            *next = Some(turn + self.per_weight * weight);
+            turn
+        };
+        tokio::time::sleep_until(turn).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn weights_follow_binance_s_table() {
+        assert_eq!(klines_weight(1), 1);
+        assert_eq!(klines_weight(99), 1);
+        assert_eq!(klines_weight(100), 2);
+        assert_eq!(klines_weight(499), 2);
+        assert_eq!(klines_weight(500), 5);
+        assert_eq!(klines_weight(1000), 5);
+        assert_eq!(klines_weight(1001), 10);
+        assert_eq!(klines_weight(1500), 10);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn requests_are_spaced_by_their_weight() {
+        let pacer = Pacer::new(1200);
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for weight in [5, 5, 1, 2, 5] {
+            pacer.wait(weight).await;
+            sent.push(start.elapsed().as_millis());
+        }
+        // 1,200 a minute is 50 ms per unit of weight; each request waits for the
+        // weight of the one before it.
+        assert_eq!(sent, [0, 250, 500, 550, 650]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_pacer_lets_the_next_request_go_at_once() {
+        let pacer = Pacer::new(1200);
+        pacer.wait(5).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let before = Instant::now();
+        pacer.wait(5).await;
+        assert_eq!(before.elapsed(), Duration::ZERO);
+    }
+}
