@@ -1,7 +1,9 @@
 //! The `backfill` subcommand's arguments: the range (`--from`, `--to`, UTC dates or
 //! RFC 3339 times) and the symbols, parsed and checked before anything is opened.
 
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
+
+use crate::candle::parse_instant;
 
 use crate::config::{ArgumentError, parse_symbol_list};
 
@@ -56,21 +58,9 @@ impl BackfillArgs {
 
 /// `YYYY-MM-DD` (00:00 UTC that day) or an RFC 3339 time, from 1970 on.
 pub fn parse_time(raw: &str) -> Result<DateTime<Utc>, String> {
-    let raw = raw.trim();
-    let time = if let Ok(day) = NaiveDate::parse_from_str(raw, "%Y-%m-%d") {
-        day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc()
-    } else if let Ok(time) = DateTime::parse_from_rfc3339(raw) {
-        time.with_timezone(&Utc)
-    } else {
-        return Err(format!(
-            "expected a date as YYYY-MM-DD (UTC) or an RFC 3339 time such as \
-             2025-01-01T12:00:00Z, got {raw:?}"
-        ));
-    };
-    if time.timestamp_millis() < 0 {
-        return Err(format!("{raw:?} is before 1970, when no candle existed"));
-    }
-    Ok(time)
+    // The same forms the history API's `from` and `to` take (epoch ms too).
+    let millis = parse_instant(raw).map_err(|err| err.to_string())?;
+    DateTime::from_timestamp_millis(millis).ok_or_else(|| format!("{raw:?} is out of range"))
 }
 
 /// `--symbols`, read as `SYMBOLS` is.

@@ -7,7 +7,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{0:?} is not a time: expected epoch milliseconds (1735689600000), an RFC 3339 time \
-     (2025-01-01T00:00:00Z) or a date (2025-01-01, UTC)"
+     (2025-01-01T00:00:00Z) or a date YYYY-MM-DD (midnight UTC), from 1970 on"
 )]
 pub struct BadInstant(pub String);
 
