@@ -18,7 +18,9 @@ use tokio::task::JoinSet;
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = std::env::args().skip(1);
-    let url = args.next().context("usage: idle_clients URL [N] [SECONDS]")?;
+    let url = args
+        .next()
+        .context("usage: idle_clients URL [N] [SECONDS]")?;
     let clients: usize = args.next().map_or(Ok(1000), |n| n.parse())?;
     let seconds: u64 = args.next().map_or(Ok(30), |s| s.parse())?;
     let mut held = JoinSet::new();

@@ -29,8 +29,10 @@ use crate::telemetry::Chain;
 
 /// Clients send only control frames; anything larger than this is closed with 1009.
 pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
-/// Per-connection read buffer (axum's default is 128 KiB).
-const READ_BUFFER: usize = 1024;
+/// Per-connection read buffer (axum's default is 128 KiB): clients send only control
+/// frames, and a larger one grows the buffer as needed. Measured: 1,024 bytes here
+/// cost 0.9 KB of every idle connection's RSS (see the README's Performance section).
+const READ_BUFFER: usize = 128;
 /// Outgoing bytes are gathered up to this size before a write, so the five messages
 /// of a round leave in one write (axum's default is 128 KiB).
 const WRITE_BUFFER: usize = 8 * 1024;
