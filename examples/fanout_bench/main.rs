@@ -13,7 +13,7 @@
 //! with blocking writes while another (in a child process) reads them.
 //! Everything stays on 127.0.0.1 and stops by itself.
 
-#[path = "../tests/common/fake_exchange.rs"]
+#[path = "../../tests/common/fake_exchange.rs"]
 mod fake_exchange;
 
 use std::io::{BufRead, BufReader, Read, Write};
