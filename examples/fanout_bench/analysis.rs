@@ -1,18 +1,25 @@
 //! After a run: which message each recorded head was, when each client held each
-//! round, and the percentiles of those delays. All times
+//! round and each forming update, and the percentiles of those delays. All times
 //! are microseconds on the [`crate::clients::stamp`] clock.
 
 use std::time::Duration;
 
 use crate::SYMBOLS;
 use crate::clients::Recording;
+use crate::exchange::{LoadLog, update_of};
 
 /// What a recorded message was.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
     /// A coin's window (`{"coin":…,"values":…}`): the snapshot or a round's close.
     Window,
+    /// A forming candle, with its close price.
+    Forming(f64),
     Other,
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// The coin (index into [`SYMBOLS`]) and kind of the message whose head is `head`.
@@ -24,6 +31,17 @@ fn classify(head: &[u8]) -> Option<(usize, Kind)> {
     let rest = &rest[SYMBOLS[coin].len()..];
     if rest.starts_with(br#"","values":"#) {
         return Some((coin, Kind::Window));
+    }
+    if find(rest, br#""forming":"#).is_some() {
+        // A close cut off by the head reads as NaN: an unreadable update.
+        let close = find(rest, br#""close":"#)
+            .and_then(|at| {
+                let number = &rest[at + br#""close":"#.len()..];
+                let end = number.iter().position(|&b| b == b',' || b == b'}')?;
+                std::str::from_utf8(&number[..end]).ok()?.parse().ok()
+            })
+            .unwrap_or(f64::NAN);
+        return Some((coin, Kind::Forming(close)));
     }
     Some((coin, Kind::Other))
 }
@@ -92,6 +110,74 @@ pub fn round_delays(recordings: &[Recording], rounds: &[Handed]) -> RoundDelays 
     delays
 }
 
+/// The delays of the forming updates handed in `[from, to)`: per update and client,
+/// from the hand-off to the client holding that update or a newer one (a later
+/// forming update of the coin, or the close of its candle).
+pub struct FormingDelays {
+    pub delays: Vec<u32>,
+    /// (update, client) pairs never held by the end of the run.
+    pub missed: usize,
+    /// Forming messages whose close said no update the fake sent.
+    pub unreadable: usize,
+}
+
+pub fn forming_delays(
+    recordings: &[Recording],
+    log: &LoadLog,
+    from: u32,
+    to: u32,
+) -> FormingDelays {
+    let mut result = FormingDelays {
+        delays: Vec::new(),
+        missed: 0,
+        unreadable: 0,
+    };
+    for recording in recordings {
+        // Per coin: (arrival, how many of the coin's updates the message covers).
+        let mut events: Vec<Vec<(u32, usize)>> = vec![Vec::new(); SYMBOLS.len()];
+        for i in 0..recording.len() {
+            if let Some((coin, Kind::Forming(close))) = classify(recording.head(i)) {
+                let seq = update_of(close, log.bases[coin]) as usize;
+                if seq == 0 || seq > log.updates[coin].len() {
+                    result.unreadable += 1;
+                    continue;
+                }
+                events[coin].push((recording.times[i], seq));
+            }
+        }
+        // A round's close covers every update handed before the round began.
+        let (arrivals, _) = window_arrivals(recording, &log.rounds);
+        for (round, coins) in log.rounds.iter().zip(&arrivals) {
+            for (coin, arrived) in coins.iter().enumerate() {
+                if let Some(arrived) = *arrived {
+                    let updates = &log.updates[coin];
+                    let covered = updates.partition_point(|&(_, handed)| handed < round.first);
+                    events[coin].push((arrived, covered));
+                }
+            }
+        }
+        for (coin, updates) in log.updates.iter().enumerate() {
+            let events = &mut events[coin];
+            events.sort_unstable();
+            let mut held = 0;
+            for &(arrived, covers) in events.iter() {
+                while held < covers {
+                    let handed = updates[held].1;
+                    if (from..to).contains(&handed) {
+                        result.delays.push(arrived.saturating_sub(handed));
+                    }
+                    held += 1;
+                }
+            }
+            result.missed += updates[held..]
+                .iter()
+                .filter(|(_, handed)| (from..to).contains(handed))
+                .count();
+        }
+    }
+    result
+}
+
 /// Latency percentiles in milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Summary {
@@ -148,12 +234,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tells_windows_from_other_messages() {
+    fn tells_windows_from_forming_candles() {
         assert_eq!(
             classify(br#"{"coin":"ETHUSDT","values":[3000.5,"#),
             Some((2, Kind::Window))
         );
-        let forming = br#"{"coin":"XRPUSDT","interval":"1m","forming":{"open_time":1"#;
-        assert_eq!(classify(forming), Some((4, Kind::Other)));
+        let forming = br#"{"coin":"XRPUSDT","interval":"1m","forming":{"open_time":1,"close_time":2,"open":2.1,"high":2.1,"low":2.0003,"close":2.0003,"volume":3.0"#;
+        assert_eq!(classify(forming), Some((4, Kind::Forming(2.0003))));
     }
 }

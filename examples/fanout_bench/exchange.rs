@@ -1,6 +1,6 @@
 //! The fake exchange on a runtime and thread of its own, so what it sends is not
 //! queued behind the clients' tasks, and what the bench makes it send: a round of
-//! closes.
+//! closes, and the forming-candle load of the live scenario.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +16,7 @@ use crate::fake_exchange::{FakeExchange, MINUTE};
 /// A fake exchange running on its own thread; stops when dropped.
 pub struct Exchange {
     pub fake: Arc<FakeExchange>,
+    runtime: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -45,13 +46,14 @@ impl Exchange {
                     .expect("the fake exchange's runtime");
                 runtime.block_on(async {
                     let fake = FakeExchange::start(&SYMBOLS).await;
-                    let _ = started_tx.send(Arc::new(fake));
+                    let _ = started_tx.send((Arc::new(fake), tokio::runtime::Handle::current()));
                     let _ = stopped.await;
                 });
             })?;
-        let fake = started_rx.recv()?;
+        let (fake, runtime) = started_rx.recv()?;
         Ok(Self {
             fake,
+            runtime,
             stop: Some(stop),
             thread: Some(thread),
         })
@@ -86,4 +88,125 @@ pub fn close_round(fake: &FakeExchange, spacing: Duration) -> (Vec<Candle>, Hand
     }
     let last = stamp(Instant::now());
     (closed, Handed { first, last })
+}
+
+/// Price steps of the forming close: update `seq` of a coin closes at its base price
+/// plus `seq` steps, so the close in a message says which update it is.
+const STEP: f64 = 0.0001;
+
+/// Which update of `coin` a forming close price is.
+pub fn update_of(close: f64, base: f64) -> u64 {
+    ((close - base) / STEP).round().max(0.0) as u64
+}
+
+/// The live scenario's schedule.
+pub struct LoadPlan {
+    pub forming_every: Duration,
+    pub together: bool,
+    pub round_every: Duration,
+    pub rounds: usize,
+    pub spacing: Duration,
+    /// When the load starts (forming only, to settle).
+    pub start: Instant,
+    /// When the measured window starts; its close rounds fall mid-interval.
+    pub measure_from: Instant,
+}
+
+impl LoadPlan {
+    /// When the measured window ends, and the load with it.
+    pub fn measure_to(&self) -> Instant {
+        self.measure_from + self.round_every * self.rounds as u32
+    }
+}
+
+/// What the fake sent during the load, on the [`stamp`] clock.
+pub struct LoadLog {
+    /// Per coin, each forming update's number (from 1, consecutive) and hand-off.
+    pub updates: Vec<Vec<(u64, u32)>>,
+    /// Each close round's hand-off (the scenario puts its warm-up round first).
+    pub rounds: Vec<Handed>,
+    /// The base price of each coin's forming closes ([`update_of`]).
+    pub bases: Vec<f64>,
+}
+
+/// Runs the live load on the fake's runtime: a forming update of every coin every
+/// `forming_every` (spread evenly, or back to back) and a round of closes every
+/// `round_every`, in one task so no update falls inside a round.
+pub async fn run_load(
+    exchange: &Exchange,
+    plan: LoadPlan,
+    newest: Vec<Candle>,
+) -> anyhow::Result<LoadLog> {
+    let fake = Arc::clone(&exchange.fake);
+    Ok(exchange
+        .runtime
+        .spawn(async move { drive(&fake, plan, newest).await })
+        .await?)
+}
+
+async fn drive(fake: &FakeExchange, plan: LoadPlan, mut newest: Vec<Candle>) -> LoadLog {
+    let coins = SYMBOLS.len();
+    let bases: Vec<f64> = newest.iter().map(|c| c.close.floor()).collect();
+    let mut log = LoadLog {
+        updates: vec![Vec::new(); coins],
+        rounds: Vec::new(),
+        bases,
+    };
+    let step = if plan.together {
+        plan.forming_every
+    } else {
+        plan.forming_every / coins as u32
+    };
+    let end = plan.measure_to();
+    let mut next_forming = plan.start;
+    let mut next_close = plan.measure_from + plan.round_every / 2;
+    let mut tick = 0usize;
+    loop {
+        let next = next_forming.min(next_close);
+        if next >= end {
+            return log;
+        }
+        tokio::time::sleep_until(next.into()).await;
+        if next_close <= next_forming {
+            let (closed, handed) = close_round(fake, plan.spacing);
+            newest = closed;
+            log.rounds.push(handed);
+            next_close += plan.round_every;
+            continue;
+        }
+        let due: Vec<usize> = if plan.together {
+            (0..coins).collect()
+        } else {
+            vec![tick % coins]
+        };
+        for coin in due {
+            let seq = log.updates[coin].len() as u64 + 1;
+            let close = log.bases[coin] + seq as f64 * STEP;
+            fake.send_update(&forming_after(&newest[coin], close, seq), false);
+            log.updates[coin].push((seq, stamp(Instant::now())));
+        }
+        tick += 1;
+        next_forming += step;
+    }
+}
+
+/// The candle forming after `closed`, as update `seq` with close `close`; its
+/// numbers are kept short so the close falls within the head the clients keep.
+fn forming_after(closed: &Candle, close: f64, seq: u64) -> Candle {
+    let open_time = closed.open_time + MINUTE;
+    Candle {
+        symbol: closed.symbol.clone(),
+        interval: closed.interval.clone(),
+        open_time,
+        close_time: open_time + MINUTE - 1,
+        open: closed.close,
+        high: closed.close.max(close),
+        low: closed.close.min(close),
+        close,
+        volume: seq as f64,
+        quote_volume: seq as f64 * close,
+        taker_buy_volume: 0.0,
+        taker_buy_quote_volume: 0.0,
+        trades: seq as i64,
+    }
 }

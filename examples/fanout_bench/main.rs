@@ -4,8 +4,9 @@
 //!
 //! ```sh
 //! cargo build --release
-//! cargo run --release --example fanout_bench -- --clients 9000                     # both
+//! cargo run --release --example fanout_bench -- --clients 9000                     # all three
 //! cargo run --release --example fanout_bench -- --clients 9000 --scenario closes
+//! cargo run --release --example fanout_bench -- --clients 9000 --scenario live
 //! cargo run --release --example fanout_bench -- --clients 9000 --scenario isolation --alternations 3
 //! ```
 //!
@@ -15,6 +16,11 @@
 //!   frame was handed to the fake to each client holding all five new messages. Each
 //!   round is followed by a floor round, so both see the same machine. Also the
 //!   connect rate (at `--rate` offered and at saturation) and RSS per connection.
+//! - `live`: `?live=true` clients while the fake sends a forming update of every coin
+//!   every `--forming-ms` (each its own frame) and closes a round every `--round-ms`;
+//!   per update, the delay from its hand-off to the fake until each client holds it or
+//!   something newer; messages, bytes and server CPU per second; the close fan-out
+//!   during the load against the floor measured (quiet) before and after it.
 //! - `isolation`: the close fan-out of N healthy clients in alternating runs without
 //!   and with `--idle` clients that never read.
 //!
@@ -29,6 +35,7 @@ mod analysis;
 mod clients;
 mod exchange;
 mod floor;
+mod live;
 mod report;
 mod scenarios;
 mod server;
@@ -58,20 +65,29 @@ pub struct Options {
     pub in_flight: usize,
     /// Pause between two coins' close frames within a round.
     pub spacing: Duration,
+    /// Time between close rounds in the live scenario.
+    pub round_every: Duration,
+    /// How often the fake updates every coin's forming candle in the live scenario.
+    pub forming_every: Duration,
+    /// Send the five coins' forming updates back to back instead of spread evenly
+    /// over `forming_every`.
+    pub forming_together: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scenario {
     Closes,
+    Live,
     Isolation,
 }
 
-const USAGE: &str = "usage: fanout_bench [--scenario closes,isolation] [--clients 9000[,N…]] \
-[--rounds 10] [--alternations 3] [--idle 1000] [--rate 1000] [--in-flight 256]  [--spacing-us 0]";
+const USAGE: &str = "usage: fanout_bench [--scenario closes,live,isolation] [--clients 9000[,N…]] \
+[--rounds 10] [--alternations 3] [--idle 1000] [--rate 1000] [--in-flight 256] [--spacing-us 0] \
+[--round-ms 1000] [--forming-ms 250] [--forming-together]";
 
 fn parse_options() -> anyhow::Result<Options> {
     let mut options = Options {
-        scenarios: vec![Scenario::Closes, Scenario::Isolation],
+        scenarios: vec![Scenario::Closes, Scenario::Live, Scenario::Isolation],
         clients: vec![9_000],
         rounds: 10,
         alternations: 3,
@@ -79,6 +95,9 @@ fn parse_options() -> anyhow::Result<Options> {
         rate: 1_000.0,
         in_flight: 256,
         spacing: Duration::ZERO,
+        round_every: Duration::from_millis(1_000),
+        forming_every: Duration::from_millis(250),
+        forming_together: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -89,9 +108,10 @@ fn parse_options() -> anyhow::Result<Options> {
                     .split(',')
                     .map(|name| match name {
                         "closes" => Ok(Scenario::Closes),
+                        "live" => Ok(Scenario::Live),
                         "isolation" => Ok(Scenario::Isolation),
                         other => {
-                            bail!("unknown scenario {other}; expected closes or isolation")
+                            bail!("unknown scenario {other}; expected closes, live or isolation")
                         }
                     })
                     .collect::<Result<_, _>>()?;
@@ -108,6 +128,9 @@ fn parse_options() -> anyhow::Result<Options> {
             "--rate" => options.rate = value()?.parse()?,
             "--in-flight" => options.in_flight = value()?.parse()?,
             "--spacing-us" => options.spacing = Duration::from_micros(value()?.parse()?),
+            "--round-ms" => options.round_every = Duration::from_millis(value()?.parse()?),
+            "--forming-ms" => options.forming_every = Duration::from_millis(value()?.parse()?),
+            "--forming-together" => options.forming_together = true,
             "--help" | "-h" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -118,8 +141,8 @@ fn parse_options() -> anyhow::Result<Options> {
     if options.clients.contains(&0) || options.rounds == 0 || options.alternations == 0 {
         bail!("--clients, --rounds and --alternations must be at least 1");
     }
-    if options.rate <= 0.0 || options.in_flight == 0 {
-        bail!("--rate and --in-flight must be positive");
+    if options.rate <= 0.0 || options.in_flight == 0 || options.forming_every.is_zero() {
+        bail!("--rate, --in-flight and --forming-ms must be positive");
     }
     Ok(options)
 }
@@ -138,7 +161,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// Raises this process's soft open-file limit to its hard limit and checks that
-/// the largest scenario fits: N clients beside N floor sockets (closes), or
+/// the largest scenario fits: N clients beside N floor sockets (closes, live), or
 /// N + idle clients (isolation), plus a few for the fake and the metrics.
 fn raise_open_file_limit(options: &Options) -> anyhow::Result<()> {
     let limit = rlimit::increase_nofile_limit(u64::MAX).context("raising RLIMIT_NOFILE")?;
@@ -147,7 +170,7 @@ fn raise_open_file_limit(options: &Options) -> anyhow::Result<()> {
         .scenarios
         .iter()
         .map(|scenario| match scenario {
-            Scenario::Closes => 2 * most,
+            Scenario::Closes | Scenario::Live => 2 * most,
             Scenario::Isolation => most + options.idle,
         })
         .max()
@@ -180,6 +203,11 @@ async fn run(options: Options) -> anyhow::Result<()> {
                     let result = scenarios::closes(&options, n).await?;
                     report::print_closes(&result);
                     results.closes.push(result);
+                }
+                Scenario::Live => {
+                    let result = live::live(&options, n).await?;
+                    report::print_live(&result);
+                    results.live.push(result);
                 }
                 Scenario::Isolation => {
                     let result = scenarios::isolation(&options, n).await?;

@@ -5,12 +5,14 @@ use std::time::Duration;
 
 use crate::Options;
 use crate::analysis::median;
+use crate::live::LiveResult;
 use crate::scenarios::{ClosesResult, IsolationResult, Round, RoundCheck};
 
 /// Every scenario's results, for the summary.
 #[derive(Default)]
 pub struct Results {
     pub closes: Vec<ClosesResult>,
+    pub live: Vec<LiveResult>,
     pub isolation: Vec<IsolationResult>,
 }
 
@@ -93,6 +95,34 @@ fn per_connection_kb(r: &ClosesResult) -> f64 {
     r.rss_connected.saturating_sub(r.rss_idle) as f64 * 1024.0 / r.n as f64 / 1000.0
 }
 
+pub fn print_live(r: &LiveResult) {
+    println!();
+    println!("### live: {} clients with live=true", r.n);
+    println!(
+        "forming updates sent by the fake: {:.1}/s; delay until each client holds each \
+         update or a newer one: {} ({} samples, {} never held, {} unreadable)",
+        r.updates_sent, r.forming, r.forming_samples, r.forming_missed, r.unreadable
+    );
+    println!(
+        "delivered (server counters): {:.0} messages/s, {:.2} MB/s; clients recorded {:.0} \
+         messages/s; CPU seconds per second: server {:.2}, bench (clients + fake) {:.2}",
+        r.rates.messages,
+        r.rates.bytes / 1e6,
+        r.received,
+        r.rates.server_cpu,
+        r.rates.bench_cpu
+    );
+    println!("close fan-out during the load, against the floor measured before and after it:");
+    print_rounds(&r.rounds, r.floor);
+    println!(
+        "median p99 / floor {:.2}x; floor median {:.1} ms; all rounds {}",
+        median(&ratios(&r.rounds, r.floor)),
+        ms(r.floor),
+        r.fanout
+    );
+    warn_check(&r.check);
+}
+
 /// Median p99 without and with the idle clients, and RSS per idle client (KB).
 fn isolation_medians(r: &IsolationResult) -> (f64, f64, f64) {
     let p99 = |with: bool| {
@@ -167,6 +197,31 @@ pub fn print_summary(results: &Results, options: &Options) {
             median(&r.rounds.iter().map(|x| x.fanout.p99).collect::<Vec<_>>()),
             ms(r.floor),
             verdict(ratio <= 1.1)
+        );
+    }
+    for r in &results.live {
+        println!(
+            "| (2) forming update held (or newer), p50 / p99 / max | {} | {} | p99 ≤ 500 ms | {} |",
+            r.n,
+            r.forming,
+            verdict(r.forming.p99 <= 500.0 && r.forming_missed == 0)
+        );
+        println!(
+            "| (2) delivered under the live load; server CPU | {} | {:.0} messages/s, {:.2} MB/s; \
+             {:.2} CPU s/s | report | |",
+            r.n,
+            r.rates.messages,
+            r.rates.bytes / 1e6,
+            r.rates.server_cpu
+        );
+        let ratio = median(&ratios(&r.rounds, r.floor));
+        println!(
+            "| (2) close fan-out p99 / floor under the live load | {} | {ratio:.2}x median \
+             (p99 {:.1} ms, floor {:.1} ms) | ≤ 1.3x | {} |",
+            r.n,
+            median(&r.rounds.iter().map(|x| x.fanout.p99).collect::<Vec<_>>()),
+            ms(r.floor),
+            verdict(ratio <= 1.3)
         );
     }
     for r in &results.closes {

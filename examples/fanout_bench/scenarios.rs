@@ -1,7 +1,7 @@
 //! The closes and isolation scenarios, and what every scenario shares: a fresh fake
 //! exchange and server each, rounds of closes, floor rounds. Closes measures the
 //! fan-out with the floor between rounds, the connect rate and RSS; isolation, clients
-//! that never read, in alternating runs.
+//! that never read, in alternating runs. The live scenario is in [`crate::live`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +15,8 @@ use crate::{Options, SYMBOLS};
 
 /// Bytes kept of each message: enough for the coin and kind of a window message.
 const WINDOW_HEAD: usize = 32;
+/// Enough for a forming message's close price too.
+const FORMING_HEAD: usize = 192;
 /// Quiet time after each round, before the next round or floor round.
 pub const SETTLE: Duration = Duration::from_millis(200);
 /// The longest a round may take before the run is called failed.
@@ -84,11 +86,11 @@ fn max_connections(options: &Options, n: usize) -> usize {
     (n + options.idle + 100).max(4 * options.in_flight + 100)
 }
 
-pub fn spec(addr: std::net::SocketAddr, capacity: usize) -> Arc<ClientSpec> {
+pub fn spec(addr: std::net::SocketAddr, live: bool, capacity: usize) -> Arc<ClientSpec> {
     Arc::new(ClientSpec {
         addr,
-        target: "/".to_owned(),
-        head_len: WINDOW_HEAD,
+        target: if live { "/?live=true" } else { "/" }.to_owned(),
+        head_len: if live { FORMING_HEAD } else { WINDOW_HEAD },
         capacity,
     })
 }
@@ -152,7 +154,12 @@ pub async fn closes(options: &Options, n: usize) -> anyhow::Result<ClosesResult>
 
     eprintln!("connecting {n} clients at {}/s", options.rate);
     let capacity = SYMBOLS.len() * (options.rounds + 2);
-    let batch = clients::connect(spec(server.addr, capacity), n, Pace::Rate(options.rate)).await?;
+    let batch = clients::connect(
+        spec(server.addr, false, capacity),
+        n,
+        Pace::Rate(options.rate),
+    )
+    .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_connected = server.rss_kib();
     let (steady_rate, steady_connect) = (batch.rate, analysis::summarize(&batch.connect));
@@ -187,7 +194,7 @@ pub async fn closes(options: &Options, n: usize) -> anyhow::Result<ClosesResult>
         options.in_flight
     );
     let saturated = clients::connect(
-        spec(server.addr, capacity),
+        spec(server.addr, false, capacity),
         n,
         Pace::InFlight(options.in_flight),
     )
@@ -230,7 +237,7 @@ pub async fn isolation(options: &Options, n: usize) -> anyhow::Result<IsolationR
     let runs_total = 2 * options.alternations;
     let capacity = SYMBOLS.len() * (options.rounds * runs_total + 2);
     let batch = clients::connect(
-        spec(server.addr, capacity),
+        spec(server.addr, false, capacity),
         n,
         Pace::InFlight(options.in_flight),
     )
