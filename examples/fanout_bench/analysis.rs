@@ -6,13 +6,14 @@ use std::time::Duration;
 
 use crate::SYMBOLS;
 use crate::clients::Recording;
-use crate::exchange::{LoadLog, update_of};
+use crate::exchange::{Closer, LoadLog, update_of};
 
 /// What a recorded message was.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Kind {
-    /// A coin's window (`{"coin":…,"values":…}`): the snapshot or a round's close.
-    Window,
+    /// A coin's window (`{"coin":…,"values":[…`): the snapshot or a round's close,
+    /// with its newest close price.
+    Window(f64),
     /// A forming candle, with its close price.
     Forming(f64),
     Other,
@@ -22,6 +23,16 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
+/// The number at the start of `bytes`, up to `,`, `]` or `}`; NaN if there is none
+/// (a price cut off by the head is unreadable).
+fn number_at(bytes: &[u8]) -> f64 {
+    bytes
+        .iter()
+        .position(|&b| matches!(b, b',' | b']' | b'}'))
+        .and_then(|end| std::str::from_utf8(&bytes[..end]).ok()?.parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
 /// The coin (index into [`SYMBOLS`]) and kind of the message whose head is `head`.
 fn classify(head: &[u8]) -> Option<(usize, Kind)> {
     let rest = head.strip_prefix(br#"{"coin":""#)?;
@@ -29,51 +40,56 @@ fn classify(head: &[u8]) -> Option<(usize, Kind)> {
         .iter()
         .position(|s| rest.starts_with(s.as_bytes()))?;
     let rest = &rest[SYMBOLS[coin].len()..];
-    if rest.starts_with(br#"","values":"#) {
-        return Some((coin, Kind::Window));
+    if let Some(values) = rest.strip_prefix(br#"","values":["#) {
+        return Some((coin, Kind::Window(number_at(values))));
     }
     if find(rest, br#""forming":"#).is_some() {
-        // A close cut off by the head reads as NaN: an unreadable update.
         let close = find(rest, br#""close":"#)
-            .and_then(|at| {
-                let number = &rest[at + br#""close":"#.len()..];
-                let end = number.iter().position(|&b| b == b',' || b == b'}')?;
-                std::str::from_utf8(&number[..end]).ok()?.parse().ok()
-            })
-            .unwrap_or(f64::NAN);
+            .map_or(f64::NAN, |at| number_at(&rest[at + br#""close":"#.len()..]));
         return Some((coin, Kind::Forming(close)));
     }
     Some((coin, Kind::Other))
 }
 
-/// When a round of closes was handed to the fake, on the [`crate::clients::stamp`]
-/// clock: its first frame (where the round begins) and its last (where its latency
-/// is measured from).
+/// A round of closes: its number ([`Closer`]) and when it was handed to the fake, on
+/// the [`crate::clients::stamp`] clock: its first frame and its last (where its
+/// latency is measured from).
 #[derive(Debug, Clone, Copy)]
 pub struct Handed {
+    pub number: u64,
     pub first: u32,
     pub last: u32,
 }
 
-/// Per round and coin, when the client first got that coin's window message after
-/// the round began (before the next one began), and how many window messages it got
-/// besides those and its snapshot.
-fn window_arrivals(recording: &Recording, rounds: &[Handed]) -> (Vec<[Option<u32>; 5]>, usize) {
+/// Per round (of `rounds`, in order) and coin, when the client first held that
+/// round's close of the coin: its window message of that round or of a later one (a
+/// client that fell behind gets only the newest). Also how many window messages
+/// repeated a round the client already held.
+fn window_arrivals(
+    recording: &Recording,
+    rounds: &[Handed],
+    closer: &Closer,
+) -> (Vec<[Option<u32>; 5]>, usize) {
     let mut arrivals = vec![[None; 5]; rounds.len()];
+    let mut newest = [0u64; 5];
     let mut extra = 0;
     for i in 0..recording.len() {
-        let Some((coin, Kind::Window)) = classify(recording.head(i)) else {
+        let Some((coin, Kind::Window(close))) = classify(recording.head(i)) else {
             continue;
         };
-        let at = recording.times[i];
-        let round = rounds.partition_point(|r| r.first <= at);
-        if round == 0 {
-            continue; // the snapshot
+        let round = closer.round_of(coin, close);
+        if round == newest[coin] && round > 0 {
+            extra += 1;
         }
-        match &mut arrivals[round - 1][coin] {
-            slot @ None => *slot = Some(at),
-            Some(_) => extra += 1,
+        if round <= newest[coin] {
+            continue;
         }
+        let from = rounds.partition_point(|r| r.number <= newest[coin]);
+        let to = rounds.partition_point(|r| r.number <= round);
+        for held in &mut arrivals[from..to] {
+            held[coin] = Some(recording.times[i]);
+        }
+        newest[coin] = round;
     }
     (arrivals, extra)
 }
@@ -84,18 +100,18 @@ pub struct RoundDelays {
     pub per_round: Vec<Vec<u32>>,
     /// (client, round) pairs where the client never held the round.
     pub missed: usize,
-    /// Window messages beyond one per coin per round (none is expected).
+    /// Window messages repeating a round the client held (none is expected).
     pub extra: usize,
 }
 
-pub fn round_delays(recordings: &[Recording], rounds: &[Handed]) -> RoundDelays {
+pub fn round_delays(recordings: &[Recording], rounds: &[Handed], closer: &Closer) -> RoundDelays {
     let mut delays = RoundDelays {
         per_round: vec![Vec::with_capacity(recordings.len()); rounds.len()],
         missed: 0,
         extra: 0,
     };
     for recording in recordings {
-        let (arrivals, extra) = window_arrivals(recording, rounds);
+        let (arrivals, extra) = window_arrivals(recording, rounds, closer);
         delays.extra += extra;
         for (k, coins) in arrivals.iter().enumerate() {
             match coins.iter().copied().collect::<Option<Vec<u32>>>() {
@@ -137,7 +153,7 @@ pub fn forming_delays(
         let mut events: Vec<Vec<(u32, usize)>> = vec![Vec::new(); SYMBOLS.len()];
         for i in 0..recording.len() {
             if let Some((coin, Kind::Forming(close))) = classify(recording.head(i)) {
-                let seq = update_of(close, log.bases[coin]) as usize;
+                let seq = update_of(close, log.forming_bases[coin]) as usize;
                 if seq == 0 || seq > log.updates[coin].len() {
                     result.unreadable += 1;
                     continue;
@@ -146,7 +162,7 @@ pub fn forming_delays(
             }
         }
         // A round's close covers every update handed before the round began.
-        let (arrivals, _) = window_arrivals(recording, &log.rounds);
+        let (arrivals, _) = window_arrivals(recording, &log.rounds, &log.closer);
         for (round, coins) in log.rounds.iter().zip(&arrivals) {
             for (coin, arrived) in coins.iter().enumerate() {
                 if let Some(arrived) = *arrived {
@@ -236,10 +252,44 @@ mod tests {
     #[test]
     fn tells_windows_from_forming_candles() {
         assert_eq!(
-            classify(br#"{"coin":"ETHUSDT","values":[3000.5,"#),
-            Some((2, Kind::Window))
+            classify(br#"{"coin":"ETHUSDT","values":[3000.05,"#),
+            Some((2, Kind::Window(3000.05)))
         );
+        let cut_off = classify(br#"{"coin":"ETHUSDT","values":[3000.0"#);
+        assert!(matches!(cut_off, Some((2, Kind::Window(close))) if close.is_nan()));
         let forming = br#"{"coin":"XRPUSDT","interval":"1m","forming":{"open_time":1,"close_time":2,"open":2.1,"high":2.1,"low":2.0003,"close":2.0003,"volume":3.0"#;
         assert_eq!(classify(forming), Some((4, Kind::Forming(2.0003))));
+    }
+
+    /// The window message of `coin` showing round `round` of a closer based at 100.
+    fn window(coin: &str, round: u64) -> Vec<u8> {
+        format!(
+            r#"{{"coin":"{coin}","values":[{},99.5]"#,
+            100.0 + round as f64 * 0.01
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn a_client_that_fell_behind_holds_the_round_it_skipped_with_the_newer_one() {
+        let closer = Closer::with_bases(vec![100.0; SYMBOLS.len()]);
+        let rounds: Vec<Handed> = (2..=4)
+            .map(|number| Handed {
+                number,
+                first: number as u32 * 1000,
+                last: number as u32 * 1000 + 10,
+            })
+            .collect();
+        let mut recording = Recording::with_capacity(48, 32);
+        // The snapshot shows round 1; then round 2, round 4 (3 folded into it) and
+        // round 4 again.
+        for (at, round) in [(500, 1), (2100, 2), (4200, 4), (4300, 4)] {
+            for coin in SYMBOLS {
+                recording.push(at, &window(coin, round));
+            }
+        }
+        let delays = round_delays(&[recording], &rounds, &closer);
+        assert_eq!(delays.per_round, vec![vec![90], vec![1190], vec![190]]);
+        assert_eq!((delays.missed, delays.extra), (0, SYMBOLS.len()));
     }
 }

@@ -47,7 +47,7 @@ pub struct Recording {
 }
 
 impl Recording {
-    fn with_capacity(head_len: usize, capacity: usize) -> Self {
+    pub fn with_capacity(head_len: usize, capacity: usize) -> Self {
         Self {
             times: Vec::with_capacity(capacity),
             lens: Vec::with_capacity(capacity),
@@ -65,7 +65,7 @@ impl Recording {
         &self.heads[i * self.head_len..(i + 1) * self.head_len]
     }
 
-    fn push(&mut self, at: u32, payload: &[u8]) {
+    pub fn push(&mut self, at: u32, payload: &[u8]) {
         self.times.push(at);
         self.lens.push(payload.len() as u32);
         let kept = payload.len().min(self.head_len);
@@ -94,6 +94,19 @@ impl Progress {
                 bail!("only {now} of {total} messages arrived within {timeout:?}");
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// Waits until no message has arrived for `quiet`, or at most `timeout`.
+    pub async fn wait_quiet(&self, quiet: Duration, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let (mut seen, mut since) = (self.messages.load(Ordering::Relaxed), Instant::now());
+        while Instant::now() < deadline && since.elapsed() < quiet {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let now = self.messages.load(Ordering::Relaxed);
+            if now != seen {
+                (seen, since) = (now, Instant::now());
+            }
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The fake exchange on a runtime and thread of its own, so what it sends is not
-//! queued behind the clients' tasks, and what the bench makes it send: a round of
-//! closes, and the forming-candle load of the live scenario.
+//! queued behind the clients' tasks, and what the bench makes it send: numbered
+//! rounds of closes, and the forming-candle load of the live scenario.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -69,34 +69,97 @@ impl Drop for Exchange {
     }
 }
 
-/// Closes every coin's next candle, one close frame each, `spacing` apart; returns
-/// the closed candles and when the first and the last frame were handed to the fake.
-pub fn close_round(fake: &FakeExchange, spacing: Duration) -> (Vec<Candle>, Handed) {
-    let mut closed = Vec::with_capacity(SYMBOLS.len());
-    let first = stamp(Instant::now());
-    for (i, symbol) in SYMBOLS.iter().enumerate() {
-        if i > 0 && !spacing.is_zero() {
-            // Microseconds: a sleep would overshoot.
-            let until = Instant::now() + spacing;
-            while Instant::now() < until {
-                std::hint::spin_loop();
-            }
-        }
-        let candle = fake.close_next_silently(symbol);
-        fake.send_update(&candle, true);
-        closed.push(candle);
+/// Price steps of a closed candle's close: round `n` closes every coin at its base
+/// price plus `n` steps, so a window message's newest close says which round it shows.
+const CLOSE_STEP: f64 = 0.01;
+
+/// Which step of `step` above `base` a price is: the number it encodes.
+fn number_of(price: f64, base: f64, step: f64) -> u64 {
+    // NaN (an unreadable price) becomes 0, which no round or update has.
+    ((price - base) / step).round().max(0.0) as u64
+}
+
+/// Numbers the rounds of closes from 1 and writes each round's number into its closes.
+#[derive(Debug, Clone)]
+pub struct Closer {
+    /// Each coin's base price for [`CLOSE_STEP`]s.
+    pub bases: Vec<f64>,
+    next: u64,
+}
+
+impl Closer {
+    /// Numbers from the newest closes of `fake`'s history.
+    pub fn new(fake: &FakeExchange) -> Self {
+        let bases = SYMBOLS
+            .iter()
+            .map(|symbol| {
+                fake.history(symbol)
+                    .last()
+                    .map_or(100.0, |c| c.close.floor())
+            })
+            .collect();
+        Self { bases, next: 1 }
     }
-    let last = stamp(Instant::now());
-    (closed, Handed { first, last })
+
+    /// Closes every coin's next candle, one close frame each, `spacing` apart;
+    /// returns the closed candles and the round's number and hand-off instants.
+    pub fn close_round(&mut self, fake: &FakeExchange, spacing: Duration) -> (Vec<Candle>, Handed) {
+        let number = self.next;
+        self.next += 1;
+        let mut closed = Vec::with_capacity(SYMBOLS.len());
+        let first = stamp(Instant::now());
+        for (i, symbol) in SYMBOLS.iter().enumerate() {
+            if i > 0 && !spacing.is_zero() {
+                // Microseconds: a sleep would overshoot.
+                let until = Instant::now() + spacing;
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+            }
+            let mut candle = fake.close_next_silently(symbol);
+            candle.close = self.bases[i] + number as f64 * CLOSE_STEP;
+            candle.high = candle.open.max(candle.close);
+            candle.low = candle.open.min(candle.close);
+            fake.send_update(&candle, true);
+            closed.push(candle);
+        }
+        let last = stamp(Instant::now());
+        // The fake's history (what REST serves, and the next candle's open) follows
+        // what was streamed; rewritten after the frames so they leave back to back.
+        for candle in &closed {
+            let mut history = fake.history(&candle.symbol);
+            if let Some(newest) = history.last_mut() {
+                *newest = candle.clone();
+            }
+            fake.set_history(&candle.symbol, history);
+        }
+        let handed = Handed {
+            number,
+            first,
+            last,
+        };
+        (closed, handed)
+    }
+
+    /// A closer that has not closed anything, for tests of the analysis.
+    #[cfg(test)]
+    pub fn with_bases(bases: Vec<f64>) -> Self {
+        Self { bases, next: 1 }
+    }
+
+    /// Which round a window message whose newest close is `close` shows.
+    pub fn round_of(&self, coin: usize, close: f64) -> u64 {
+        number_of(close, self.bases[coin], CLOSE_STEP)
+    }
 }
 
 /// Price steps of the forming close: update `seq` of a coin closes at its base price
 /// plus `seq` steps, so the close in a message says which update it is.
 const STEP: f64 = 0.0001;
 
-/// Which update of `coin` a forming close price is.
+/// Which update of its coin a forming close price is.
 pub fn update_of(close: f64, base: f64) -> u64 {
-    ((close - base) / STEP).round().max(0.0) as u64
+    number_of(close, base, STEP)
 }
 
 /// The live scenario's schedule.
@@ -126,7 +189,9 @@ pub struct LoadLog {
     /// Each close round's hand-off (the scenario puts its warm-up round first).
     pub rounds: Vec<Handed>,
     /// The base price of each coin's forming closes ([`update_of`]).
-    pub bases: Vec<f64>,
+    pub forming_bases: Vec<f64>,
+    /// What numbered the rounds, handed back for the next ones and the analysis.
+    pub closer: Closer,
 }
 
 /// Runs the live load on the fake's runtime: a forming update of every coin every
@@ -135,22 +200,29 @@ pub struct LoadLog {
 pub async fn run_load(
     exchange: &Exchange,
     plan: LoadPlan,
+    closer: Closer,
     newest: Vec<Candle>,
 ) -> anyhow::Result<LoadLog> {
     let fake = Arc::clone(&exchange.fake);
     Ok(exchange
         .runtime
-        .spawn(async move { drive(&fake, plan, newest).await })
+        .spawn(async move { drive(&fake, plan, closer, newest).await })
         .await?)
 }
 
-async fn drive(fake: &FakeExchange, plan: LoadPlan, mut newest: Vec<Candle>) -> LoadLog {
+async fn drive(
+    fake: &FakeExchange,
+    plan: LoadPlan,
+    closer: Closer,
+    mut newest: Vec<Candle>,
+) -> LoadLog {
     let coins = SYMBOLS.len();
-    let bases: Vec<f64> = newest.iter().map(|c| c.close.floor()).collect();
+    let forming_bases: Vec<f64> = newest.iter().map(|c| c.close.floor()).collect();
     let mut log = LoadLog {
         updates: vec![Vec::new(); coins],
         rounds: Vec::new(),
-        bases,
+        forming_bases,
+        closer,
     };
     let step = if plan.together {
         plan.forming_every
@@ -168,7 +240,7 @@ async fn drive(fake: &FakeExchange, plan: LoadPlan, mut newest: Vec<Candle>) -> 
         }
         tokio::time::sleep_until(next.into()).await;
         if next_close <= next_forming {
-            let (closed, handed) = close_round(fake, plan.spacing);
+            let (closed, handed) = log.closer.close_round(fake, plan.spacing);
             newest = closed;
             log.rounds.push(handed);
             next_close += plan.round_every;
@@ -181,7 +253,7 @@ async fn drive(fake: &FakeExchange, plan: LoadPlan, mut newest: Vec<Candle>) -> 
         };
         for coin in due {
             let seq = log.updates[coin].len() as u64 + 1;
-            let close = log.bases[coin] + seq as f64 * STEP;
+            let close = log.forming_bases[coin] + seq as f64 * STEP;
             fake.send_update(&forming_after(&newest[coin], close, seq), false);
             log.updates[coin].push((seq, stamp(Instant::now())));
         }

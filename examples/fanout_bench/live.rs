@@ -39,7 +39,7 @@ pub struct LiveResult {
 /// (quiet) before and after the load.
 pub async fn live(options: &Options, n: usize) -> anyhow::Result<LiveResult> {
     eprintln!("== live: {n} clients with live=true");
-    let (exchange, server) = start(options, n).await?;
+    let (exchange, server, mut closer) = start(options, n).await?;
     let message_len = clients::sample_message_len(server.addr).await?;
     let settle = Duration::from_secs(1);
     let load = settle + options.round_every * options.rounds as u32;
@@ -64,7 +64,7 @@ pub async fn live(options: &Options, n: usize) -> anyhow::Result<LiveResult> {
 
     // A warm-up round, held by every client: the closed candles after which the
     // load's forming candles open.
-    let (newest, warm_up) = exchange::close_round(&exchange.fake, options.spacing);
+    let (newest, warm_up) = closer.close_round(&exchange.fake, options.spacing);
     batch
         .progress
         .wait_for(2 * (n * SYMBOLS.len()) as u64, ROUND_TIMEOUT)
@@ -86,7 +86,7 @@ pub async fn live(options: &Options, n: usize) -> anyhow::Result<LiveResult> {
         measure_from: start + settle,
     };
     let (measure_from, measure_to) = (plan.measure_from, plan.measure_to());
-    let load = exchange::run_load(&exchange, plan, newest);
+    let load = exchange::run_load(&exchange, plan, closer, newest);
     let sampling = async {
         tokio::time::sleep_until(measure_from.into()).await;
         let before = server.sample().await?;
@@ -97,8 +97,12 @@ pub async fn live(options: &Options, n: usize) -> anyhow::Result<LiveResult> {
     let (mut log, (before, after)) = (log?, samples?);
     log.rounds.insert(0, warm_up);
 
-    // Throttled updates go out on a trailing edge; let the last ones arrive.
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Throttled updates go out on a trailing edge, and a loaded server may be
+    // behind: let the last ones arrive.
+    batch
+        .progress
+        .wait_quiet(Duration::from_millis(500), ROUND_TIMEOUT)
+        .await;
     for _ in 0..options.rounds / 2 {
         floors.push(floor_round(&mut floor)?);
         tokio::time::sleep(SETTLE).await;
@@ -113,7 +117,7 @@ pub async fn live(options: &Options, n: usize) -> anyhow::Result<LiveResult> {
         unreadable,
     } = analysis::forming_delays(&recordings, &log, from, to);
     let received = received_between(&recordings, from, to);
-    let mut rounds = analysis::round_delays(&recordings, &log.rounds);
+    let mut rounds = analysis::round_delays(&recordings, &log.rounds, &log.closer);
     drop(recordings);
     let (per_round, fanout) = summarize_rounds(&mut rounds, 1);
     let window = (measure_to - measure_from).as_secs_f64();

@@ -50,7 +50,7 @@ fn warn_check(check: &RoundCheck) {
     }
     if check.extra > 0 {
         println!(
-            "({} window messages beyond one per coin per round: the server republished a window)",
+            "({} window messages repeated a round the client held: the server republished a window)",
             check.extra
         );
     }

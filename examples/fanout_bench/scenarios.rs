@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use crate::analysis::{self, Handed, RoundDelays, Summary};
 use crate::clients::{self, Batch, ClientSpec, Pace};
-use crate::exchange::{self, Exchange};
+use crate::exchange::{Closer, Exchange};
 use crate::floor::{Floor, round_payload};
 use crate::server::Server;
 use crate::{Options, SYMBOLS};
 
-/// Bytes kept of each message: enough for the coin and kind of a window message.
-const WINDOW_HEAD: usize = 32;
+/// Bytes kept of each message: enough for a window message's coin and newest close.
+const WINDOW_HEAD: usize = 48;
 /// Enough for a forming message's close price too.
 const FORMING_HEAD: usize = 192;
 /// Quiet time after each round, before the next round or floor round.
@@ -63,7 +63,7 @@ pub struct IsolationResult {
 }
 
 /// What did not go by the rounds: (client, round) pairs never held, and window
-/// messages beyond one per coin per round.
+/// messages repeating a round the client held.
 #[derive(Debug, Clone, Copy)]
 pub struct RoundCheck {
     pub missed: usize,
@@ -95,29 +95,31 @@ pub fn spec(addr: std::net::SocketAddr, live: bool, capacity: usize) -> Arc<Clie
     })
 }
 
-/// A fresh fake and server, the server holding the fake's first close: that close
-/// puts the fake's history ahead of the wall clock (see [`Exchange::start`]) before
-/// any client connects.
-pub async fn start(options: &Options, n: usize) -> anyhow::Result<(Exchange, Server)> {
+/// A fresh fake and server, the server holding the fake's first round of closes:
+/// that round puts the fake's history ahead of the wall clock (see
+/// [`Exchange::start`]) before any client connects.
+pub async fn start(options: &Options, n: usize) -> anyhow::Result<(Exchange, Server, Closer)> {
     let exchange = Exchange::start().await?;
     let server = Server::start(&exchange.fake, max_connections(options, n))?;
     // Listening comes before the stream connection; a close sent before it is lost.
     exchange.fake.wait_for_connections(1).await;
-    exchange::close_round(&exchange.fake, Duration::ZERO);
+    let mut closer = Closer::new(&exchange.fake);
+    closer.close_round(&exchange.fake, Duration::ZERO);
     server.wait_ready(ROUND_TIMEOUT).await?;
-    Ok((exchange, server))
+    Ok((exchange, server, closer))
 }
 
 /// Closes one round and waits until every client of `batch` holds it (`done` rounds
 /// so far, snapshots included).
 async fn close_and_wait(
     exchange: &Exchange,
+    closer: &mut Closer,
     batch: &Batch,
     n: usize,
     done: &mut u64,
     spacing: Duration,
 ) -> anyhow::Result<Handed> {
-    let (_, handed) = exchange::close_round(&exchange.fake, spacing);
+    let (_, handed) = closer.close_round(&exchange.fake, spacing);
     *done += 1;
     let expected = n as u64 * SYMBOLS.len() as u64 * *done;
     batch.progress.wait_for(expected, ROUND_TIMEOUT).await?;
@@ -148,7 +150,7 @@ pub fn median_duration(durations: &[Duration]) -> Duration {
 /// saturation; RSS per connection.
 pub async fn closes(options: &Options, n: usize) -> anyhow::Result<ClosesResult> {
     eprintln!("== closes: {n} clients");
-    let (exchange, server) = start(options, n).await?;
+    let (exchange, server, mut closer) = start(options, n).await?;
     let message_len = clients::sample_message_len(server.addr).await?;
     let rss_idle = server.rss_kib();
 
@@ -174,7 +176,17 @@ pub async fn closes(options: &Options, n: usize) -> anyhow::Result<ClosesResult>
     let mut handed = Vec::new();
     let mut floors = Vec::new();
     for round in 0..=options.rounds {
-        handed.push(close_and_wait(&exchange, &batch, n, &mut done, options.spacing).await?);
+        handed.push(
+            close_and_wait(
+                &exchange,
+                &mut closer,
+                &batch,
+                n,
+                &mut done,
+                options.spacing,
+            )
+            .await?,
+        );
         tokio::time::sleep(SETTLE).await;
         let floor_time = floor_round(&mut floor)?;
         if round > 0 {
@@ -184,7 +196,7 @@ pub async fn closes(options: &Options, n: usize) -> anyhow::Result<ClosesResult>
     }
     drop(floor);
     let recordings = batch.finish().await;
-    let mut delays = analysis::round_delays(&recordings, &handed);
+    let mut delays = analysis::round_delays(&recordings, &handed, &closer);
     drop(recordings);
     let (per_round, fanout) = summarize_rounds(&mut delays, 1);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -233,7 +245,7 @@ pub async fn isolation(options: &Options, n: usize) -> anyhow::Result<IsolationR
         "== isolation: {n} clients, {} that never read",
         options.idle
     );
-    let (exchange, server) = start(options, n).await?;
+    let (exchange, server, mut closer) = start(options, n).await?;
     let runs_total = 2 * options.alternations;
     let capacity = SYMBOLS.len() * (options.rounds * runs_total + 2);
     let batch = clients::connect(
@@ -244,7 +256,17 @@ pub async fn isolation(options: &Options, n: usize) -> anyhow::Result<IsolationR
     .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let mut done = 1;
-    let mut handed = vec![close_and_wait(&exchange, &batch, n, &mut done, options.spacing).await?];
+    let mut handed = vec![
+        close_and_wait(
+            &exchange,
+            &mut closer,
+            &batch,
+            n,
+            &mut done,
+            options.spacing,
+        )
+        .await?,
+    ];
     tokio::time::sleep(SETTLE).await;
     let mut runs = Vec::new();
     for alternation in 0..options.alternations {
@@ -263,8 +285,17 @@ pub async fn isolation(options: &Options, n: usize) -> anyhow::Result<IsolationR
             }
             let rss_kib = server.rss_kib();
             for _ in 0..options.rounds {
-                handed
-                    .push(close_and_wait(&exchange, &batch, n, &mut done, options.spacing).await?);
+                handed.push(
+                    close_and_wait(
+                        &exchange,
+                        &mut closer,
+                        &batch,
+                        n,
+                        &mut done,
+                        options.spacing,
+                    )
+                    .await?,
+                );
                 tokio::time::sleep(SETTLE).await;
             }
             runs.push((with_idle, rss_kib));
@@ -275,7 +306,7 @@ pub async fn isolation(options: &Options, n: usize) -> anyhow::Result<IsolationR
         }
     }
     let recordings = batch.finish().await;
-    let delays = analysis::round_delays(&recordings, &handed);
+    let delays = analysis::round_delays(&recordings, &handed, &closer);
     drop(recordings);
     let runs = runs
         .into_iter()
