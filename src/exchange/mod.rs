@@ -11,7 +11,6 @@ mod deep;
 pub mod kline;
 mod pace;
 mod rest;
-mod round;
 mod stream;
 mod symbols;
 mod watch;

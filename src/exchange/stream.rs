@@ -15,7 +15,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::kline::{KlineUpdate, frame_kind};
-use super::round::Round;
 use super::{Exchange, ReconnectCause, Source};
 use crate::candle::Candle;
 use crate::metrics::KindLabel;
@@ -78,8 +77,7 @@ impl Exchange {
         let mut successor: Option<Socket> = None;
         let every = (self.options.stale_after / 2).max(Duration::from_millis(250));
         let mut quiet_check = tokio::time::interval_at(Instant::now() + every, every);
-        let mut round = Round::new(self.market.symbols.len());
-        let ended = loop {
+        loop {
             // A connection that has delivered data for a whole stale window is healthy:
             // the next failure starts again from the shortest delay.
             if last_data - connected_at >= self.options.stale_after {
@@ -88,10 +86,7 @@ impl Exchange {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
-                    break Ended::Shutdown;
-                }
-                _ = sleep_until(round.due()), if round.due().is_some() => {
-                    self.deliver(round.take(), Source::Stream);
+                    return Ended::Shutdown;
                 }
                 _ = quiet_check.tick() => {
                     if self.check_quiet(cancel) && renewing.is_none() && successor.is_none() {
@@ -104,7 +99,7 @@ impl Exchange {
                     let stale = format!("no data for {:?}", self.options.stale_after);
                     match successor.take() {
                         Some(next) => socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at),
-                        None => break Ended::Lost(ReconnectCause::Stale, stale),
+                        None => return Ended::Lost(ReconnectCause::Stale, stale),
                     }
                 }
                 next = socket.next() => {
@@ -148,11 +143,11 @@ impl Exchange {
                     if batch.klines > 0 {
                         last_data = Instant::now();
                     }
-                    self.finish(batch, &mut round, cancel);
+                    self.finish(batch, cancel);
                     if let Some((cause, reason)) = lost {
                         match successor.take() {
                             Some(next) => socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at),
-                            None => break Ended::Lost(cause, reason),
+                            None => return Ended::Lost(cause, reason),
                         }
                     }
                 }
@@ -177,7 +172,7 @@ impl Exchange {
                             let mut batch = Batch::default();
                             self.on_frame(text.as_str(), &mut batch);
                             let delivered = batch.klines > 0;
-                            self.finish(batch, &mut round, cancel);
+                            self.finish(batch, cancel);
                             // Only a kline proves the new connection streams.
                             if delivered {
                                 let next = successor.take().expect("guarded");
@@ -194,10 +189,7 @@ impl Exchange {
                     }
                 }
             }
-        };
-        // Closes held for their round go on, whatever ended the stream.
-        self.deliver(round.take(), Source::Stream);
-        ended
+        }
     }
 
     /// Makes `next` the current connection and closes `old` in the background.
@@ -282,21 +274,18 @@ impl Exchange {
         }
     }
 
-    /// After a batch: the health, the closed candles to their round (and with it to
-    /// the hub and the store), the forming ones to live clients, then the minutes the
-    /// stream skipped.
-    fn finish(self: &Arc<Self>, batch: Batch, round: &mut Round, cancel: &CancellationToken) {
+    /// After a batch: the health, the closed candles to the hub and the store, the
+    /// forming ones to live clients, then the minutes the stream skipped.
+    fn finish(self: &Arc<Self>, batch: Batch, cancel: &CancellationToken) {
         if batch.klines > 0 {
             self.health.data_now();
         }
-        if let Some(closed) = round.add(batch.closed) {
-            self.deliver(closed, Source::Stream);
-        }
+        self.deliver(batch.closed, Source::Stream);
         if !batch.forming.is_empty() {
             let forming: Vec<Candle> = batch.forming.into_values().collect();
             self.hub.forming(&forming);
         }
-        self.check_skipped(batch.seen, round, cancel);
+        self.check_skipped(batch.seen, cancel);
     }
 }
 
@@ -320,11 +309,4 @@ struct Batch {
     forming: HashMap<String, Candle>,
     /// The newest open time seen per symbol.
     seen: HashMap<String, i64>,
-}
-
-/// Sleeps until `deadline` (the caller only polls this with one set).
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(deadline) = deadline {
-        tokio::time::sleep_until(deadline).await;
-    }
 }

@@ -14,7 +14,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::round::Round;
 use super::{Exchange, Overlap, ResumePoint};
 use crate::candle::Candle;
 
@@ -131,7 +130,6 @@ impl Exchange {
     pub(super) fn check_skipped(
         self: &Arc<Self>,
         seen: HashMap<String, i64>,
-        held: &Round,
         cancel: &CancellationToken,
     ) {
         let step = self.market.interval.millis();
@@ -153,9 +151,7 @@ impl Exchange {
                 entry.checked_through = open_time;
             }
             let from = open_time - step * self.market.window_len as i64;
-            // A close held back for its round is not missing.
-            let mut missing = self.hub.missing(&symbol, from, open_time, step);
-            missing.retain(|t| !held.holds(&symbol, *t));
+            let missing = self.hub.missing(&symbol, from, open_time, step);
             let Some(&first) = missing.first() else {
                 continue;
             };
