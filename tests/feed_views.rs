@@ -58,6 +58,7 @@ async fn the_view_cache_shrinks_back_to_the_views_clients_hold() {
         }
     }
     // The held view still gets its updates.
+    fake.wait_for_connections(1).await;
     let close = fake.close_next("BTCUSDT");
     let message = kept.next_json().await;
     assert_eq!(message["candles"][0]["open_time"], close.open_time);
@@ -75,6 +76,8 @@ async fn clients_of_one_view_never_get_the_same_window_twice() {
         client.next_n(5).await;
         clients.push(client);
     }
+    // Closes sent before the service's stream is open would never reach it.
+    fake.wait_for_connections(1).await;
     let rounds = 20;
     for _ in 0..rounds {
         for symbol in SYMBOLS {
