@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 mod start;
+mod thread;
 mod warm;
 
 pub(crate) use start::open_store;
@@ -33,8 +34,6 @@ use crate::telemetry::Chain;
 const CLIENTS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The longest REST ban the startup backfill is waited through.
 const STARTUP_BAN_PATIENCE: Duration = Duration::from_secs(5);
-/// How long startup waits for the stored closes behind the base windows.
-const HISTORY_PATIENCE: Duration = Duration::from_secs(10);
 /// How often the store is pinged for readiness (which never waits on it).
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued candles to reach the store. With the drain
@@ -96,38 +95,9 @@ impl App {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         if reachable == Reachable::Yes {
-            // The closes indicators need on the base interval, before serving (a few
-            // thousand candles per coin); the longer intervals' history after.
-            let base = &config.interval;
-            let closes_start = warm::closes_start(base, window_len, now_ms());
-            let loading = warm::load_history(
-                Arc::clone(&store),
-                hub.clone(),
-                base.clone(),
-                closes_start,
-                cancel.clone(),
-            );
-            if tokio::time::timeout(HISTORY_PATIENCE, loading)
-                .await
-                .is_err()
-            {
-                warn!(timeout = ?HISTORY_PATIENCE, "the stored history loads slowly; serving meanwhile");
-            }
-            let longest = config.intervals.last().unwrap_or(base);
-            let buckets_start = warm::buckets_start(longest, window_len, now_ms());
-            if buckets_start < closes_start {
-                tasks.spawn(
-                    warm::load_history(
-                        Arc::clone(&store),
-                        hub.clone(),
-                        base.clone(),
-                        buckets_start,
-                        cancel.clone(),
-                    )
-                    .instrument(info_span!("history")),
-                );
-            }
+            warm::load(&store, &hub, &config, window_len, &tasks, &cancel).await;
         }
+
         // Every replica on MongoDB follows the change stream: a follower's only source,
         // and an ingester's view of what other ingesters write.
         if let Some(mongo) = backend.mongo() {
@@ -228,7 +198,7 @@ impl App {
             let upstream = exchange
                 .run(cancel.clone(), done)
                 .instrument(info_span!("upstream"));
-            tasks.spawn(on_own_thread("exchange", upstream).map_err(StartError::Thread)?);
+            tasks.spawn(thread::on_own_thread("exchange", upstream).map_err(StartError::Thread)?);
             Some(startup_backfill)
         } else {
             info!("INGEST=false: following the candle collection; not connecting to the exchange");
@@ -398,29 +368,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     App::build(config, listener).await?.run(shutdown).await
-}
-
-/// Runs `work` on a thread of its own with its own single-threaded runtime; the
-/// returned future completes when it has. The exchange reader lives there so that it
-/// never waits in the runtime's queue behind thousands of client tasks woken by the
-/// candle it just read (it must also keep answering the exchange's pings).
-fn on_own_thread(
-    name: &str,
-    work: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let (finished, done) = oneshot::channel::<()>();
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(move || {
-            runtime.block_on(work);
-            let _ = finished.send(());
-        })?;
-    Ok(async move {
-        let _ = done.await;
-    })
 }
 
 /// Now, ms since the epoch (UTC), on this machine's clock.

@@ -3,15 +3,20 @@
 //! indicator's warm-up need, so a restart serves them as full as before it.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::candle::Interval;
+use crate::config::Config;
 use crate::hub::{Hub, INDICATOR_WARMUP};
 use crate::store::CandleStore;
 use crate::telemetry::Chain;
 
+/// How long startup waits for the stored closes behind the base windows.
+const HISTORY_PATIENCE: Duration = Duration::from_secs(10);
 /// Base candles read per store query.
 const PAGE: usize = 5_000;
 
@@ -28,6 +33,49 @@ pub fn closes_start(base: &Interval, window_len: usize, now_ms: i64) -> i64 {
 pub fn buckets_start(longest: &Interval, window_len: usize, now_ms: i64) -> i64 {
     let buckets = i64::try_from(window_len).unwrap_or(i64::MAX) + 1;
     longest.open_time_containing(now_ms) - longest.millis() * buckets
+}
+
+/// Loads the stored history behind the windows: the base interval's closes (what
+/// indicators need) before serving, within [`HISTORY_PATIENCE`]; the longer
+/// intervals' buckets on `tasks` in the background.
+pub(super) async fn load(
+    store: &Arc<dyn CandleStore>,
+    hub: &Hub,
+    config: &Config,
+    window_len: usize,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) {
+    let base = &config.interval;
+    let now = chrono::Utc::now().timestamp_millis();
+    let closes_from = closes_start(base, window_len, now);
+    let loading = load_history(
+        Arc::clone(store),
+        hub.clone(),
+        base.clone(),
+        closes_from,
+        cancel.clone(),
+    );
+    if tokio::time::timeout(HISTORY_PATIENCE, loading)
+        .await
+        .is_err()
+    {
+        warn!(timeout = ?HISTORY_PATIENCE, "the stored history loads slowly; serving meanwhile");
+    }
+    let longest = config.intervals.last().unwrap_or(base);
+    let buckets_from = buckets_start(longest, window_len, now);
+    if buckets_from < closes_from {
+        tasks.spawn(
+            load_history(
+                Arc::clone(store),
+                hub.clone(),
+                base.clone(),
+                buckets_from,
+                cancel.clone(),
+            )
+            .instrument(info_span!("history")),
+        );
+    }
 }
 
 /// Feeds `hub` the stored base candles from before its oldest one back to `start`,

@@ -193,7 +193,6 @@ impl Exchange {
         until: Option<i64>,
         cancel: &CancellationToken,
     ) -> usize {
-        let step = self.market.interval.millis();
         let mut fetched = 0;
         loop {
             let until = until.unwrap_or_else(|| {
@@ -204,41 +203,77 @@ impl Exchange {
             if start >= until {
                 break;
             }
-            let page = match self
-                .rest
-                .fetch_with_retry(
-                    symbol,
-                    start,
-                    until - 1,
-                    REST_PAGE_LIMIT,
-                    self.options.backoff_max,
-                    cancel,
-                )
+            match self
+                .fetch_page(symbol, start, until, REST_PAGE_LIMIT, cancel)
                 .await
             {
-                Ok(page) => page,
-                Err(GaveUp::Cancelled) => break,
-                Err(GaveUp::Refused(err)) => {
-                    error!(symbol, error = %Chain(&err), "the exchange refuses this symbol; not asking for it again");
-                    self.health.refuse_symbol(symbol, err.to_string());
-                    break;
+                Page::Delivered { next, candles } => {
+                    start = next;
+                    fetched += candles;
                 }
-            };
-            let Some(last_open) = page.last().map(|c| c.open_time) else {
-                break;
-            };
-            if last_open < start {
-                break; // a server that does not honour startTime: stop rather than loop
+                Page::End | Page::Cancelled => break,
             }
-            start = last_open + step;
-            // Closed on the exchange's clock, not ours, which may be minutes off.
-            let now = self.exchange_now();
-            let closed = page.into_iter().filter(|c| c.close_time < now).collect();
-            let closed = self.possible(closed, "rest");
-            fetched += closed.len();
-            self.metrics.backfilled.inc_by(closed.len() as u64);
-            self.deliver(closed, Source::Rest);
         }
         fetched
     }
+
+    /// Fetches one page of up to `limit` klines of `symbol` opened in
+    /// `[start, until)` and delivers those closed on the exchange's clock. A symbol
+    /// the exchange refuses is marked so and never asked for again.
+    pub(super) async fn fetch_page(
+        &self,
+        symbol: &str,
+        start: i64,
+        until: i64,
+        limit: usize,
+        cancel: &CancellationToken,
+    ) -> Page {
+        let page = match self
+            .rest
+            .fetch_with_retry(
+                symbol,
+                start,
+                until - 1,
+                limit,
+                self.options.backoff_max,
+                cancel,
+            )
+            .await
+        {
+            Ok(page) => page,
+            Err(GaveUp::Cancelled) => return Page::Cancelled,
+            Err(GaveUp::Refused(err)) => {
+                error!(symbol, error = %Chain(&err), "the exchange refuses this symbol; not asking for it again");
+                self.health.refuse_symbol(symbol, err.to_string());
+                return Page::End;
+            }
+        };
+        let Some(last_open) = page.last().map(|c| c.open_time) else {
+            return Page::End;
+        };
+        if last_open < start {
+            return Page::End; // a server that does not honour startTime: stop rather than loop
+        }
+        // Closed on the exchange's clock, not ours, which may be minutes off.
+        let now = self.exchange_now();
+        let closed = page.into_iter().filter(|c| c.close_time < now).collect();
+        let closed = self.possible(closed, "rest");
+        let candles = closed.len();
+        self.metrics.backfilled.inc_by(candles as u64);
+        self.deliver(closed, Source::Rest);
+        Page::Delivered {
+            next: last_open + self.market.interval.millis(),
+            candles,
+        }
+    }
+}
+
+/// What one page of a range brought.
+pub(super) enum Page {
+    /// Candles delivered; the next page starts at `next` (ms since the epoch, UTC).
+    Delivered { next: i64, candles: usize },
+    /// Nothing more to fetch: an empty page, or a symbol the exchange refuses.
+    End,
+    /// Shutdown.
+    Cancelled,
 }

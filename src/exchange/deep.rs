@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::rest::GaveUp;
-use super::{Exchange, Source};
+use super::Exchange;
+use super::backfill::Page;
 use crate::telemetry::Chain;
 
 /// Rows per deep request: a 1,000-row klines request weighs 5 (Binance USD-M docs,
@@ -87,39 +87,17 @@ impl Exchange {
         for (symbol, until) in plan {
             let mut from = start;
             while from < until {
-                let page = match self
-                    .rest
-                    .fetch_with_retry(
-                        &symbol,
-                        from,
-                        until - 1,
-                        DEEP_PAGE,
-                        self.options.backoff_max,
-                        cancel,
-                    )
+                match self
+                    .fetch_page(&symbol, from, until, DEEP_PAGE, cancel)
                     .await
                 {
-                    Ok(page) => page,
-                    Err(GaveUp::Cancelled) => return,
-                    Err(GaveUp::Refused(err)) => {
-                        warn!(symbol, error = %Chain(&err), "the exchange refuses this symbol; no deep history for it");
-                        self.health.refuse_symbol(&symbol, err.to_string());
-                        break;
+                    Page::Delivered { next, candles } => {
+                        from = next;
+                        fetched += candles;
                     }
-                };
-                let Some(last_open) = page.last().map(|c| c.open_time) else {
-                    break;
-                };
-                if last_open < from {
-                    break;
+                    Page::End => break,
+                    Page::Cancelled => return,
                 }
-                from = last_open + step;
-                let now = self.exchange_now();
-                let closed = page.into_iter().filter(|c| c.close_time < now).collect();
-                let closed = self.possible(closed, "rest");
-                fetched += closed.len();
-                self.metrics.backfilled.inc_by(closed.len() as u64);
-                self.deliver(closed, Source::Rest);
                 if last_log.elapsed() >= PROGRESS_EVERY {
                     last_log = Instant::now();
                     info!(

@@ -156,28 +156,8 @@ impl Window {
         let shown = self.candles.len().min(view.limit).min(self.capacity);
         let first_shown = self.candles.len() - shown;
         if view.format == Format::Candles {
-            let series: Vec<(String, Series)> = view
-                .indicators
-                .iter()
-                .map(|indicator| (indicator.name(), self.series(*indicator)))
-                .collect();
-            let message = CandlesMessage {
-                coin: &self.symbol,
-                interval: self.interval.name(),
-                candles: self
-                    .candles
-                    .range(first_shown..)
-                    .rev()
-                    .map(|candle| {
-                        let mut entry = CandleEntry::from(candle);
-                        if !series.is_empty() {
-                            entry.indicators = Some(self.values_at(candle.open_time, &series));
-                        }
-                        entry
-                    })
-                    .collect(),
-            };
-            return Utf8Bytes::from(message.to_json());
+            let newest_first = self.candles.range(first_shown..).rev();
+            return self.candles_message(newest_first, view);
         }
         let daily = self.interval.millis() >= 86_400_000;
         let mut message = CoinMessage {
@@ -211,6 +191,17 @@ impl Window {
         if self.candles.front()?.open_time > first_after {
             return None;
         }
+        let newest_first = self.candles.iter().rev();
+        let after = newest_first.take_while(|candle| candle.open_time > since);
+        Some(self.candles_message(after, view))
+    }
+
+    /// The `candles` message of `candles` (newest first) with `view`'s indicators.
+    fn candles_message<'a>(
+        &self,
+        candles: impl Iterator<Item = &'a Candle>,
+        view: &View,
+    ) -> Utf8Bytes {
         let series: Vec<(String, Series)> = view
             .indicators
             .iter()
@@ -219,11 +210,7 @@ impl Window {
         let message = CandlesMessage {
             coin: &self.symbol,
             interval: self.interval.name(),
-            candles: self
-                .candles
-                .iter()
-                .rev()
-                .take_while(|candle| candle.open_time > since)
+            candles: candles
                 .map(|candle| {
                     let mut entry = CandleEntry::from(candle);
                     if !series.is_empty() {
@@ -233,7 +220,7 @@ impl Window {
                 })
                 .collect(),
         };
-        Some(Utf8Bytes::from(message.to_json()))
+        Utf8Bytes::from(message.to_json())
     }
 
     /// Each series' value at the candle opened at `open_time`.

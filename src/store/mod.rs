@@ -8,6 +8,7 @@ mod changes;
 mod follow;
 mod heartbeat;
 mod mongo;
+mod mongo_range;
 mod sqlite;
 mod uri;
 mod writer;

@@ -113,10 +113,7 @@ impl From<CandleDocument> for Candle {
 
 /// 9999-12-31T23:59:59.999Z: servers that keep dates as calendar dates refuse later
 /// ones, so an open-ended range stops here.
-const LAST_DATE_MS: i64 = 253_402_300_799_999;
-
-/// Documents per batch of a range read.
-const RANGE_BATCH: u32 = 1000;
+pub(super) const LAST_DATE_MS: i64 = 253_402_300_799_999;
 
 /// How long a read may wait for MongoDB; a read that takes longer fails (the history
 /// API answers 503, a repair tries again later) rather than hang a caller.
@@ -341,34 +338,7 @@ impl CandleStore for MongoStore {
     }
 
     fn range(&self, symbol: &str, interval: &str, from: i64, to: i64) -> CandleStream {
-        let store = self.clone();
-        let filter = doc! {
-            "symbol": symbol,
-            "interval": interval,
-            "open_time": {
-                "$gte": bson::DateTime::from_millis(from.clamp(0, LAST_DATE_MS)),
-                "$lt": bson::DateTime::from_millis(to.clamp(0, LAST_DATE_MS)),
-            },
-        };
-        let open = async move {
-            let cursor = store
-                .collection
-                .clone_with_type::<Document>()
-                .find(filter)
-                .sort(doc! {"open_time": 1})
-                .batch_size(RANGE_BATCH)
-                .await
-                .map_err(|err| store.error("find", err))?;
-            // A document that does not read as a candle is skipped and counted.
-            Ok::<_, StoreError>(cursor.filter_map(move |document| {
-                let read = match document {
-                    Ok(document) => store.candle_from(document).map(Ok),
-                    Err(err) => Some(Err(store.error("find", err))),
-                };
-                std::future::ready(read)
-            }))
-        };
-        Box::pin(futures_util::stream::once(open).try_flatten())
+        super::mongo_range::range(self, symbol, interval, from, to)
     }
 
     async fn oldest_open_time(
