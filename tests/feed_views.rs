@@ -97,7 +97,16 @@ async fn clients_of_one_view_never_get_the_same_window_twice() {
         // A client may skip windows it was too slow for, never repeat one.
         let mut last: HashMap<String, Value> = HashMap::new();
         while last != finals {
-            let message = client.next_json().await;
+            let Ok(message) =
+                tokio::time::timeout(Duration::from_secs(5), client.next_json()).await
+            else {
+                let behind: Vec<_> = finals
+                    .iter()
+                    .filter(|(coin, m)| last.get(*coin) != Some(m))
+                    .map(|(coin, m)| format!("{coin}: holds {:?}, expected {m}", last.get(coin)))
+                    .collect();
+                panic!("a client never got the final windows: {behind:?}");
+            };
             let coin = message["coin"].as_str().unwrap().to_owned();
             assert_ne!(last.get(&coin), Some(&message), "{coin} sent twice");
             last.insert(coin, message);

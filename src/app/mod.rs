@@ -14,7 +14,6 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 mod start;
-mod thread;
 mod warm;
 
 pub(crate) use start::open_store;
@@ -195,10 +194,11 @@ impl App {
                 ));
             }
             let (done, startup_backfill) = oneshot::channel();
-            let upstream = exchange
-                .run(cancel.clone(), done)
-                .instrument(info_span!("upstream"));
-            tasks.spawn(thread::on_own_thread("exchange", upstream).map_err(StartError::Thread)?);
+            tasks.spawn(
+                exchange
+                    .run(cancel.clone(), done)
+                    .instrument(info_span!("upstream")),
+            );
             Some(startup_backfill)
         } else {
             info!("INGEST=false: following the candle collection; not connecting to the exchange");

@@ -30,9 +30,6 @@ pub enum StartError {
     /// The listener has no local address.
     #[error("cannot read the listening address")]
     Listener(#[source] std::io::Error),
-    /// The exchange reader's thread or its runtime could not be started.
-    #[error("cannot start the exchange reader's thread")]
-    Thread(#[source] std::io::Error),
 }
 
 /// Why the service stopped other than by a shutdown signal.

@@ -99,12 +99,18 @@ enum Failed {
     TooSlow,
 }
 
-/// Sends `frames` as one batch (one write), within the send timeout.
+/// Sends `frames` as one batch (one write), within the send timeout; nothing at all
+/// when there are none.
 async fn send_batch(
     socket: &mut WebSocket,
     frames: impl Iterator<Item = Utf8Bytes>,
     state: &AppState,
 ) -> Result<(), Failed> {
+    // A wake-up for coins or intervals this client does not follow sends nothing.
+    let mut frames = frames.peekable();
+    if frames.peek().is_none() {
+        return Ok(());
+    }
     let (mut messages, mut bytes) = (0u64, 0u64);
     let sending = async {
         for frame in frames {
@@ -163,6 +169,9 @@ async fn serve_client(
     let mut updates = hub.subscribe();
     let snapshot = Arc::clone(&updates.borrow_and_update());
     let mut sent: Vec<u64> = Vec::with_capacity(positions.len());
+    // The message last sent per coin: a new version can render the same bytes (a
+    // change behind what this view shows), which the client already has.
+    let mut last: Vec<Utf8Bytes> = Vec::with_capacity(positions.len());
     let mut first: Vec<Utf8Bytes> = Vec::with_capacity(positions.len());
     for (coin, &p) in positions.iter().enumerate() {
         let frame = snapshot.frame(view.interval, p);
@@ -177,6 +186,7 @@ async fn serve_client(
                 }
             },
         };
+        last.push(message.clone());
         first.push(message);
         if let Some(live) = &mut live {
             live.closed(coin, frame.newest_open_time);
@@ -213,7 +223,12 @@ async fn serve_client(
                         continue;
                     }
                     *sent = frame.version_for(&view);
-                    changed.push(hub.message(&snapshot, p, &view));
+                    let message = hub.message(&snapshot, p, &view);
+                    if message == last[coin] {
+                        continue;
+                    }
+                    last[coin] = message.clone();
+                    changed.push(message);
                     if let Some(live) = &mut live {
                         live.closed(coin, frame.newest_open_time);
                     }
