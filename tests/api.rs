@@ -27,21 +27,6 @@ async fn get_json(app: &TestApp, path: &str) -> (u16, Value) {
     )
 }
 
-/// A websocket upgrade that must be refused: returns the HTTP status and JSON body.
-async fn refused_upgrade(app: &TestApp, query: &str) -> (u16, Value) {
-    match tokio_tungstenite::connect_async(format!("ws://{}/{query}", app.addr)).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            let body = response.body().clone().unwrap_or_default();
-            (
-                response.status().as_u16(),
-                serde_json::from_slice(&body).unwrap(),
-            )
-        }
-        Err(other) => panic!("{query}: unexpected error {other}"),
-        Ok(_) => panic!("{query} should have been refused"),
-    }
-}
-
 /// Lagging fake with a seeded store: a history no clock tick changes.
 async fn steady_app(backend: &Backend, extra: &[(&str, &str)]) -> (FakeExchange, TestApp) {
     let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;

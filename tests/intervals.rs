@@ -339,13 +339,8 @@ async fn every_bad_interval_or_indicator_is_a_400_naming_it() {
         ),
         ("?format=candles&indicators=", "indicators"),
     ] {
-        let refused = tokio_tungstenite::connect_async(format!("ws://{}/{query}", app.addr)).await;
-        let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = refused else {
-            panic!("{query} should have been refused");
-        };
-        assert_eq!(response.status().as_u16(), 400, "{query}");
-        let body: Value =
-            serde_json::from_slice(&response.body().clone().unwrap_or_default()).unwrap();
+        let (status, body) = refused_upgrade(&app, query).await;
+        assert_eq!(status, 400, "{query}");
         assert_eq!(body["parameter"], parameter, "{query}: {body}");
         let (status, body) = get_json(
             &app,

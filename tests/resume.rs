@@ -188,13 +188,8 @@ async fn since_too_far_back_or_with_the_compact_format_is_a_400() {
         ),
         ("?format=candles&since=soon".to_owned(), "whole number"),
     ] {
-        let refused = tokio_tungstenite::connect_async(format!("ws://{}/{query}", app.addr)).await;
-        let Err(tokio_tungstenite::tungstenite::Error::Http(response)) = refused else {
-            panic!("{query} should have been refused");
-        };
-        assert_eq!(response.status().as_u16(), 400, "{query}");
-        let body: Value =
-            serde_json::from_slice(&response.body().clone().unwrap_or_default()).unwrap();
+        let (status, body) = refused_upgrade(&app, &query).await;
+        assert_eq!(status, 400, "{query}");
         assert_eq!(body["parameter"], "since", "{query}: {body}");
         assert!(
             body["error"].as_str().unwrap().contains(why),

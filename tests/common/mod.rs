@@ -516,3 +516,19 @@ pub fn merged(lists: &[&[Candle]]) -> Vec<Candle> {
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
+
+/// A websocket upgrade to `/{query}` that must be refused: its HTTP status and JSON
+/// body.
+pub async fn refused_upgrade(app: &TestApp, query: &str) -> (u16, Value) {
+    match tokio_tungstenite::connect_async(format!("ws://{}/{query}", app.addr)).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().clone().unwrap_or_default();
+            (
+                response.status().as_u16(),
+                serde_json::from_slice(&body).unwrap_or(Value::Null),
+            )
+        }
+        Err(other) => panic!("{query}: unexpected error {other}"),
+        Ok(_) => panic!("{query} should have been refused"),
+    }
+}
