@@ -51,7 +51,7 @@ impl Export {
             self.symbol,
             self.interval,
             utc_date(self.from),
-            utc_date(self.to - 1)
+            utc_date(self.to)
         );
         let chunks = candles_of(base, &self.base, &self.interval)
             .filter(move |candle| {
@@ -71,7 +71,7 @@ impl Export {
         }));
         (
             [
-                (header::CONTENT_TYPE, "text/csv; charset=utf-8".to_owned()),
+                (header::CONTENT_TYPE, "text/csv".to_owned()),
                 (
                     header::CONTENT_DISPOSITION,
                     format!("attachment; filename=\"{filename}\""),
