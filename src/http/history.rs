@@ -162,24 +162,13 @@ pub async fn history(
     .map_err(HttpError::StoreUnavailable)?;
     // Candles before `from` still feed the indicators; they are not answered.
     let first_wanted = candles.partition_point(|c| from.is_some_and(|from| c.open_time < from));
-    let closes: Vec<f64> = candles.iter().map(|c| c.close).collect();
-    let series: Vec<(String, Vec<_>)> = indicators
-        .iter()
-        .map(|indicator| (indicator.name(), indicator.compute(&closes)))
-        .collect();
+    let values = IndicatorValues::over(&candles, &indicators);
     let first = candles.len().saturating_sub(limit).max(first_wanted);
     let entries: Vec<StoredCandle> = (first..candles.len())
         .rev()
         .map(|index| {
             let mut entry = StoredCandle::from(&candles[index]);
-            if !series.is_empty() {
-                entry.candle.indicators = Some(IndicatorValues(
-                    series
-                        .iter()
-                        .map(|(name, values)| (name.clone(), values[index]))
-                        .collect(),
-                ));
-            }
+            entry.candle.indicators = values.get(index).cloned();
             entry
         })
         .collect();

@@ -76,12 +76,7 @@ pub(super) async fn resume_message(
     )
     .await?;
     candles.extend(held);
-    let closes: Vec<f64> = candles.iter().map(|c| c.close).collect();
-    let series: Vec<(String, Vec<_>)> = view
-        .indicators
-        .iter()
-        .map(|indicator| (indicator.name(), indicator.compute(&closes)))
-        .collect();
+    let values = IndicatorValues::over(&candles, &view.indicators);
     let message = CandlesMessage {
         coin: symbol,
         interval: interval.name(),
@@ -92,14 +87,7 @@ pub(super) async fn resume_message(
             .take_while(|(_, candle)| candle.open_time > since)
             .map(|(index, candle)| {
                 let mut entry = CandleEntry::from(candle);
-                if !series.is_empty() {
-                    entry.indicators = Some(IndicatorValues(
-                        series
-                            .iter()
-                            .map(|(name, values)| (name.clone(), values[index]))
-                            .collect(),
-                    ));
-                }
+                entry.indicators = values.get(index).cloned();
                 entry
             })
             .collect(),

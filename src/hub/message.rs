@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::candle::{Candle, IndicatorValue};
+use crate::candle::{Candle, Indicator, IndicatorValue};
 
 /// One coin's window, newest candle first; the three arrays are parallel:
 /// `{"coin":"BTCUSDT","values":[…],"operations":["BUY",…],"time":["14:07",…]}`.
@@ -94,6 +94,31 @@ impl From<&Candle> for StoredCandle {
 /// `{"rsi14": 55.1, "bb20": {"upper": …, "middle": …, "lower": …}, "ema20": null}`.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct IndicatorValues(pub Vec<(String, Option<IndicatorValue>)>);
+
+impl IndicatorValues {
+    /// `indicators` at every one of `candles` (oldest first), computed over their
+    /// closes: one entry per candle, or none at all when no indicator is asked for.
+    pub fn over(candles: &[Candle], indicators: &[Indicator]) -> Vec<IndicatorValues> {
+        if indicators.is_empty() {
+            return Vec::new();
+        }
+        let closes: Vec<f64> = candles.iter().map(|c| c.close).collect();
+        let series: Vec<(String, Vec<Option<IndicatorValue>>)> = indicators
+            .iter()
+            .map(|indicator| (indicator.name(), indicator.compute(&closes)))
+            .collect();
+        (0..candles.len())
+            .map(|index| {
+                IndicatorValues(
+                    series
+                        .iter()
+                        .map(|(name, values)| (name.clone(), values[index]))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+}
 
 impl Serialize for IndicatorValues {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
