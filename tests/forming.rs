@@ -162,3 +162,52 @@ async fn live_interval_zero_sends_every_update() {
     assert_eq!(*seen.last().unwrap(), forming.close);
     app.stop().await.unwrap();
 }
+
+/// The throttle is the client's: updates of several coins arriving one after another
+/// (as Binance sends them, each its own frame) leave together when the client's
+/// interval is up, each as its newest state, and none later than the interval.
+#[tokio::test]
+async fn updates_of_several_coins_within_an_interval_leave_together() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    seed_all(&fake, &backend).await;
+    let app = TestApp::spawn(config_for(&fake, &backend, &[("LIVE_INTERVAL_MS", "400")])).await;
+    let mut live = Client::connect(&format!("{}?format=candles&live=true", app.ws_url())).await;
+    for _ in SYMBOLS {
+        live.next_json().await;
+    }
+    fake.wait_for_connections(1).await;
+
+    let reading =
+        tokio::spawn(async move { collect(&mut live, Duration::from_millis(1500)).await });
+    let started = Instant::now();
+    let mut sent = Vec::new();
+    for symbol in SYMBOLS {
+        sent.push((symbol, Instant::now(), fake.send_forming(symbol)));
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let got = reading.await.unwrap();
+    let at = |symbol: &str| {
+        let found = got.iter().find(|(_, m)| m["coin"] == symbol);
+        found.unwrap_or_else(|| panic!("no forming message for {symbol}: {got:?}"))
+    };
+    // The first coin leaves at once; the four behind it wait for the interval and
+    // leave together.
+    assert!(at(SYMBOLS[0]).0 - started < Duration::from_millis(200));
+    let second = at(SYMBOLS[1]).0;
+    for &(symbol, handed, ref candle) in &sent[1..] {
+        let (arrived, message) = at(symbol);
+        assert_eq!(message["forming"]["close"].as_f64(), Some(candle.close));
+        assert!(
+            *arrived - second < Duration::from_millis(50),
+            "{symbol} left on its own, not with the others"
+        );
+        assert!(
+            *arrived - handed < Duration::from_millis(400 + 200),
+            "{symbol} was held longer than the interval"
+        );
+    }
+    assert!(second - at(SYMBOLS[0]).0 >= Duration::from_millis(350));
+    assert_eq!(got.len(), SYMBOLS.len(), "one message per coin: {got:?}");
+    app.stop().await.unwrap();
+}

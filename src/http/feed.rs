@@ -286,12 +286,13 @@ async fn serve_client(
     }
 }
 
-/// Resolves when a live client's forming candles changed; never for other clients
-/// (or once the hub is gone).
+/// Resolves when a live client's forming candles changed; never for other clients,
+/// while its updates are held back (it waits for their due time instead), or once
+/// the hub is gone.
 async fn forming_changed(live: Option<&mut LiveFeed>) -> Option<()> {
     match live {
-        Some(live) => live.updates.changed().await.ok(),
-        None => std::future::pending().await,
+        Some(live) if !live.holding() => live.updates.changed().await.ok(),
+        _ => std::future::pending().await,
     }
 }
 
