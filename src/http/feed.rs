@@ -1,22 +1,26 @@
 //! The websocket feed on `/`: the subscription a client asks for in the URL, its
 //! first snapshot, then each coin's new message as it changes.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::extract::rejection::ExtensionRejection;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::ws::{Utf8Bytes, close_code};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Error;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 use tracing::{Instrument, debug, info_span};
 
 use super::error::HttpError;
+use super::frames::Outgoing;
 use super::handshake::{BadHandshake, asks_for_websocket};
 use super::live::LiveFeed;
 use super::page::page;
@@ -24,6 +28,7 @@ use super::query::Params;
 use super::quiet::Noisy;
 use super::resume::resume_message;
 use super::subscription::{FeedParams, Subscription};
+use super::upgrade::{Socket, Upgrade};
 use super::{AppState, Slot};
 use crate::telemetry::Chain;
 
@@ -33,21 +38,21 @@ pub const MAX_CLIENT_MESSAGE: usize = 4 * 1024;
 /// frames, and a larger one grows the buffer as needed. Measured: 1,024 bytes here
 /// cost 0.9 KB of every idle connection's RSS (see the README's Performance section).
 const READ_BUFFER: usize = 128;
-/// Outgoing bytes are gathered up to this size before a write, so the five messages
-/// of a round leave in one write (axum's default is 128 KiB).
-const WRITE_BUFFER: usize = 8 * 1024;
-/// A client that stops reading can hold at most this much of our memory (plus the
-/// kernel's socket buffer) before its send times out.
-const MAX_WRITE_BUFFER: usize = 1024 * 1024;
+/// The most the websocket layer may hold for one client. Messages never pass through
+/// it (they are written by [`Outgoing`]); only control frames do: pings, the pongs
+/// that answer a client's pings, and the close.
+const MAX_CONTROL_BUFFER: usize = 16 * 1024;
 /// Close code for a client too slow to take its messages: reconnecting gets it a
 /// fresh snapshot ("try again later").
 pub const CLOSE_TOO_SLOW: u16 = 1013;
 /// Close code for a client that stopped answering pings.
 pub const CLOSE_NO_PONG: u16 = 1008;
+/// How long a close frame (and the rest of a frame cut short before it) may take.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// `/`: a websocket upgrade subscribes to the feed; a browser gets the live page.
 pub async fn feed(
-    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    upgrade: Result<Upgrade, BadHandshake>,
     headers: HeaderMap,
     params: Result<Params<FeedParams>, HttpError>,
     State(state): State<AppState>,
@@ -56,8 +61,7 @@ pub async fn feed(
     let upgrade = match upgrade {
         Ok(upgrade) => upgrade,
         Err(_) if !asks_for_websocket(&headers) => return Ok(page()),
-        Err(rejection) => {
-            let bad = BadHandshake::of(&headers, &rejection);
+        Err(bad) => {
             bad.count(&state.parts.metrics);
             return Ok(bad.into_response());
         }
@@ -79,208 +83,241 @@ pub async fn feed(
         .map(|ConnectInfo(addr)| addr.to_string())
         .unwrap_or_default();
     let clients = state.clients.clone();
-    Ok(upgrade
+    Ok(upgrade.on_upgrade(socket_config(), move |socket| {
+        clients.track_future(
+            serve_client(socket, state, subscription, slot)
+                .instrument(info_span!("client", id, peer)),
+        )
+    }))
+}
+
+/// The websocket layer's settings for a client.
+fn socket_config() -> WebSocketConfig {
+    WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(MAX_WRITE_BUFFER)
-        .max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| {
-            clients.track_future(
-                serve_client(socket, state, subscription, slot)
-                    .instrument(info_span!("client", id, peer)),
-            )
-        }))
+        // Control frames are written at once, whole, before any message.
+        .write_buffer_size(0)
+        .max_write_buffer_size(MAX_CONTROL_BUFFER)
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
 }
 
 /// Why a client's connection ended early.
 enum Failed {
     Gone,
-    TooSlow,
+    /// The send timed out; `mid_frame`: the socket was left part way through a frame,
+    /// so no close frame can follow.
+    TooSlow {
+        mid_frame: bool,
+    },
 }
 
-/// Sends `frames` as one batch (one write), within the send timeout; nothing at all
-/// when there are none.
+/// Sends `messages` as one batch (one write), within the send timeout; nothing at
+/// all when there are none.
 async fn send_batch(
-    socket: &mut WebSocket,
-    frames: impl Iterator<Item = Utf8Bytes>,
+    socket: &mut Socket,
+    messages: Vec<Utf8Bytes>,
     state: &AppState,
 ) -> Result<(), Failed> {
     // A wake-up for coins or intervals this client does not follow sends nothing.
-    let mut frames = frames.peekable();
-    if frames.peek().is_none() {
+    if messages.is_empty() {
         return Ok(());
     }
-    let (mut messages, mut bytes) = (0u64, 0u64);
+    let mut outgoing = Outgoing::new(messages);
     let sending = async {
-        for frame in frames {
-            messages += 1;
-            bytes += frame.len() as u64;
-            socket.feed(Message::Text(frame)).await?;
-        }
-        socket.flush().await
+        // Whatever control frame the websocket layer holds (a pong part way out)
+        // leaves whole first, so the messages start on a frame boundary.
+        socket.flush().await.map_err(|_| ())?;
+        outgoing.write_to(socket.get_mut()).await.map_err(|_| ())
     };
     match tokio::time::timeout(state.parts.feed.send_timeout, sending).await {
         Ok(Ok(())) => {
-            state.parts.metrics.messages_sent.inc_by(messages);
-            state.parts.metrics.bytes_sent.inc_by(bytes);
+            let metrics = &state.parts.metrics;
+            metrics.messages_sent.inc_by(outgoing.messages() as u64);
+            metrics.bytes_sent.inc_by(outgoing.payload_bytes() as u64);
             Ok(())
         }
-        Ok(Err(_)) => Err(Failed::Gone),
-        Err(_) => Err(Failed::TooSlow),
+        Ok(Err(())) => Err(Failed::Gone),
+        Err(_) if outgoing.partly_written() => {
+            let rest = tokio::time::timeout(CLOSE_WAIT, outgoing.write_to(socket.get_mut()));
+            let finished = matches!(rest.await, Ok(Ok(())));
+            Err(Failed::TooSlow {
+                mid_frame: !finished,
+            })
+        }
+        Err(_) => Err(Failed::TooSlow { mid_frame: false }),
     }
 }
 
 /// Closes with `code`, giving up quickly: the peer may be what is stuck.
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
     let frame = Message::Close(Some(CloseFrame {
-        code,
+        code: code.into(),
         reason: reason.into(),
     }));
-    let _ = tokio::time::timeout(Duration::from_secs(1), socket.send(frame)).await;
+    let _ = tokio::time::timeout(CLOSE_WAIT, socket.send(frame)).await;
 }
 
 /// Sends the current window of every coin, then each coin's new window as it changes,
 /// and (for `live=true`) the forming candle, throttled. A client that falls behind
 /// gets only the newest message per coin, never a backlog.
-async fn serve_client(
-    mut socket: WebSocket,
+///
+/// A plain function returning the task's future, not an `async fn`: an `async fn`
+/// keeps its arguments twice in its future (once as arguments, once as locals), and
+/// this future is most of what an idle connection costs.
+fn serve_client(
+    mut socket: Socket,
     state: AppState,
     subscription: Subscription,
-    _slot: Slot,
-) {
+    slot: Slot,
+) -> impl Future<Output = ()> + Send {
     let Subscription {
         positions,
         view,
         live,
         since,
     } = subscription;
-    let hub = &state.parts.hub;
-    // Keeps this view's renderings shared while the client is connected.
-    let _held = hub.hold(view.clone());
-    let mut live = live.then(|| {
-        let slots = hub.symbols().len();
-        LiveFeed::new(
-            hub.subscribe_forming(),
-            positions.iter().map(|p| view.interval * slots + p),
-            state.parts.feed.live_interval,
-        )
-    });
-    let mut updates = hub.subscribe();
-    let snapshot = Arc::clone(&updates.borrow_and_update());
-    let mut sent: Vec<u64> = Vec::with_capacity(positions.len());
-    // The message last sent per coin: a new version can render the same bytes (a
-    // change behind what this view shows), which the client already has.
-    let mut last: Vec<Utf8Bytes> = Vec::with_capacity(positions.len());
-    let mut first: Vec<Utf8Bytes> = Vec::with_capacity(positions.len());
-    for (coin, &p) in positions.iter().enumerate() {
-        let frame = snapshot.frame(view.interval, p);
-        sent.push(frame.version_for(&view));
-        let message = match since {
-            None => hub.message(&snapshot, p, &view),
-            Some(since) => match resume_message(&state, &snapshot, p, &view, since).await {
-                Ok(message) => message,
-                Err(err) => {
-                    Noisy::StoreUnavailable.note(&Chain(&err));
-                    return close(&mut socket, CLOSE_TOO_SLOW, "history unavailable; retry").await;
+    async move {
+        let _slot = &slot;
+        let hub = &state.parts.hub;
+        // Keeps this view's renderings shared while the client is connected.
+        let _held = hub.hold(view.clone());
+        let mut live = live.then(|| {
+            let slots = hub.symbols().len();
+            LiveFeed::new(
+                hub.subscribe_forming(),
+                positions.iter().map(|p| view.interval * slots + p),
+                state.parts.feed.live_interval,
+            )
+        });
+        let mut updates = hub.subscribe();
+        let snapshot = Arc::clone(&updates.borrow_and_update());
+        let mut sent: Vec<u64> = Vec::with_capacity(positions.len());
+        // The message last sent per coin: a new version can render the same bytes (a
+        // change behind what this view shows), which the client already has.
+        let mut last: Vec<Utf8Bytes> = Vec::with_capacity(positions.len());
+        let mut first: Vec<Utf8Bytes> = Vec::with_capacity(positions.len());
+        for (coin, &p) in positions.iter().enumerate() {
+            let frame = snapshot.frame(view.interval, p);
+            sent.push(frame.version_for(&view));
+            let message = match since {
+                None => hub.message(&snapshot, p, &view),
+                // Boxed: a store read is rare, and its future would otherwise be
+                // part of every connection's.
+                Some(since) => {
+                    match Box::pin(resume_message(&state, &snapshot, p, &view, since)).await {
+                        Ok(message) => message,
+                        Err(err) => {
+                            Noisy::StoreUnavailable.note(&Chain(&err));
+                            let reason = "history unavailable; retry";
+                            return close(&mut socket, CLOSE_TOO_SLOW, reason).await;
+                        }
+                    }
                 }
-            },
-        };
-        last.push(message.clone());
-        first.push(message);
-        if let Some(live) = &mut live {
-            live.closed(coin, frame.newest_open_time);
+            };
+            last.push(message.clone());
+            first.push(message);
+            if let Some(live) = &mut live {
+                live.closed(coin, frame.newest_open_time);
+            }
         }
-    }
-    drop(snapshot);
-    if let Some(live) = &mut live {
-        first.extend(live.due(Instant::now()));
-    }
-    let outcome = send_batch(&mut socket, first.into_iter(), &state).await;
-    if let Err(failed) = outcome {
-        return on_failed(&mut socket, failed, &state).await;
-    }
-    debug!("client subscribed");
+        drop(snapshot);
+        if let Some(live) = &mut live {
+            first.extend(live.due(Instant::now()));
+        }
+        if let Err(failed) = send_batch(&mut socket, first, &state).await {
+            return on_failed(&mut socket, failed, &state).await;
+        }
+        debug!("client subscribed");
 
-    let ping_every = state.parts.feed.ping_every;
-    let mut ping = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
-    let mut last_heard = Instant::now();
-    loop {
-        let forming_due = live.as_ref().and_then(|live| live.next_due);
-        tokio::select! {
-            _ = state.parts.shutdown.cancelled() => {
-                return close(&mut socket, close_code::AWAY, "server shutting down").await;
+        // One timer for both the next ping and held-back forming updates.
+        let ping_every = state.parts.feed.ping_every;
+        let mut next_ping = Instant::now() + ping_every;
+        let mut last_heard = Instant::now();
+        let timer = tokio::time::sleep_until(next_ping);
+        tokio::pin!(timer);
+        loop {
+            let forming_due = live.as_ref().and_then(|live| live.next_due);
+            let wake = forming_due.map_or(next_ping, |due| due.min(next_ping));
+            if timer.deadline() != wake {
+                timer.as_mut().reset(wake);
             }
-            changed = updates.changed() => {
-                if changed.is_err() {
-                    return;
+            let batch = tokio::select! {
+                _ = state.parts.shutdown.cancelled() => {
+                    return close(&mut socket, close_code::AWAY, "server shutting down").await;
                 }
-                let snapshot = Arc::clone(&updates.borrow_and_update());
-                let mut changed = Vec::new();
-                for (coin, (&p, sent)) in positions.iter().zip(sent.iter_mut()).enumerate() {
-                    let frame = snapshot.frame(view.interval, p);
-                    if frame.version_for(&view) == *sent {
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    let snapshot = Arc::clone(&updates.borrow_and_update());
+                    let mut changed = Vec::new();
+                    for (coin, (&p, sent)) in positions.iter().zip(sent.iter_mut()).enumerate() {
+                        let frame = snapshot.frame(view.interval, p);
+                        if frame.version_for(&view) == *sent {
+                            continue;
+                        }
+                        *sent = frame.version_for(&view);
+                        let message = hub.message(&snapshot, p, &view);
+                        if message == last[coin] {
+                            continue;
+                        }
+                        last[coin] = message.clone();
+                        changed.push(message);
+                        if let Some(live) = &mut live {
+                            live.closed(coin, frame.newest_open_time);
+                        }
+                    }
+                    changed
+                }
+                Some(()) = forming_changed(live.as_mut()) => {
+                    live.as_mut().map_or_else(Vec::new, |live| live.due(Instant::now()))
+                }
+                () = &mut timer => {
+                    let now = Instant::now();
+                    if now >= next_ping {
+                        if last_heard.elapsed() > ping_every * 2 {
+                            state.parts.metrics.unresponsive_clients_closed.inc();
+                            debug!("client stopped answering pings");
+                            return close(&mut socket, CLOSE_NO_PONG, "no pong").await;
+                        }
+                        next_ping = now + ping_every;
+                        let ping = socket.send(Message::Ping(Default::default()));
+                        match tokio::time::timeout(state.parts.feed.send_timeout, ping).await {
+                            Ok(Ok(())) => {}
+                            Ok(Err(_)) => return,
+                            Err(_) => {
+                                let failed = Failed::TooSlow { mid_frame: false };
+                                return on_failed(&mut socket, failed, &state).await;
+                            }
+                        }
+                    }
+                    match &mut live {
+                        Some(live) if forming_due.is_some_and(|due| due <= now) => live.due(now),
+                        _ => Vec::new(),
+                    }
+                }
+                incoming = socket.next() => match incoming {
+                    Some(Ok(Message::Close(_))) | None => {
+                        debug!("client left");
+                        return;
+                    }
+                    // Pongs (and anything else) show the client is alive; pings are
+                    // answered by the websocket layer.
+                    Some(Ok(_)) => {
+                        last_heard = Instant::now();
                         continue;
                     }
-                    *sent = frame.version_for(&view);
-                    let message = hub.message(&snapshot, p, &view);
-                    if message == last[coin] {
-                        continue;
-                    }
-                    last[coin] = message.clone();
-                    changed.push(message);
-                    if let Some(live) = &mut live {
-                        live.closed(coin, frame.newest_open_time);
-                    }
-                }
-                drop(snapshot);
-                if let Err(failed) = send_batch(&mut socket, changed.into_iter(), &state).await {
-                    return on_failed(&mut socket, failed, &state).await;
-                }
-            }
-            Some(()) = forming_changed(live.as_mut()) => {
-                let Some(live) = &mut live else { continue };
-                let forming = live.due(Instant::now());
-                if let Err(failed) = send_batch(&mut socket, forming.into_iter(), &state).await {
-                    return on_failed(&mut socket, failed, &state).await;
-                }
-            }
-            _ = sleep_until(forming_due), if forming_due.is_some() => {
-                let Some(live) = &mut live else { continue };
-                let forming = live.due(Instant::now());
-                if let Err(failed) = send_batch(&mut socket, forming.into_iter(), &state).await {
-                    return on_failed(&mut socket, failed, &state).await;
-                }
-            }
-            _ = ping.tick() => {
-                if last_heard.elapsed() > ping_every * 2 {
-                    state.parts.metrics.unresponsive_clients_closed.inc();
-                    debug!("client stopped answering pings");
-                    return close(&mut socket, CLOSE_NO_PONG, "no pong").await;
-                }
-                let ping = tokio::time::timeout(state.parts.feed.send_timeout, socket.send(Message::Ping(Default::default())));
-                match ping.await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(_)) => return,
-                    Err(_) => return on_failed(&mut socket, Failed::TooSlow, &state).await,
-                }
-            }
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Close(_))) | None => {
-                    debug!("client left");
-                    return;
-                }
-                // Pongs (and anything else) show the client is alive; pings are
-                // answered by the websocket layer.
-                Some(Ok(_)) => last_heard = Instant::now(),
-                Some(Err(err)) => {
-                    if is_too_big(err) {
+                    Some(Err(Error::Capacity(_))) => {
                         state.parts.metrics.oversized_messages.inc();
                         debug!("client sent an oversized message");
                         return close(&mut socket, close_code::SIZE, "message too big").await;
                     }
-                    return;
+                    Some(Err(_)) => return,
                 }
+            };
+            if let Err(failed) = send_batch(&mut socket, batch, &state).await {
+                return on_failed(&mut socket, failed, &state).await;
             }
         }
     }
@@ -296,28 +333,17 @@ async fn forming_changed(live: Option<&mut LiveFeed>) -> Option<()> {
     }
 }
 
-/// Sleeps until `deadline` (the caller only polls this with one set).
-async fn sleep_until(deadline: Option<Instant>) {
-    if let Some(deadline) = deadline {
-        tokio::time::sleep_until(deadline).await;
-    }
-}
-
-async fn on_failed(socket: &mut WebSocket, failed: Failed, state: &AppState) {
-    if let Failed::TooSlow = failed {
+async fn on_failed(socket: &mut Socket, failed: Failed, state: &AppState) {
+    if let Failed::TooSlow { mid_frame } = failed {
         state.parts.metrics.slow_clients_closed.inc();
         Noisy::SlowClient.note(&format_args!(
             "CLIENT_SEND_TIMEOUT_SECS={}",
             state.parts.feed.send_timeout.as_secs()
         ));
-        close(socket, CLOSE_TOO_SLOW, "too slow").await;
+        // Part way through a frame, a close frame would be read as that frame's
+        // rest: the connection is just dropped.
+        if !mid_frame {
+            close(socket, CLOSE_TOO_SLOW, "too slow").await;
+        }
     }
-}
-
-fn is_too_big(err: axum::Error) -> bool {
-    use tokio_tungstenite::tungstenite::Error;
-    matches!(
-        err.into_inner().downcast_ref::<Error>(),
-        Some(Error::Capacity(_))
-    )
 }

@@ -1,10 +1,11 @@
 //! Requests on `/` that ask for a websocket (`Upgrade: websocket`) but are not a
-//! valid handshake, typically because a proxy dropped `Connection: upgrade`: they get
-//! 400 naming what is missing (426 for an unsupported version), never the page.
+//! valid handshake (RFC 6455 §4.2.1), typically because a proxy dropped
+//! `Connection: upgrade`: they get 400 naming what is missing (426 for an
+//! unsupported version), never the page.
 
 use axum::Json;
-use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::http::{HeaderMap, HeaderName, StatusCode, header};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderName, Method, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
@@ -43,8 +44,10 @@ fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
 }
 
 impl BadHandshake {
-    /// What is wrong with a handshake that axum's extractor refused with `rejection`.
-    pub fn of(headers: &HeaderMap, rejection: &WebSocketUpgradeRejection) -> Self {
+    /// Checks the opening handshake of a request that asks for a websocket: what is
+    /// wrong with it, if anything (RFC 6455 §4.2.1).
+    pub fn check(parts: &Parts) -> Result<(), Self> {
+        let headers = &parts.headers;
         let mut missing = Vec::new();
         if !has_token(headers, header::CONNECTION, "upgrade") {
             missing.push("Connection: upgrade");
@@ -58,13 +61,24 @@ impl BadHandshake {
             missing.push("Sec-WebSocket-Version: 13");
         }
         if !missing.is_empty() {
-            return BadHandshake::Missing(missing);
+            return Err(BadHandshake::Missing(missing));
         }
         match version.map(|v| v.to_str().map(str::trim)) {
-            Some(Ok(VERSION)) => BadHandshake::NotUpgradable(rejection.body_text()),
-            Some(Ok(other)) => BadHandshake::Version(other.to_owned()),
-            _ => BadHandshake::Version("(not text)".to_owned()),
+            Some(Ok(VERSION)) => {}
+            Some(Ok(other)) => return Err(BadHandshake::Version(other.to_owned())),
+            _ => return Err(BadHandshake::Version("(not text)".to_owned())),
         }
+        if parts.version != Version::HTTP_11 {
+            return Err(BadHandshake::NotUpgradable(
+                "HTTP/1.1 is required".to_owned(),
+            ));
+        }
+        if parts.method != Method::GET {
+            return Err(BadHandshake::NotUpgradable(
+                "the method must be GET".to_owned(),
+            ));
+        }
+        Ok(())
     }
 
     /// The `reason` labels this refusal is counted under.

@@ -7,6 +7,7 @@ mod cors;
 mod error;
 mod export;
 mod feed;
+mod frames;
 mod handshake;
 mod health;
 mod history;
@@ -21,6 +22,7 @@ mod resume;
 mod server;
 mod subscription;
 mod timeouts;
+mod upgrade;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
