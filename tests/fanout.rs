@@ -393,3 +393,66 @@ async fn a_client_that_pauses_gets_only_newer_states_and_the_exchange_reader_nev
     drop(others);
     app.stop().await.unwrap();
 }
+
+/// Messages are written straight to the socket, beside the websocket layer's own
+/// frames (the pongs answering a client's pings): the two never cut into each
+/// other, even while the socket is full and writes stop part way through a frame.
+#[tokio::test]
+async fn a_slow_client_that_pings_gets_every_pong_and_every_message_whole() {
+    let backend = Backend::sqlite();
+    // 1000-candle windows: about 25 KB per coin message, more than the socket holds.
+    let fake = FakeExchange::start_sized(&SYMBOLS, 1100).await;
+    let settings = [("HISTORY_LEN", "1000"), ("CLIENT_SEND_TIMEOUT_SECS", "60")];
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    let (mut sink, mut stream) = stuck_client(&app).await.split();
+    fake.wait_for_connections(1).await;
+
+    let pings = 40u8;
+    let pinging = tokio::spawn(async move {
+        for i in 0..pings {
+            sink.send(Message::Ping(vec![i].into())).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        sink
+    });
+    // Not reading while 40 rounds close (about 5 MB): the server's writes stall,
+    // some part way through a frame, while the pings keep coming.
+    let mut newest = Vec::new();
+    for _ in 0..40 {
+        newest = SYMBOLS.iter().map(|s| fake.close_next(s)).collect();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let mut pongs = Vec::new();
+    let mut last_close: std::collections::HashMap<String, f64> = Default::default();
+    let caught_up = |last: &std::collections::HashMap<String, f64>| {
+        newest.iter().all(|c| last.get(&c.symbol) == Some(&c.close))
+    };
+    while pongs.len() < usize::from(pings) || !caught_up(&last_close) {
+        let frame = tokio::time::timeout(Duration::from_secs(20), stream.next()).await;
+        match frame {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                let message: serde_json::Value = serde_json::from_str(&text)
+                    .unwrap_or_else(|err| panic!("a message cut short or mixed: {err}"));
+                let coin = message["coin"].as_str().unwrap().to_owned();
+                last_close.insert(coin, message["values"][0].as_f64().unwrap());
+            }
+            Ok(Some(Ok(Message::Pong(payload)))) => pongs.extend_from_slice(&payload),
+            Ok(Some(Ok(Message::Ping(_)))) => {}
+            other => panic!(
+                "the connection broke: {other:?} after {} pongs",
+                pongs.len()
+            ),
+        }
+        // A slow reader: the server's writes keep finding the socket full.
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert_eq!(
+        pongs,
+        (0..pings).collect::<Vec<_>>(),
+        "every ping answered, in order"
+    );
+    assert_eq!(app.metrics.slow_clients_closed.get(), 0);
+    drop(pinging.await.unwrap());
+    app.stop().await.unwrap();
+}

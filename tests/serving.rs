@@ -105,6 +105,22 @@ async fn a_broken_handshake_is_told_what_it_lacks_and_a_browser_still_gets_the_p
     )
     .await;
     assert_eq!(response.status, 101, "{response:?}");
+    // RFC 6455 §1.3's own example key and answer.
+    assert_eq!(
+        response.header("sec-websocket-accept"),
+        Some("s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+    );
+    assert_eq!(response.header("upgrade"), Some("websocket"));
+
+    // Right headers on a connection that cannot switch protocols: 400 saying why.
+    let response = send(
+        app.addr,
+        &format!("GET / HTTP/1.0\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n{KEY}\r\n"),
+    )
+    .await;
+    assert_eq!(response.status, 400, "{response:?}");
+    assert!(response.body.contains("HTTP/1.1"), "{}", response.body);
+    assert_eq!(refused(&app.metrics, "not_upgradable"), 1);
     let mut client = app.client().await;
     assert_eq!(client.next_json().await["coin"], "BTCUSDT");
 }
