@@ -211,3 +211,43 @@ async fn updates_of_several_coins_within_an_interval_leave_together() {
     assert_eq!(got.len(), SYMBOLS.len(), "one message per coin: {got:?}");
     app.stop().await.unwrap();
 }
+
+/// Closed candles first: right after a client is sent a close, forming updates wait
+/// half an interval (out of the way of the close's fan-out to everyone else), and
+/// still arrive within an interval of being sent by the exchange.
+#[tokio::test]
+async fn forming_updates_wait_half_an_interval_after_a_close() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    seed_all(&fake, &backend).await;
+    let app = TestApp::spawn(config_for(&fake, &backend, &[("LIVE_INTERVAL_MS", "400")])).await;
+    let url = format!("{}?format=candles&symbols=SOLUSDT&live=true", app.ws_url());
+    let mut live = Client::connect(&url).await;
+    live.next_json().await;
+    fake.wait_for_connections(1).await;
+
+    // Idle for longer than an interval: an update would leave at once.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    fake.close_next("SOLUSDT");
+    let closed_at = loop {
+        let message = live.next_json().await;
+        if message.get("candles").is_some() {
+            break Instant::now();
+        }
+    };
+    let handed = Instant::now();
+    let forming = fake.send_forming("SOLUSDT");
+    let message = live.next_json().await;
+    let arrived = Instant::now();
+    assert_eq!(message["forming"]["open_time"], forming.open_time);
+    assert!(
+        arrived - closed_at >= Duration::from_millis(150),
+        "a forming update {:?} after the close",
+        arrived - closed_at
+    );
+    assert!(
+        arrived - handed < Duration::from_millis(400 + 150),
+        "held longer than the interval"
+    );
+    app.stop().await.unwrap();
+}

@@ -223,7 +223,7 @@ fn serve_client(
         }
         drop(snapshot);
         if let Some(live) = &mut live {
-            first.extend(live.due(Instant::now()));
+            first.extend(live.newest(Instant::now()));
         }
         if let Err(failed) = send_batch(&mut socket, first, &state).await {
             return on_failed(&mut socket, failed, &state).await;
@@ -243,6 +243,8 @@ fn serve_client(
                 timer.as_mut().reset(wake);
             }
             let batch = tokio::select! {
+                // Closed candles before forming ones.
+                biased;
                 _ = state.parts.shutdown.cancelled() => {
                     return close(&mut socket, close_code::AWAY, "server shutting down").await;
                 }
@@ -267,6 +269,9 @@ fn serve_client(
                         if let Some(live) = &mut live {
                             live.closed(coin, frame.newest_open_time);
                         }
+                    }
+                    if let Some(live) = live.as_mut().filter(|_| !changed.is_empty()) {
+                        live.sent_closes(Instant::now());
                     }
                     changed
                 }

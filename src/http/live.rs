@@ -10,6 +10,13 @@
 //! README's Performance section) and still holds every update within the interval.
 //! While an update is held back the client is not woken by newer ones: the newest is
 //! read when the interval is up.
+//!
+//! Closed candles come first. After a client is sent closed candles, its forming
+//! updates wait half an interval (still never longer than an interval after they
+//! arrived): a close reaches every client at once, and the forming writes that would
+//! otherwise land in that fan-out delay it for the clients still waiting (measured in
+//! the README's Performance section); the forming candles of coins that just closed
+//! are superseded anyway.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +34,10 @@ pub(super) struct LiveFeed {
     coins: Vec<LiveCoin>,
     /// When forming messages were last sent to this client.
     last_sent: Option<Instant>,
+    /// Since when an update not yet sent has been waiting (as first seen).
+    held_since: Option<Instant>,
+    /// No forming message before this: closed candles were sent just now.
+    quiet_until: Option<Instant>,
     /// When the held-back updates are due, if any are held back.
     pub(super) next_due: Option<Instant>,
 }
@@ -60,6 +71,8 @@ impl LiveFeed {
                 })
                 .collect(),
             last_sent: None,
+            held_since: None,
+            quiet_until: None,
             next_due: None,
         }
     }
@@ -73,6 +86,26 @@ impl LiveFeed {
         }
     }
 
+    /// Notes that the client was just sent closed candles: forming messages wait
+    /// half an interval, out of the way of the close's fan-out to other clients.
+    pub(super) fn sent_closes(&mut self, now: Instant) {
+        if !self.every.is_zero() {
+            self.quiet_until = Some(now + self.every / 2);
+        }
+    }
+
+    /// Whether a coin this client follows has a forming state it has not been sent
+    /// (and does not hold closed).
+    fn has_news(&self) -> bool {
+        let snapshot = self.updates.borrow();
+        self.coins.iter().any(|coin| {
+            snapshot.coins[coin.index].as_ref().is_some_and(|frame| {
+                frame.version != coin.sent_version
+                    && coin.closed_through.is_none_or(|t| frame.open_time > t)
+            })
+        })
+    }
+
     /// Whether updates are held back until [`Self::next_due`]: the caller then
     /// waits for that instant rather than for newer updates.
     pub(super) fn holding(&self) -> bool {
@@ -80,15 +113,33 @@ impl LiveFeed {
     }
 
     /// The forming messages due now, in subscription order: the newest state of every
-    /// coin that changed since it was last sent, or none (with [`Self::next_due`] set)
-    /// while the client's interval is not up.
+    /// coin that changed since it was last sent; or none, with [`Self::next_due`] set
+    /// to when they are due. Due: an interval after the last send, and not while
+    /// quiet after a close, but never later than an interval after the update.
     pub(super) fn due(&mut self, now: Instant) -> Vec<Utf8Bytes> {
-        let up = self.last_sent.map(|at| at + self.every);
-        if let Some(due) = up.filter(|due| *due > now) {
+        if !self.has_news() {
+            // Nothing to send, or only candles the closes superseded.
+            self.next_due = None;
+            self.held_since = None;
+            return Vec::new();
+        }
+        self.held_since.get_or_insert(now);
+        let spaced = self.last_sent.map_or(now, |at| at + self.every);
+        let quiet = self.quiet_until.map_or(spaced, |until| until.max(spaced));
+        let latest = self.held_since.unwrap_or(now) + self.every;
+        let due = quiet.min(latest);
+        if due > now {
             self.next_due = Some(due);
             return Vec::new();
         }
+        self.newest(now)
+    }
+
+    /// The newest forming message of every coin that changed since it was last sent,
+    /// now: also for the connection's first write, beside the snapshot.
+    pub(super) fn newest(&mut self, now: Instant) -> Vec<Utf8Bytes> {
         self.next_due = None;
+        self.held_since = None;
         let snapshot = Arc::clone(&self.updates.borrow_and_update());
         let mut messages = Vec::new();
         for coin in &mut self.coins {
