@@ -126,6 +126,32 @@ pub fn round_delays(recordings: &[Recording], rounds: &[Handed], closer: &Closer
     delays
 }
 
+/// Per round, the forming messages clients received while it fanned out: from its
+/// first close frame's hand-off until `spans[k]` (µs) after its last. A close round
+/// that forming writes never cut into counts none.
+pub fn forming_during_rounds(
+    recordings: &[Recording],
+    rounds: &[Handed],
+    spans: &[u32],
+) -> Vec<usize> {
+    rounds
+        .iter()
+        .zip(spans)
+        .map(|(round, span)| {
+            let window = round.first..round.last.saturating_add(*span);
+            recordings
+                .iter()
+                .map(|r| {
+                    (0..r.len())
+                        .filter(|&i| window.contains(&r.times[i]))
+                        .filter(|&i| matches!(classify(r.head(i)), Some((_, Kind::Forming(_)))))
+                        .count()
+                })
+                .sum()
+        })
+        .collect()
+}
+
 /// The delays of the forming updates handed in `[from, to)`: per update and client,
 /// from the hand-off to the client holding that update or a newer one (a later
 /// forming update of the coin, or the close of its candle).

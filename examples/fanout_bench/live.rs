@@ -118,8 +118,20 @@ pub async fn live(options: &Options, n: usize) -> anyhow::Result<LiveResult> {
     } = analysis::forming_delays(&recordings, &log, from, to);
     let received = received_between(&recordings, from, to);
     let mut rounds = analysis::round_delays(&recordings, &log.rounds, &log.closer);
-    drop(recordings);
     let (per_round, fanout) = summarize_rounds(&mut rounds, 1);
+    // What the forming load put in the close rounds' way: forming messages that
+    // reached clients while a round fanned out (until its p99).
+    let spans: Vec<u32> = per_round.iter().map(|r| (r.p99 * 1000.0) as u32).collect();
+    let during = analysis::forming_during_rounds(&recordings, &log.rounds[1..], &spans);
+    drop(recordings);
+    let per_client: Vec<String> = during
+        .iter()
+        .map(|count| format!("{:.2}", *count as f64 / n as f64))
+        .collect();
+    eprintln!(
+        "forming messages received during each close round's fan-out, per client: {}",
+        per_client.join(" ")
+    );
     let window = (measure_to - measure_from).as_secs_f64();
     let sent: usize = log.updates.iter().map(Vec::len).sum();
     Ok(LiveResult {
