@@ -31,6 +31,7 @@ async fn new_clients_get_their_snapshot_while_the_database_is_down() {
         database: unique_database("candlecast_snapshot"),
     };
     let fake = FakeExchange::start(&SYMBOLS).await;
+    fake.freeze();
     let app = TestApp::spawn(config_for(&fake, &backend, &[])).await;
     let before = app.client().await.next_n(5).await;
 
@@ -53,6 +54,7 @@ async fn a_client_that_never_reads_delays_no_one_and_is_closed_after_the_send_ti
     let backend = Backend::sqlite();
     // 1000-candle windows: about 25 KB per coin message.
     let fake = FakeExchange::start_sized(&SYMBOLS, 1100).await;
+    fake.freeze();
     let settings = [("HISTORY_LEN", "1000"), ("CLIENT_SEND_TIMEOUT_SECS", "5")];
     let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
     let mut healthy = app.client().await;
@@ -107,6 +109,7 @@ async fn a_client_that_never_reads_delays_no_one_and_is_closed_after_the_send_ti
 async fn an_oversized_message_closes_that_client_with_1009_and_no_other() {
     let backend = Backend::sqlite();
     let fake = FakeExchange::start(&SYMBOLS).await;
+    fake.freeze();
     let app = TestApp::spawn(config_for(&fake, &backend, &[])).await;
     let mut bystander = app.client().await;
     bystander.next_n(5).await;
@@ -144,6 +147,7 @@ async fn an_oversized_message_closes_that_client_with_1009_and_no_other() {
 async fn past_max_connections_upgrades_get_503_and_existing_clients_carry_on() {
     let backend = Backend::sqlite();
     let fake = FakeExchange::start(&SYMBOLS).await;
+    fake.freeze();
     let app = TestApp::spawn(config_for(&fake, &backend, &[("MAX_CONNECTIONS", "3")])).await;
     let mut clients = Vec::new();
     for _ in 0..3 {
@@ -188,6 +192,7 @@ async fn past_max_connections_upgrades_get_503_and_existing_clients_carry_on() {
 async fn clients_are_pinged_and_one_that_never_answers_is_closed() {
     let backend = Backend::sqlite();
     let fake = FakeExchange::start(&SYMBOLS).await;
+    fake.freeze();
     let app = TestApp::spawn(config_for(&fake, &backend, &[("CLIENT_PING_SECS", "1")])).await;
     let (mut live, _) = tokio_tungstenite::connect_async(app.ws_url())
         .await
@@ -291,6 +296,7 @@ async fn a_client_that_pauses_gets_only_newer_states_and_the_exchange_reader_nev
     let backend = Backend::sqlite();
     // 1000-candle windows: about 25 KB per coin message, so a few fill a socket.
     let fake = FakeExchange::start_sized(&SYMBOLS, 1100).await;
+    fake.freeze();
     let settings = [
         ("HISTORY_LEN", "1000"),
         ("CLIENT_SEND_TIMEOUT_SECS", "600"),
@@ -402,6 +408,7 @@ async fn a_slow_client_that_pings_gets_every_pong_and_every_message_whole() {
     let backend = Backend::sqlite();
     // 1000-candle windows: about 25 KB per coin message, more than the socket holds.
     let fake = FakeExchange::start_sized(&SYMBOLS, 1100).await;
+    fake.freeze();
     let settings = [("HISTORY_LEN", "1000"), ("CLIENT_SEND_TIMEOUT_SECS", "60")];
     let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
     let (mut sink, mut stream) = stuck_client(&app).await.split();

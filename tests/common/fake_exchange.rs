@@ -109,6 +109,8 @@ struct FakeState {
     lag_minutes: i64,
     /// How many minutes of history a new fake has.
     history_minutes: i64,
+    /// Set by [`FakeExchange::freeze`]: no wall-clock minute adds a candle any more.
+    frozen: AtomicBool,
 }
 
 /// Handle to a running fake exchange; it stops when dropped.
@@ -246,6 +248,9 @@ impl FakeState {
     /// A lagging fake's history is made once and then changes only by the test's
     /// closes, so the wall clock never adds a candle behind a test's back.
     fn catch_up(&self) {
+        if self.frozen.load(Ordering::SeqCst) {
+            return;
+        }
         let current = now_ms().div_euclid(MINUTE) * MINUTE - self.lag_minutes * MINUTE;
         let mut history = self.history.lock().unwrap();
         if self.lag_minutes > 0 && history.values().all(|candles| !candles.is_empty()) {
@@ -273,6 +278,15 @@ impl FakeExchange {
     /// for each symbol.
     pub async fn start(symbols: &[&str]) -> Self {
         Self::start_on(symbols, ([127, 0, 0, 1], 0).into()).await
+    }
+
+    /// From now on no wall-clock minute adds a candle to the history: only the
+    /// test's own closes do. A test that counts the messages its closes bring calls
+    /// this, or a minute boundary during the test puts a candle in the history the
+    /// stream never sent, which the service then repairs: one message more.
+    pub fn freeze(&self) {
+        self.state.catch_up();
+        self.state.frozen.store(true, Ordering::SeqCst);
     }
 
     /// Like [`FakeExchange::start`], on a chosen address.
@@ -331,6 +345,7 @@ impl FakeExchange {
             latest_event_ms: AtomicI64::new(0),
             lag_minutes,
             history_minutes,
+            frozen: AtomicBool::new(false),
         });
         state.catch_up();
         let app = Router::new()
