@@ -123,11 +123,11 @@ impl LiveFeed {
             self.held_since = None;
             return Vec::new();
         }
-        self.held_since.get_or_insert(now);
+        let held_since = *self.held_since.get_or_insert(now);
         let spaced = self.last_sent.map_or(now, |at| at + self.every);
         let quiet = self.quiet_until.map_or(spaced, |until| until.max(spaced));
-        let latest = self.held_since.unwrap_or(now) + self.every;
-        let due = quiet.min(latest);
+        // Never before `spaced`: the update was seen after the last send.
+        let due = quiet.min(held_since + self.every);
         if due > now {
             self.next_due = Some(due);
             return Vec::new();
