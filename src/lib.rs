@@ -5,6 +5,7 @@
 //! - [`retry`], [`metrics`], [`health`], [`telemetry`]: shared mechanisms;
 //! - [`hub`]: the in-memory windows and the messages every client shares;
 //! - [`store`]: MongoDB and SQLite, the write queue, the change-stream follower;
+//! - [`read`]: the one read path over the hub, the write queue and the store;
 //! - [`exchange`]: the Binance stream and REST backfill;
 //! - [`http`]: the websocket feed, history API, health, readiness, metrics, page;
 //! - [`config`]: the environment, read once into each area's options;
@@ -22,6 +23,7 @@ pub mod health;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod read;
 pub mod retry;
 pub mod store;
 pub mod telemetry;

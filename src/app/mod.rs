@@ -25,7 +25,8 @@ use crate::health::{StoreHealth, UpstreamHealth};
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{self, Follower, Reachable, StoreError, StoreWriter};
+use crate::read::CandleReader;
+use crate::store::{self, Follower, Reachable, StoreError, StoreWriter, Unacknowledged};
 use crate::telemetry::Chain;
 
 /// How long shutdown waits, after the HTTP drain ([`http::DRAIN_TIMEOUT`]), for
@@ -154,10 +155,14 @@ impl App {
         }
 
         store_health.set_reachable(reachable == Reachable::Yes);
+        // What the writer holds until the store acknowledges it: read beside the
+        // windows and the store, so no read misses a candle on its way.
+        let unacknowledged = Unacknowledged::default();
         let mut store_recovered = None;
         let startup_backfill = if config.ingest {
             let (writer, writer_task) = StoreWriter::spawn(
                 Arc::clone(&store),
+                unacknowledged.clone(),
                 config.store.write_queue_batches,
                 Arc::clone(&metrics),
                 Arc::clone(&store_health),
@@ -224,8 +229,8 @@ impl App {
         ));
 
         let state = AppState::new(Parts {
+            reader: CandleReader::new(hub.clone(), unacknowledged, store),
             hub,
-            store,
             interval: config.interval.clone(),
             feed: config.feed.clone(),
             readiness: Readiness {

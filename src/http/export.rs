@@ -1,14 +1,13 @@
 //! `GET /api/v1/candles/{symbol}?format=csv&from=&to=&interval=`: every closed candle
 //! of a range as CSV in the columns of Binance's public kline files, streamed from
-//! the store's cursor in constant memory.
+//! the read path in constant memory.
 
 use axum::body::{Body, Bytes};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use futures_util::{Stream, StreamExt};
-use tokio::sync::OwnedSemaphorePermit;
+use futures_util::StreamExt;
 
-use crate::candle::{BucketBuilder, Candle, Interval, utc_date};
+use crate::candle::{Candle, Interval, utc_date};
 use crate::store::{CandleStream, StoreError};
 
 /// The header of Binance's public kline files (data.binance.vision), which tools
@@ -18,10 +17,9 @@ pub const CSV_HEADER: &str = "open_time,open,high,low,close,volume,close_time,qu
 /// Rows written into one chunk of the body.
 const ROWS_PER_CHUNK: usize = 1000;
 
-/// What one export reads.
+/// What one export answers.
 pub(super) struct Export {
     pub symbol: String,
-    pub base: Interval,
     pub interval: Interval,
     /// ms since the epoch (UTC), inclusive.
     pub from: i64,
@@ -30,22 +28,9 @@ pub(super) struct Export {
 }
 
 impl Export {
-    /// The base candles to read: whole buckets opened in `[from, to)`.
-    pub(super) fn base_range(&self) -> (i64, i64) {
-        let length = self.interval.millis();
-        let first = self.interval.open_time_containing(self.from);
-        let first = if first < self.from {
-            first + length
-        } else {
-            first
-        };
-        let last = self.interval.open_time_containing(self.to - 1);
-        (first, last + length)
-    }
-
-    /// The CSV answer over `base` (the stored base candles of [`Export::base_range`],
-    /// oldest first); the read permit is held until the body ends.
-    pub(super) fn respond(self, base: CandleStream, permit: OwnedSemaphorePermit) -> Response {
+    /// The CSV answer over `candles` (those of `[from, to)`, oldest first, as the
+    /// read path streams them).
+    pub(super) fn respond(self, candles: CandleStream) -> Response {
         let filename = format!(
             "{}-{}-{}-{}.csv",
             self.symbol,
@@ -53,19 +38,11 @@ impl Export {
             utc_date(self.from),
             utc_date(self.to)
         );
-        let chunks = candles_of(base, &self.base, &self.interval)
-            .filter(move |candle| {
-                let keep = candle
-                    .as_ref()
-                    .map_or(true, |c| (self.from..self.to).contains(&c.open_time));
-                std::future::ready(keep)
-            })
-            .chunks(ROWS_PER_CHUNK);
+        let chunks = candles.chunks(ROWS_PER_CHUNK);
         let header = futures_util::stream::once(std::future::ready(Ok::<_, StoreError>(
             Bytes::from(format!("{CSV_HEADER}\n")),
         )));
         let body = header.chain(chunks.map(move |chunk| {
-            let _permit = &permit;
             let candles: Vec<Candle> = chunk.into_iter().collect::<Result<_, _>>()?;
             Ok(Bytes::from(rows(&candles)))
         }));
@@ -86,24 +63,6 @@ impl Export {
         )
             .into_response()
     }
-}
-
-/// `base` as candles of `interval`: itself, or whole buckets built on the fly.
-fn candles_of(
-    base: CandleStream,
-    base_interval: &Interval,
-    interval: &Interval,
-) -> impl Stream<Item = Result<Candle, StoreError>> + Send + use<> {
-    let mut builder =
-        (interval != base_interval).then(|| BucketBuilder::new(interval.clone(), base_interval));
-    base.filter_map(move |candle| {
-        let out = match (&mut builder, candle) {
-            (None, candle) => Some(candle),
-            (Some(builder), Ok(candle)) => builder.add(&candle).map(Ok),
-            (Some(_), Err(err)) => Some(Err(err)),
-        };
-        std::future::ready(out)
-    })
 }
 
 /// Candles as CSV rows in the column order of [`CSV_HEADER`], with the `csv` crate:

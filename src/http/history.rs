@@ -1,6 +1,7 @@
 //! `GET /api/v1/candles/{symbol}?limit=&before=&from=&to=&interval=&indicators=&format=`:
-//! stored candles of any served interval, newest first and paged by open time as
-//! JSON, or a whole range as CSV (see [`super::export`]).
+//! the candles the service holds (windows, write queue, store: the read path) of any
+//! served interval, newest first and paged by open time as JSON, or a whole range as
+//! CSV (see [`super::export`]).
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -13,9 +14,9 @@ use super::error::HttpError;
 use super::export::Export;
 use super::query::{Parameters, Params, number_in};
 use super::subscription::{indicator_list, interval_index};
-use crate::candle::{Indicator, Interval, parse_instant};
+use crate::candle::{Indicator, parse_instant};
 use crate::hub::{IndicatorValues, StoredCandle};
-use crate::store::read_buckets;
+use crate::read::{Admission, ReadError};
 
 /// Most candles one history request returns.
 pub const HISTORY_API_MAX: usize = 1000;
@@ -56,8 +57,8 @@ fn instant(parameter: &str, value: Option<String>) -> Result<Option<i64>, HttpEr
         .transpose()
 }
 
-/// Stored candles of `symbol` at `interval` (default `INTERVAL`; longer ones are
-/// built from the stored base candles, whole buckets only), opened in
+/// Candles of `symbol` at `interval` (default `INTERVAL`; longer ones are built from
+/// the base candles, whole buckets only) as the read path holds them, opened in
 /// `[from, to)` (ms since the epoch, RFC 3339 or a date; UTC) and before `before`
 /// (ms, exclusive) when given.
 ///
@@ -68,8 +69,9 @@ fn instant(parameter: &str, value: Option<String>) -> Result<Option<i64>, HttpEr
 /// first stored candle, to to now).
 ///
 /// # Errors
-/// 404 for an unknown symbol, 400 naming a bad parameter, 503 when the store does
-/// not answer or too many reads are under way.
+/// 404 for an unknown symbol, 400 naming a bad parameter, 503 when the part memory
+/// does not cover needs the store and it does not answer or too many reads are
+/// under way.
 pub async fn history(
     Path(symbol): Path<String>,
     State(state): State<AppState>,
@@ -78,12 +80,12 @@ pub async fn history(
     let parts = &state.parts;
     let hub = &parts.hub;
     let symbol = symbol.to_uppercase();
-    if hub.position(&symbol).is_none() {
+    let Some(position) = hub.position(&symbol) else {
         return Err(HttpError::UnknownSymbol {
             symbol,
             symbols: hub.symbols().to_vec(),
         });
-    }
+    };
     // An unknown symbol is reported before a bad parameter.
     let Params(params) = params?;
     let limit_given = params.limit.is_some();
@@ -96,8 +98,8 @@ pub async fn history(
         None => None,
     };
     let interval = match params.interval {
-        Some(value) => hub.intervals()[interval_index(&value, hub)?].clone(),
-        None => hub.intervals()[0].clone(),
+        Some(value) => interval_index(&value, hub)?,
+        None => 0,
     };
     let indicators: Vec<Indicator> = match params.indicators {
         Some(value) => indicator_list(&value)?.to_vec(),
@@ -129,7 +131,7 @@ pub async fn history(
                     ));
                 }
             }
-            return export(&state, symbol, interval, from, to).await;
+            return export(&state, symbol, position, interval, from, to).await;
         }
         Some(other) => {
             return Err(HttpError::bad_parameter(
@@ -143,23 +145,21 @@ pub async fn history(
         (Some(before), Some(to)) => Some(before.min(to)),
         (before, to) => before.or(to),
     };
-    let _reading = state
-        .reads
-        .try_acquire()
-        .map_err(|_| HttpError::TooManyReads)?;
     // Indicators need the closes before the first candle answered.
     let warmup = indicators.iter().map(Indicator::warmup).max().unwrap_or(0);
-    let base = &hub.intervals()[0];
-    let candles = read_buckets(
-        parts.store.as_ref(),
-        &symbol,
-        base,
-        &interval,
-        limit + warmup,
-        before,
-    )
-    .await
-    .map_err(HttpError::StoreUnavailable)?;
+    let candles = parts
+        .reader
+        .latest(
+            &hub.snapshot(),
+            position,
+            interval,
+            limit + warmup,
+            before,
+            Admission::Refuse,
+        )
+        .await
+        .map_err(unavailable)?
+        .candles;
     // Candles before `from` still feed the indicators; they are not answered.
     let first_wanted = candles.partition_point(|c| from.is_some_and(|from| c.open_time < from));
     let values = IndicatorValues::over(&candles, &indicators);
@@ -172,47 +172,59 @@ pub async fn history(
             entry
         })
         .collect();
-    Ok(
-        Json(json!({"symbol": symbol, "interval": interval.name(), "candles": entries}))
-            .into_response(),
+    Ok(Json(
+        json!({"symbol": symbol, "interval": hub.intervals()[interval].name(), "candles": entries}),
     )
+    .into_response())
 }
 
-/// The CSV export of `[from, to)` (defaults: the first stored candle, now).
+/// The CSV export of `[from, to)` (defaults: the first candle held, now) of the coin
+/// at `position` at the served interval `interval`.
 async fn export(
     state: &AppState,
     symbol: String,
-    interval: Interval,
+    position: usize,
+    interval: usize,
     from: Option<i64>,
     to: Option<i64>,
 ) -> Result<Response, HttpError> {
-    let parts = &state.parts;
-    let base = parts.hub.intervals()[0].clone();
-    // An export holds one of the bounded reads for as long as it streams.
-    let permit = std::sync::Arc::clone(&state.reads)
-        .try_acquire_owned()
-        .map_err(|_| HttpError::TooManyReads)?;
+    let reader = &state.parts.reader;
     let to = to.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
     let from = match from {
         Some(from) => from,
-        None => parts
-            .store
-            .oldest_open_time(&symbol, base.name())
+        None => reader
+            .oldest_open_time(position, Admission::Refuse)
             .await
-            .map_err(HttpError::StoreUnavailable)?
+            .map_err(unavailable)?
             .unwrap_or(to)
             .min(to),
     };
+    let to = to.max(from + 1);
+    let candles = reader
+        .range(
+            &state.parts.hub.snapshot(),
+            position,
+            interval,
+            from,
+            to,
+            Admission::Refuse,
+        )
+        .await
+        .map_err(unavailable)?;
     let export = Export {
         symbol,
-        base,
-        interval,
+        interval: state.parts.hub.intervals()[interval].clone(),
         from,
-        to: to.max(from + 1),
+        to,
     };
-    let (base_from, base_to) = export.base_range();
-    let candles = parts
-        .store
-        .range(&export.symbol, export.base.name(), base_from, base_to);
-    Ok(export.respond(candles, permit))
+    Ok(export.respond(candles))
+}
+
+/// A read that needs the store and cannot have it: 503, with `Retry-After` when the
+/// store is only busy.
+fn unavailable(err: ReadError) -> HttpError {
+    match err {
+        ReadError::Busy => HttpError::TooManyReads,
+        ReadError::Store(err) => HttpError::StoreUnavailable(err),
+    }
 }

@@ -38,13 +38,12 @@ use crate::candle::Interval;
 use crate::health::{StoreHealth, UpstreamHealth};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::CandleStore;
+use crate::read::CandleReader;
 
 pub use cors::CorsOrigins;
 pub use error::HttpError;
 
-/// History requests that may read the store at once.
-pub const MAX_CONCURRENT_READS: usize = 32;
+pub use crate::read::MAX_CONCURRENT_READS;
 
 pub use crate::hub::StoredCandle;
 pub use feed::{CLOSE_NO_PONG, CLOSE_TOO_SLOW, MAX_CLIENT_MESSAGE};
@@ -85,7 +84,8 @@ pub struct Readiness {
 /// Everything the router serves from.
 pub struct Parts {
     pub hub: Hub,
-    pub store: Arc<dyn CandleStore>,
+    /// Every read of candles goes through it: hub, write queue, then store.
+    pub reader: CandleReader,
     pub interval: Interval,
     pub feed: FeedOptions,
     pub readiness: Readiness,
@@ -105,9 +105,6 @@ pub struct AppState {
     clients: TaskTracker,
     open: Arc<AtomicUsize>,
     next_connection: Arc<AtomicU64>,
-    /// Store reads (history requests) under way; beyond the bound a request gets
-    /// 503 at once rather than queue on the database.
-    reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -118,7 +115,6 @@ impl AppState {
             clients: TaskTracker::new(),
             open: Arc::new(AtomicUsize::new(0)),
             next_connection: Arc::new(AtomicU64::new(1)),
-            reads: Arc::new(tokio::sync::Semaphore::new(MAX_CONCURRENT_READS)),
         }
     }
 

@@ -13,24 +13,27 @@ use super::*;
 use crate::candle::Interval;
 use crate::health::{StoreHealth, UpstreamHealth};
 use crate::hub::{Hub, WindowOptions};
-use crate::store::SqliteStore;
+use crate::read::CandleReader;
+use crate::store::{SqliteStore, Unacknowledged};
 
 fn state(dir: &std::path::Path) -> AppState {
     let symbols = ["BTCUSDT".to_owned(), "ETHUSDT".to_owned()];
+    let hub = Hub::new(
+        &symbols,
+        &[
+            Interval::parse("1m").unwrap(),
+            Interval::parse("5m").unwrap(),
+        ],
+        &WindowOptions {
+            history_len: 10,
+            history_max: 100,
+            time_zone: chrono_tz::Tz::UTC,
+        },
+    );
+    let store = Arc::new(SqliteStore::open(dir).unwrap());
     AppState::new(Parts {
-        hub: Hub::new(
-            &symbols,
-            &[
-                Interval::parse("1m").unwrap(),
-                Interval::parse("5m").unwrap(),
-            ],
-            &WindowOptions {
-                history_len: 10,
-                history_max: 100,
-                time_zone: chrono_tz::Tz::UTC,
-            },
-        ),
-        store: Arc::new(SqliteStore::open(dir).unwrap()),
+        reader: CandleReader::new(hub.clone(), Unacknowledged::default(), store),
+        hub,
         interval: Interval::parse("1m").unwrap(),
         feed: FeedOptions {
             send_timeout: Duration::from_secs(10),
@@ -112,11 +115,7 @@ async fn an_unknown_symbol_is_404_before_any_parameter_is_read() {
 async fn history_reads_beyond_the_bound_get_503_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path());
-    let held = state
-        .reads
-        .clone()
-        .try_acquire_many_owned(MAX_CONCURRENT_READS as u32)
-        .unwrap();
+    let held = state.parts.reader.occupy_store_reads();
     let (status, retry_after, body) = get(&state, "/api/v1/candles/BTCUSDT").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(retry_after.as_deref(), Some("1"));

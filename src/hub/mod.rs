@@ -366,6 +366,11 @@ impl Hub {
         window.candles.iter().cloned().collect()
     }
 
+    /// The snapshot published now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.published.borrow().clone()
+    }
+
     /// The current snapshot and a receiver that wakes when it changes.
     pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshot>> {
         self.inner.published.subscribe()

@@ -3,13 +3,13 @@
 //! from ever waiting on the database, and the change-stream [`Follower`] through
 //! which replicas see what any ingester wrote.
 
-mod buckets;
 mod changes;
 mod follow;
 mod heartbeat;
 mod mongo;
 mod mongo_range;
 mod sqlite;
+mod unacked;
 mod uri;
 mod writer;
 
@@ -21,12 +21,12 @@ use async_trait::async_trait;
 
 use crate::candle::Candle;
 
-pub use buckets::read_buckets;
 pub use changes::{CandleChanges, Change, ResumeToken};
 pub use follow::Follower;
 pub use heartbeat::{IngesterReport, heartbeat, ingesters_unhealthy, watch_ingesters};
 pub use mongo::{DriverError, MongoStore, READ_TIMEOUT};
 pub use sqlite::{SQLITE_FILE, SqliteStore};
+pub use unacked::{BatchId, Unacknowledged};
 pub use uri::{InvalidMongoUri, MongoUri};
 pub use writer::{StoreWriter, WRITE_QUEUE_BATCHES};
 

@@ -1,5 +1,7 @@
 //! The write queue between the ingest path and the store: bounded, never blocking
-//! the exchange reader, retrying each batch with backoff until it lands.
+//! the exchange reader, retrying each batch with backoff until it lands. What it
+//! holds stays visible to readers through [`Unacknowledged`] until the store
+//! acknowledges it.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,7 +11,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 
-use super::{CandleStore, StoreError};
+use super::unacked::BatchId;
+use super::{CandleStore, StoreError, Unacknowledged};
 use crate::candle::Candle;
 use crate::health::StoreHealth;
 use crate::metrics::Metrics;
@@ -25,7 +28,8 @@ pub const WRITE_QUEUE_BATCHES: usize = 4096;
 /// The sending side of the write queue; cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct StoreWriter {
-    queue: mpsc::Sender<Vec<Candle>>,
+    queue: mpsc::Sender<(BatchId, Vec<Candle>)>,
+    unacknowledged: Unacknowledged,
     metrics: Arc<Metrics>,
     overflowed: Arc<AtomicBool>,
     lost_candles: Arc<Notify>,
@@ -35,19 +39,22 @@ pub struct StoreWriter {
 
 impl StoreWriter {
     /// Starts the task that drains the queue (at most `capacity` batches) into
-    /// `store`, retrying each batch with backoff until it lands. The task ends when
+    /// `store`, retrying each batch with backoff until it lands. Each queued batch is
+    /// held in `unacknowledged` until the store acknowledged it. The task ends when
     /// every `StoreWriter` is dropped and the queue is empty, or, once `cancel` fires,
     /// at the first write that fails.
     pub fn spawn(
         store: Arc<dyn CandleStore>,
+        unacknowledged: Unacknowledged,
         capacity: usize,
         metrics: Arc<Metrics>,
         health: Arc<StoreHealth>,
         cancel: CancellationToken,
     ) -> (Self, tokio::task::JoinHandle<()>) {
-        let (queue, mut pending) = mpsc::channel::<Vec<Candle>>(capacity.max(1));
+        let (queue, mut pending) = mpsc::channel::<(BatchId, Vec<Candle>)>(capacity.max(1));
         let writer = Self {
             queue,
+            unacknowledged: unacknowledged.clone(),
             metrics: Arc::clone(&metrics),
             overflowed: Arc::new(AtomicBool::new(false)),
             lost_candles: Arc::new(Notify::new()),
@@ -59,7 +66,7 @@ impl StoreWriter {
         );
         let task = tokio::spawn(async move {
             let mut unwritten = Unwritten::default();
-            while let Some(batch) = pending.recv().await {
+            while let Some((id, batch)) = pending.recv().await {
                 metrics.pending_writes.dec_by(batch.len() as i64);
                 // Shutting down with a store that already failed: what is left is
                 // reported, not tried one by one past the exit deadline.
@@ -70,7 +77,10 @@ impl StoreWriter {
                 }
                 let stored =
                     write_with_retry(store.as_ref(), &batch, &metrics, &health, &cancel).await;
-                if !stored {
+                if stored {
+                    // Acknowledged: readers find it in the store from now on.
+                    unacknowledged.release(id, &batch);
+                } else {
                     unwritten.add(&batch);
                 }
                 // Once the backlog is written, whatever did not fit is fetched again.
@@ -90,11 +100,15 @@ impl StoreWriter {
         }
         let count = candles.len();
         self.metrics.pending_writes.inc_by(count as i64);
-        if let Err(err) = self.queue.try_send(candles) {
+        // Held before it is queued, so no reader can miss it between the two.
+        let id = self.unacknowledged.hold(&candles);
+        if let Err(err) = self.queue.try_send((id, candles)) {
             self.metrics.pending_writes.dec_by(count as i64);
             self.metrics.dropped_writes.inc_by(count as u64);
+            let (_, candles) = err.into_inner();
+            self.unacknowledged.release(id, &candles);
             let mut first = self.first_dropped.lock().expect("dropped lock");
-            for candle in err.into_inner() {
+            for candle in candles {
                 let oldest = first.entry(candle.symbol).or_insert(candle.open_time);
                 *oldest = (*oldest).min(candle.open_time);
             }
@@ -260,8 +274,10 @@ mod tests {
             .unwrap();
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(StoreHealth::default());
+        let unacknowledged = Unacknowledged::default();
         let (writer, task) = StoreWriter::spawn(
             Arc::new(store),
+            unacknowledged.clone(),
             8,
             Arc::clone(&metrics),
             Arc::clone(&health),
@@ -277,6 +293,11 @@ mod tests {
         );
         assert_eq!(metrics.stored.get(), 0);
         assert!(health.failing_for().is_some());
+        assert_eq!(
+            unacknowledged.len(),
+            1,
+            "readers still see the candle while its write fails"
+        );
 
         SqliteStore::open(dir.path()).unwrap(); // makes the table again
         tokio::time::sleep(Duration::from_secs(60)).await;
@@ -286,6 +307,7 @@ mod tests {
             "the batch lands once the store heals"
         );
         assert!(health.failing_for().is_none());
+        assert!(unacknowledged.is_empty(), "released once acknowledged");
         drop(writer);
         task.await.unwrap();
         assert_eq!(metrics.pending_writes.get(), 0);
