@@ -133,7 +133,7 @@ mod tests {
 
     #[test]
     fn a_page_takes_the_queued_version_and_keeps_one_per_open_time() {
-        let page = vec![minute(3 * MINUTE, 1.0), minute(1 * MINUTE, 1.0)];
+        let page = vec![minute(3 * MINUTE, 1.0), minute(MINUTE, 1.0)];
         let merged = overlay_page(page, &held(&[2, 3], 2.0));
         let got: Vec<(i64, f64)> = merged.iter().map(|c| (c.open_time, c.close)).collect();
         assert_eq!(
