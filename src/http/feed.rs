@@ -200,8 +200,14 @@ fn serve_client(
         for (coin, &p) in positions.iter().enumerate() {
             let frame = snapshot.frame(view.interval, p);
             sent.push(frame.version_for(&view));
+            let window = hub.message(&snapshot, p, &view);
+            // What later messages are compared with is the window as of this
+            // snapshot, which a resumed client now holds too: a re-render of the same
+            // window is then not sent again just because its bytes differ from the
+            // resume message's.
+            last.push(window.clone());
             let message = match since {
-                None => hub.message(&snapshot, p, &view),
+                None => window,
                 // Boxed: a store read is rare, and its future would otherwise be
                 // part of every connection's.
                 Some(since) => {
@@ -215,7 +221,6 @@ fn serve_client(
                     }
                 }
             };
-            last.push(message.clone());
             first.push(message);
             if let Some(live) = &mut live {
                 live.closed(coin, frame.newest_open_time);

@@ -43,9 +43,13 @@ pub(super) async fn resume_message(
     let interval = &hub.intervals()[view.interval];
     let newest = snapshot.frame(view.interval, position).newest_open_time;
     let until = newest.unwrap_or_else(|| interval.open_time_containing(now_ms()));
-    let wanted = usize::try_from(((until - since) / interval.millis()).clamp(0, MAX_RESUME))
-        .unwrap_or(0)
-        + 1;
+    // Candles opened in (since, until]: no more, so that what memory holds is enough
+    // whenever it holds them all.
+    let after = (until - since).max(0);
+    let wanted = usize::try_from(
+        (after / interval.millis() + i64::from(after % interval.millis() != 0)).min(MAX_RESUME),
+    )
+    .unwrap_or(0);
     let warmup = view
         .indicators
         .iter()

@@ -141,11 +141,37 @@ impl MongoServer {
         }
     }
 
+    /// Freezes the server process (SIGSTOP): connections stay open and nothing is
+    /// answered, as with a database that hangs.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a paused server go on (SIGCONT).
+    pub fn unpause(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("the server is running");
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Stops the server process (SIGTERM, then SIGKILL after 10 s) and waits for it.
     pub async fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
+        // A paused server would not hear the SIGTERM.
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(child.id().to_string())
+            .status();
         let _ = Command::new("kill")
             .arg("-TERM")
             .arg(child.id().to_string())
