@@ -3,6 +3,7 @@
 //! Connections are cheap: small buffers, one shared snapshot, and a slow client only
 //! ever owes the newest message of each coin.
 
+mod closing;
 mod cors;
 mod error;
 mod export;
