@@ -241,3 +241,59 @@ async fn a_flood_of_refused_upgrades_is_summed_up_not_logged_one_by_one() {
         .sum();
     assert_eq!(summed, 49, "{output}");
 }
+
+#[tokio::test]
+async fn refused_upgrades_write_no_error_lines_only_the_summary() {
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let (running, address) = start(&fake, &[("MAX_CONNECTIONS", "5")]).await;
+    let mut held = Vec::new();
+    for _ in 0..5 {
+        held.push(Client::connect(&format!("ws://{address}/")).await);
+    }
+    for _ in 0..50 {
+        match tokio_tungstenite::connect_async(format!("ws://{address}/")).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status(), 503);
+            }
+            other => panic!("expected a 503, got {other:?}"),
+        }
+    }
+    let metrics = send(
+        &address,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    tokio::time::sleep(candlecast::http::SUMMARY_EVERY + Duration::from_secs(1)).await;
+    let (code, output, _) = running.terminate().await;
+    assert_eq!(code, 0, "{output}");
+    let errors: Vec<&str> = output.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "refusals logged as errors:\n{output}");
+    let refusals: Vec<&str> = output
+        .lines()
+        .filter(|l| l.contains("refused at MAX_CONNECTIONS"))
+        .collect();
+    assert!(refusals[0].contains("MAX_CONNECTIONS=5"), "{output}");
+    let summed: u64 = refusals[1..]
+        .iter()
+        .map(|l| l.split("count=").nth(1).expect("a count field"))
+        .map(|count| {
+            count
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .sum();
+    assert_eq!(
+        summed, 49,
+        "one line with the detail, the rest summed:\n{output}"
+    );
+    assert!(
+        metrics
+            .body
+            .contains("http_refused_total{reason=\"max_connections\"} 50"),
+        "{}",
+        metrics.body
+    );
+}

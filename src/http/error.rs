@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
 use super::quiet::Noisy;
+use super::request_log::{Cause, Refused};
 use crate::store::StoreError;
 use crate::telemetry::Chain;
 
@@ -52,6 +53,9 @@ impl HttpError {
 }
 
 impl IntoResponse for HttpError {
+    /// A 503 is marked [`Refused`] (a decision, summed up where it was made, never
+    /// logged as a failure); the one unexpected error carries its [`Cause`] for the
+    /// request log's single ERROR line.
     fn into_response(self) -> Response {
         let error = self.to_string();
         match self {
@@ -67,25 +71,40 @@ impl IntoResponse for HttpError {
                 .into_response(),
             HttpError::StoreUnavailable(err) => {
                 Noisy::StoreUnavailable.note(&Chain(&err));
+                Refused("store_unavailable").mark(
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        Json(json!({"error": error})),
+                    )
+                        .into_response(),
+                )
+            }
+            // Noted where the limit is checked, with the limit's value.
+            HttpError::ConnectionLimit { max_connections } => Refused("max_connections").mark(
                 (
                     StatusCode::SERVICE_UNAVAILABLE,
-                    Json(json!({"error": error})),
+                    [(header::RETRY_AFTER, "5")],
+                    Json(json!({"error": error, "max_connections": max_connections})),
                 )
-                    .into_response()
+                    .into_response(),
+            ),
+            HttpError::TooManyReads => {
+                Noisy::TooManyReads.note(&format_args!("{}", super::MAX_CONCURRENT_READS));
+                Refused("too_many_reads").mark(
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        [(header::RETRY_AFTER, "1")],
+                        Json(json!({"error": error})),
+                    )
+                        .into_response(),
+                )
             }
-            HttpError::ConnectionLimit { max_connections } => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "5")],
-                Json(json!({"error": error, "max_connections": max_connections})),
-            )
-                .into_response(),
-            HttpError::TooManyReads => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                [(header::RETRY_AFTER, "1")],
-                Json(json!({"error": error})),
-            )
-                .into_response(),
-            HttpError::Metrics(_) => (StatusCode::INTERNAL_SERVER_ERROR, error).into_response(),
+            HttpError::Metrics(err) => {
+                let mut response = (StatusCode::INTERNAL_SERVER_ERROR, error).into_response();
+                let cause = Chain(&HttpError::Metrics(err)).to_string();
+                response.extensions_mut().insert(Cause(cause.into()));
+                response
+            }
         }
     }
 }

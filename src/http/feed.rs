@@ -5,7 +5,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
 
 use axum::extract::rejection::ExtensionRejection;
 use axum::extract::ws::{Utf8Bytes, close_code};
@@ -14,11 +13,11 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Error;
-use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::error::{Error, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::{Message, WebSocketConfig};
 use tracing::{Instrument, debug, info_span};
 
+use super::closing::{CLOSE_WAIT, answer_close, close};
 use super::error::HttpError;
 use super::frames::Outgoing;
 use super::handshake::{BadHandshake, asks_for_websocket};
@@ -47,8 +46,6 @@ const MAX_CONTROL_BUFFER: usize = 16 * 1024;
 pub const CLOSE_TOO_SLOW: u16 = 1013;
 /// Close code for a client that stopped answering pings.
 pub const CLOSE_NO_PONG: u16 = 1008;
-/// How long a close frame (and the rest of a frame cut short before it) may take.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// `/`: a websocket upgrade subscribes to the feed; a browser gets the live page.
 pub async fn feed(
@@ -147,15 +144,6 @@ async fn send_batch(
         }
         Err(_) => Err(Failed::TooSlow { mid_frame: false }),
     }
-}
-
-/// Closes with `code`, giving up quickly: the peer may be what is stuck.
-async fn close(socket: &mut Socket, code: u16, reason: &'static str) {
-    let frame = Message::Close(Some(CloseFrame {
-        code: code.into(),
-        reason: reason.into(),
-    }));
-    let _ = tokio::time::timeout(CLOSE_WAIT, socket.send(frame)).await;
 }
 
 /// Sends the current window of every coin, then each coin's new window as it changes,
@@ -308,12 +296,13 @@ fn serve_client(
                     }
                 }
                 incoming = socket.next() => match incoming {
-                    Some(Ok(Message::Close(_))) | None => {
+                    Some(Ok(Message::Close(_))) => {
                         debug!("client left");
-                        return;
+                        return answer_close(&mut socket).await;
                     }
-                    // Pongs (and anything else) show the client is alive; pings are
-                    // answered by the websocket layer.
+                    // Pongs (and anything else) show the client is alive. A ping's
+                    // pong is queued by the websocket layer and leaves on the next
+                    // read, which is this loop's next turn, at once.
                     Some(Ok(_)) => {
                         last_heard = Instant::now();
                         continue;
@@ -322,6 +311,19 @@ fn serve_client(
                         state.parts.metrics.oversized_messages.inc();
                         debug!("client sent an oversized message");
                         return close(&mut socket, close_code::SIZE, "message too big").await;
+                    }
+                    // Gone without a close: nothing to answer.
+                    None | Some(Err(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)))
+                        => return,
+                    // RFC 6455 §7.1.7: a connection failed for a bad frame is closed
+                    // with the reason (§7.4.1).
+                    Some(Err(Error::Protocol(_))) => {
+                        debug!("client broke the protocol");
+                        return close(&mut socket, close_code::PROTOCOL, "protocol error").await;
+                    }
+                    Some(Err(Error::Utf8(_))) => {
+                        debug!("client sent invalid UTF-8");
+                        return close(&mut socket, close_code::INVALID, "invalid UTF-8").await;
                     }
                     Some(Err(_)) => return,
                 }

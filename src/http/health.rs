@@ -10,6 +10,7 @@ use serde_json::json;
 use std::time::Duration;
 
 use super::AppState;
+use super::request_log::Refused;
 
 /// Writes failing for this long make the replica not ready: candles are piling up
 /// in memory, not reaching the store.
@@ -77,6 +78,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         Json(json!({"status": "ready"})).into_response()
     } else {
         let body = json!({"status": "not ready", "reasons": reasons});
-        (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
+        // An answer, not a failure: probes ask every few seconds.
+        Refused("not_ready").mark((StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response())
     }
 }

@@ -3,6 +3,7 @@
 //! Connections are cheap: small buffers, one shared snapshot, and a slow client only
 //! ever owes the newest message of each coin.
 
+mod closing;
 mod cors;
 mod error;
 mod export;
@@ -18,6 +19,7 @@ mod metrics;
 mod page;
 mod query;
 mod quiet;
+mod request_log;
 mod resume;
 mod server;
 mod subscription;
@@ -32,7 +34,6 @@ use axum::Router;
 use axum::routing::get;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower_http::trace::TraceLayer;
 
 use crate::candle::Interval;
 use crate::health::{StoreHealth, UpstreamHealth};
@@ -180,7 +181,8 @@ pub fn router(state: AppState, cors: &CorsOrigins) -> Router {
             get(page::charts_js),
         )
         .merge(api)
-        .layer(TraceLayer::new_for_http())
+        .layer(request_log::catch_panics())
+        .layer(request_log::request_log(Arc::clone(&state.parts.metrics)))
         .with_state(state)
 }
 

@@ -26,14 +26,17 @@ pub enum Noisy {
     SlowClient,
     /// A history request answered 503 because the store failed.
     StoreUnavailable,
+    /// A history request answered 503 because too many were reading already.
+    TooManyReads,
 }
 
-const KINDS: [Noisy; 5] = [
+const KINDS: [Noisy; 6] = [
     Noisy::ConnectionLimit,
     Noisy::HttpConnectionLimit,
     Noisy::AcceptFailed,
     Noisy::SlowClient,
     Noisy::StoreUnavailable,
+    Noisy::TooManyReads,
 ];
 
 impl Noisy {
@@ -46,6 +49,9 @@ impl Noisy {
             Noisy::AcceptFailed => "connections could not be accepted",
             Noisy::SlowClient => "clients closed for not taking their messages in time (1013)",
             Noisy::StoreUnavailable => "history requests failed: the store is unavailable (503)",
+            Noisy::TooManyReads => {
+                "history requests refused: too many reads under way (503, Retry-After: 1)"
+            }
         }
     }
 

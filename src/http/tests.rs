@@ -1,6 +1,7 @@
 //! Handler tests through the router with `tower::ServiceExt::oneshot`: no socket,
 //! a real SQLite store in a temporary directory.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -176,5 +177,93 @@ async fn every_symbol_has_a_newest_candle_age_even_without_candles() {
     for symbol in ["BTCUSDT", "ETHUSDT"] {
         let series = format!("candlecast_newest_candle_age_seconds{{symbol=\"{symbol}\"}} NaN");
         assert!(text.contains(&series), "{text}");
+    }
+}
+
+/// Log lines written while `run` runs, as the service writes them (no colour).
+async fn logged<F: Future>(run: F) -> (F::Output, String) {
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    // A current-thread test runtime: everything `run` logs is on this thread.
+    let _default = tracing::subscriber::set_default(subscriber);
+    let output = run.await;
+    let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    (output, text)
+}
+
+fn errors(log: &str) -> Vec<&str> {
+    log.lines().filter(|line| line.contains("ERROR")).collect()
+}
+
+#[tokio::test]
+async fn refusals_are_counted_and_never_logged_as_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = state(dir.path());
+    let held = state
+        .reads
+        .clone()
+        .try_acquire_many_owned(MAX_CONCURRENT_READS as u32)
+        .unwrap();
+    let ((), log) = logged(async {
+        for _ in 0..10 {
+            let (status, _, _) = get(&state, "/api/v1/candles/BTCUSDT").await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+            let (status, _, _) = get(&state, "/ready").await;
+            assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        }
+    })
+    .await;
+    drop(held);
+    assert_eq!(errors(&log), Vec::<&str>::new(), "{log}");
+    let refused = |reason| {
+        let label = crate::metrics::ReasonLabel { reason };
+        state
+            .parts
+            .metrics
+            .serving
+            .http_refused
+            .get_or_create(&label)
+            .get()
+    };
+    assert_eq!((refused("too_many_reads"), refused("not_ready")), (10, 10));
+}
+
+async fn boom() -> &'static str {
+    panic!("the candles are on fire")
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_answers_500_and_is_logged_once_at_error() {
+    let metrics = Arc::new(Metrics::new());
+    let app = axum::Router::new()
+        .route("/boom", axum::routing::get(boom))
+        .layer(request_log::catch_panics())
+        .layer(request_log::request_log(Arc::clone(&metrics)));
+    let (response, log) =
+        logged(app.oneshot(Request::get("/boom").body(Body::empty()).unwrap())).await;
+    assert_eq!(
+        response.unwrap().status(),
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
+    let errors = errors(&log);
+    assert_eq!(errors.len(), 1, "{log}");
+    for part in ["path=/boom", "status=500", "the candles are on fire"] {
+        assert!(errors[0].contains(part), "{part} in {}", errors[0]);
     }
 }

@@ -6,7 +6,9 @@
 //! writes each shared, already encoded message straight to the socket instead
 //! ([`super::frames`]), so it needs the tungstenite stream itself; this module is the
 //! few lines of the handshake that needs. Tungstenite still reads every frame the
-//! client sends and answers its pings and its close.
+//! client sends and queues the answers to its pings and its close; they leave on
+//! the socket's next read or flush, which [`super::feed`]'s loop and
+//! [`super::closing`] make sure comes.
 
 use std::future::Future;
 

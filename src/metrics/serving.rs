@@ -37,6 +37,9 @@ pub struct ServingMetrics {
     pub cached_views: Gauge,
     /// `resumes{source}`: coins resumed with `?since=`, from memory or the store.
     pub resumes: Family<SourceLabel, Counter>,
+    /// `http_refused{reason}`: 5xx answers the service decided on (`max_connections`,
+    /// `too_many_reads`, `store_unavailable`, `not_ready`), not failures of it.
+    pub http_refused: Family<ReasonLabel, Counter>,
 }
 
 impl ServingMetrics {
@@ -48,6 +51,7 @@ impl ServingMetrics {
             upgrades_refused: Family::default(),
             cached_views: Gauge::default(),
             resumes: Family::default(),
+            http_refused: Family::default(),
         };
         let m = &metrics;
         registry.register(
@@ -75,6 +79,11 @@ impl ServingMetrics {
             "resumes",
             "Coins resumed with ?since=, by where the candles came from",
             m.resumes.clone(),
+        );
+        registry.register(
+            "http_refused",
+            "5xx answers the service decided on, by reason (not failures of the service)",
+            m.http_refused.clone(),
         );
         metrics
     }
