@@ -215,11 +215,7 @@ fn errors(log: &str) -> Vec<&str> {
 async fn refusals_are_counted_and_never_logged_as_errors() {
     let dir = tempfile::tempdir().unwrap();
     let state = state(dir.path());
-    let held = state
-        .reads
-        .clone()
-        .try_acquire_many_owned(MAX_CONCURRENT_READS as u32)
-        .unwrap();
+    let held = state.parts.reader.occupy_store_reads();
     let ((), log) = logged(async {
         for _ in 0..10 {
             let (status, _, _) = get(&state, "/api/v1/candles/BTCUSDT").await;
