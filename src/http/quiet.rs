@@ -26,14 +26,18 @@ pub enum Noisy {
     SlowClient,
     /// A history request answered 503 because the store failed.
     StoreUnavailable,
+    /// A connection closed for its PROXY protocol header: missing, unreadable or
+    /// of a version `PROXY_PROTOCOL` does not accept.
+    ProxyHeaderRefused,
 }
 
-const KINDS: [Noisy; 5] = [
+const KINDS: [Noisy; 6] = [
     Noisy::ConnectionLimit,
     Noisy::HttpConnectionLimit,
     Noisy::AcceptFailed,
     Noisy::SlowClient,
     Noisy::StoreUnavailable,
+    Noisy::ProxyHeaderRefused,
 ];
 
 impl Noisy {
@@ -46,6 +50,9 @@ impl Noisy {
             Noisy::AcceptFailed => "connections could not be accepted",
             Noisy::SlowClient => "clients closed for not taking their messages in time (1013)",
             Noisy::StoreUnavailable => "history requests failed: the store is unavailable (503)",
+            Noisy::ProxyHeaderRefused => {
+                "connections closed for their PROXY protocol header (PROXY_PROTOCOL)"
+            }
         }
     }
 
