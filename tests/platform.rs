@@ -173,6 +173,13 @@ async fn behind_a_v1_load_balancer_the_header_gives_the_client_address() {
     assert_eq!(health.status, 200, "{health:?}");
     assert_eq!(feed_after(&address, V1_HEADER, 5).await.len(), 5);
     running.wait_for_output("peer=\"1.2.3.4:1111\"", 10).await;
+    // A header that arrives in two pieces is waited for.
+    let mut stream = TcpStream::connect(&address).await.unwrap();
+    stream.write_all(&V1_HEADER[..12]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rest = [&V1_HEADER[12..], b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"].concat();
+    stream.write_all(&rest).await.unwrap();
+    assert_eq!(read_response(&mut stream).await.unwrap().status, 200);
 
     // Straight to the port, without the header: closed, counted.
     assert!(get_after(&address, b"", "/health").await.is_none());

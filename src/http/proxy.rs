@@ -178,6 +178,13 @@ pub(super) fn read_opening(bytes: &[u8]) -> Opening {
     }
 }
 
+/// Whether `opening` is too short to tell but could begin a header of either version.
+fn may_become_header(opening: &[u8]) -> bool {
+    let begins =
+        |signature: &[u8]| opening.len() < signature.len() && signature.starts_with(opening);
+    begins(V1_PREFIX) || begins(V2_SIGNATURE)
+}
+
 /// Whether a connection opening with a header under `PROXY_PROTOCOL=off` was
 /// logged yet: once per process is enough to point at the setting.
 static HEADER_WHILE_OFF_LOGGED: AtomicBool = AtomicBool::new(false);
@@ -203,6 +210,11 @@ pub(super) async fn client_address(
     // Peeked, not read: without a header the bytes are hyper's to read.
     let mut seen = stream.peek(&mut buf).await.ok().filter(|&n| n > 0)?;
     if mode == ProxyProtocol::Off {
+        // A header's first bytes may come alone: wait for enough to tell.
+        while may_become_header(&buf[..seen]) {
+            tokio::time::sleep(PARTIAL_RETRY).await;
+            seen = stream.peek(&mut buf).await.ok().filter(|&n| n > 0)?;
+        }
         let opening = &buf[..seen];
         if !(opening.starts_with(V1_PREFIX) || opening.starts_with(V2_SIGNATURE)) {
             return Some(peer);

@@ -115,3 +115,12 @@ fn the_setting_reads_its_names_and_refuses_others() {
     assert!(!ProxyProtocol::V1.accepts(Version::V2));
     assert!(ProxyProtocol::Any.accepts(Version::V2));
 }
+
+#[test]
+fn the_first_bytes_of_a_header_are_waited_for_when_off() {
+    assert!(may_become_header(b"PRO"));
+    assert!(may_become_header(b"\r\n\r\n\0"));
+    assert!(!may_become_header(b"PROXY "), "long enough to tell");
+    assert!(!may_become_header(b"POST /"));
+    assert!(!may_become_header(b"GET"));
+}
