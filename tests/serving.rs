@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::routing::get;
-use candlecast::http::ServeLimits;
+use candlecast::http::{ProxyProtocol, ServeLimits};
 use candlecast::metrics::{Metrics, ReasonLabel};
 use common::*;
 use raw_http::{closed_within, read_response, send};
@@ -263,6 +263,7 @@ fn short_limits(max_connections: usize) -> ServeLimits {
         max_header_bytes: 16 * 1024,
         max_connections,
         drain_timeout: Duration::from_secs(1),
+        proxy_protocol: ProxyProtocol::Off,
     }
 }
 

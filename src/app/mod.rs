@@ -118,7 +118,7 @@ impl App {
                         .map(ToString::to_string)
                         .unwrap_or_default();
                     return Err(ConfigError::new(
-                        "MONGO_URI",
+                        config.store.mongo_uri_variable,
                         format!(
                             "INGEST=false needs a MongoDB replica set (change streams), but {uri} cannot open one: {}",
                             Chain(&err)
@@ -322,7 +322,10 @@ impl App {
 
         info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
         let clients = state.clients().clone();
-        let limits = http::ServeLimits::for_clients(config.feed.max_connections);
+        let limits = http::ServeLimits {
+            proxy_protocol: config.proxy_protocol,
+            ..http::ServeLimits::for_clients(config.feed.max_connections)
+        };
         let router = http::router(state, &config.cors);
         // Returns at most DRAIN_TIMEOUT after the signal, whatever clients are doing.
         http::serve(

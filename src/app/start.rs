@@ -79,15 +79,19 @@ pub(crate) async fn open_store(
     let (backend, reachable) = StoreBackend::open(&config.store).await.map_err(|source| {
         match &config.store.mongo_uri {
             Some(uri) if source.is_auth_failure() => {
+                // Named as the operator set it: MONGO_URI or the alias used.
+                let var = config.store.mongo_uri_variable;
                 let hint = if config.store.mongo_uri_from_dotenv {
-                    "; MONGO_URI came from .env, where `$NAME` in an unquoted or double-quoted \
-                     value is replaced by a variable: if the password has a `$`, single-quote \
-                     the value (MONGO_URI='mongodb://user:pa$word@host/')"
+                    format!(
+                        "; {var} came from .env, where `$NAME` in an unquoted or double-quoted \
+                         value is replaced by a variable: if the password has a `$`, single-quote \
+                         the value ({var}='mongodb://user:pa$word@host/')"
+                    )
                 } else {
-                    ""
+                    String::new()
                 };
                 StartError::Config(ConfigError::new(
-                    "MONGO_URI",
+                    var,
                     format!(
                         "MongoDB at {uri} refused the credentials ({}){hint}",
                         Chain(&source)

@@ -7,7 +7,9 @@ use std::path::Path;
 /// What loading `.env` found.
 #[derive(Debug, Default, Clone)]
 pub struct Dotenv {
-    /// Whether `MONGO_URI` was set by the file (not by the real environment).
+    /// Whether the variable the MongoDB connection string is taken from (`MONGO_URI`
+    /// or the alias used, see [`super::MONGO_URI_VARIABLES`]) was set by the file, not
+    /// by the real environment.
     pub mongo_uri_from_file: bool,
     /// Warnings for the log, one line each (variable names only, never values).
     pub warnings: Vec<String>,
@@ -32,11 +34,16 @@ pub enum DotenvError {
 /// # Errors
 /// [`DotenvError`] for a file that exists but cannot be read or parsed.
 pub fn load() -> Result<Dotenv, DotenvError> {
-    let mongo_uri_before = std::env::var_os("MONGO_URI").is_some();
+    let set_before: Vec<&str> = super::MONGO_URI_VARIABLES
+        .iter()
+        .copied()
+        .filter(|name| std::env::var_os(name).is_some())
+        .collect();
     match dotenvy::dotenv() {
         Ok(path) => {
+            let chosen = super::chosen_variable(&|name| std::env::var(name).ok());
             let mut report = Dotenv {
-                mongo_uri_from_file: !mongo_uri_before && std::env::var_os("MONGO_URI").is_some(),
+                mongo_uri_from_file: chosen.is_some_and(|name| !set_before.contains(&name)),
                 ..Dotenv::default()
             };
             report.warnings = substitution_warnings(&path);

@@ -4,6 +4,7 @@
 //! naming the variable.
 
 pub mod dotenv;
+mod mongo_env;
 mod parse;
 
 use std::net::IpAddr;
@@ -16,10 +17,12 @@ use url::Url;
 
 use crate::candle::Interval;
 use crate::exchange::ExchangeOptions;
+use crate::http::ProxyProtocol;
 use crate::http::{CorsOrigins, FeedOptions};
 use crate::hub::WindowOptions;
-use crate::store::{MongoUri, StoreOptions, WRITE_QUEUE_BATCHES};
+use crate::store::{Platform, StoreOptions, WRITE_QUEUE_BATCHES};
 use crate::telemetry::{LogFormat, LogOptions};
+pub use mongo_env::{MONGO_URI_VARIABLES, chosen_variable};
 use parse::{
     Expected, Source, default_intervals, expected, parse_intervals, parse_name, parse_port,
     parse_seconds, parse_symbols, parse_url,
@@ -81,6 +84,9 @@ pub struct Config {
     pub port: u16,
     /// `BIND_ADDR`: the listening address; `::` (the default) is dual stack.
     pub bind_addr: IpAddr,
+    /// `PROXY_PROTOCOL`: whether connections start with a PROXY protocol header
+    /// (from a load balancer) giving the client's address.
+    pub proxy_protocol: ProxyProtocol,
     /// `CORS_ALLOW_ORIGINS`: which origins' pages may read the HTTP API.
     pub cors: CorsOrigins,
     /// `INGEST`: connect to the exchange and write (true), or only follow the
@@ -94,7 +100,8 @@ pub struct Config {
     pub intervals: Vec<Interval>,
     /// `HISTORY_LEN`, `HISTORY_MAX`, `TIME_ZONE`.
     pub windows: WindowOptions,
-    /// `MONGO_URI`, `MONGO_DATABASE`, `MONGO_COLLECTION`, `DATA_DIR`.
+    /// `MONGO_URI` (or an alias, [`MONGO_URI_VARIABLES`]), `MONGO_DATABASE`,
+    /// `MONGO_COLLECTION`, `DATA_DIR`; `RAILWAY_*` for the platform.
     pub store: StoreOptions,
     /// `BINANCE_WS_URL`, `BINANCE_REST_URL`, `UPSTREAM_*`.
     pub exchange: ExchangeOptions,
@@ -143,12 +150,10 @@ impl Config {
                 parse_seconds(raw, 1, max)
             })
         };
-        let mongo_uri = match lookup("MONGO_URI").filter(|raw| !raw.trim().is_empty()) {
-            None => None,
-            Some(raw) => Some(
-                MongoUri::parse(raw.trim())
-                    .map_err(|err| ConfigError::new("MONGO_URI", err.to_string()))?,
-            ),
+        let mongo = mongo_env::choose(&lookup)?;
+        let (mongo_uri, mongo_uri_variable) = match mongo.chosen {
+            Some((uri, variable)) => (Some(uri), variable),
+            None => (None, "MONGO_URI"),
         };
         let interval = source.parse_or(
             "INTERVAL",
@@ -166,6 +171,9 @@ impl Config {
                 })
             })?,
             // Set but empty means "no CORS", not "use the default".
+            proxy_protocol: source.parse_or("PROXY_PROTOCOL", ProxyProtocol::Off, |raw| {
+                ProxyProtocol::parse(raw).map_err(expected)
+            })?,
             cors: match lookup("CORS_ALLOW_ORIGINS") {
                 None => CorsOrigins::Any,
                 Some(raw) => CorsOrigins::parse(&raw)
@@ -196,6 +204,9 @@ impl Config {
             },
             store: StoreOptions {
                 mongo_uri,
+                mongo_uri_variable,
+                mongo_alias_warnings: mongo.warnings,
+                platform: Platform::from_lookup(&lookup),
                 mongo_database: source.parse_or("MONGO_DATABASE", "candlecast".to_owned(), parse_name)?,
                 mongo_collection: source.parse_or("MONGO_COLLECTION", "candles".to_owned(), parse_name)?,
                 data_dir: source.parse_or("DATA_DIR", PathBuf::from("./data"), |raw| Ok(PathBuf::from(raw)))?,
@@ -256,7 +267,7 @@ impl Config {
         if !self.ingest && self.store.mongo_uri.is_none() {
             return Err(ConfigError::new(
                 "INGEST",
-                "INGEST=false needs MONGO_URI: a follower reads the candles ingesters write to MongoDB",
+                "INGEST=false needs MONGO_URI (or an alias such as MONGO_URL): a follower reads the candles ingesters write to MongoDB",
             ));
         }
         Ok(self)
@@ -278,9 +289,11 @@ impl Config {
         [
             format!("PORT={}", self.port),
             format!("BIND_ADDR={}", self.bind_addr),
+            format!("PROXY_PROTOCOL={}", self.proxy_protocol),
             format!("CORS_ALLOW_ORIGINS={}", self.cors),
             format!("INGEST={}", self.ingest),
-            format!("MONGO_URI={mongo}"),
+            // The variable the string came from: MONGO_URI or the alias used.
+            format!("{}={mongo}", self.store.mongo_uri_variable),
             format!("MONGO_DATABASE={}", self.store.mongo_database),
             format!("MONGO_COLLECTION={}", self.store.mongo_collection),
             format!("DATA_DIR={}", self.store.data_dir.display()),

@@ -218,3 +218,166 @@ fn intervals_are_served_shortest_first_with_the_base_always_among_them() {
     let every_update = config_with(&[("LIVE_INTERVAL_MS", "0")]).unwrap();
     assert_eq!(every_update.feed.live_interval, Duration::ZERO);
 }
+
+/// Each alias alone, with a password, as a platform sets it.
+const ALIASES: [&str; 9] = [
+    "MONGODB_URI",
+    "MONGO_PRIVATE_URL",
+    "MONGO_URL",
+    "MONGO_PUBLIC_URL",
+    "MONGODB_URL",
+    "ORMONGO_URL",
+    "MONGOLAB_URI",
+    "MONGOHQ_URL",
+    "DATABASE_URL",
+];
+
+#[test]
+fn each_alias_of_mongo_uri_selects_mongodb_and_is_named() {
+    assert_eq!(&MONGO_URI_VARIABLES[1..], ALIASES);
+    for alias in ALIASES {
+        let config = config_with(&[(
+            alias,
+            "mongodb://mongo:Pw0rd99@mongodb.railway.internal:27017",
+        )])
+        .unwrap();
+        let uri = config.store.mongo_uri.as_ref().expect(alias);
+        assert_eq!(
+            uri.expose(),
+            "mongodb://mongo:Pw0rd99@mongodb.railway.internal:27017"
+        );
+        assert_eq!(config.store.mongo_uri_variable, alias);
+        let summary = config.summary();
+        assert!(
+            summary.contains(&format!(
+                "{alias}=mongodb://mongo:***@mongodb.railway.internal:27017 "
+            )),
+            "the startup line names {alias}: {summary}"
+        );
+        assert!(!summary.contains("Pw0rd99"), "{summary}");
+        assert!(!format!("{config:?}").contains("Pw0rd99"));
+        assert!(config.store.mongo_alias_warnings.is_empty());
+    }
+    let srv = config_with(&[("MONGODB_URI", "mongodb+srv://u:p@cluster0.example.net/")]).unwrap();
+    assert_eq!(srv.store.mongo_uri_variable, "MONGODB_URI");
+    assert_eq!(
+        config_with(&[]).unwrap().store.mongo_uri_variable,
+        "MONGO_URI"
+    );
+}
+
+#[test]
+fn mongo_uri_wins_and_the_aliases_keep_a_fixed_order() {
+    let all: Vec<(&str, String)> = MONGO_URI_VARIABLES
+        .iter()
+        .map(|var| {
+            (
+                *var,
+                format!("mongodb://{}.example:27017", var.to_lowercase()),
+            )
+        })
+        .collect();
+    // Remove the winner each round: the next in the list takes over.
+    for (at, expected) in MONGO_URI_VARIABLES.iter().enumerate() {
+        let vars: Vec<(&str, &str)> = all[at..].iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let config = config_with(&vars).unwrap();
+        assert_eq!(config.store.mongo_uri_variable, *expected);
+        assert_eq!(
+            config.store.mongo_uri.unwrap().expose(),
+            format!("mongodb://{}.example:27017", expected.to_lowercase())
+        );
+    }
+    // A shadowed alias is not read at all, even when it would not parse.
+    let config = config_with(&[
+        ("MONGO_URI", "mongodb://primary:27017"),
+        ("MONGO_URL", "mongodb://"),
+    ])
+    .unwrap();
+    assert_eq!(config.store.mongo_uri_variable, "MONGO_URI");
+}
+
+#[test]
+fn an_alias_that_is_not_mongodb_is_ignored_with_a_warning_naming_it() {
+    let config = config_with(&[("DATABASE_URL", "postgres://app:Secr3tPg@pg:5432/app")]).unwrap();
+    assert!(config.store.mongo_uri.is_none(), "the embedded store");
+    let warnings = &config.store.mongo_alias_warnings;
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("DATABASE_URL"), "{warnings:?}");
+    assert!(warnings[0].contains("postgres"), "{warnings:?}");
+    assert!(!warnings[0].contains("Secr3tPg"), "{warnings:?}");
+    // Passed over, the next alias is used; the warning stays.
+    let config = config_with(&[
+        ("MONGO_URL", "redis://default:Secr3t@redis:6379"),
+        ("DATABASE_URL", "mongodb://db:27017"),
+    ])
+    .unwrap();
+    assert_eq!(config.store.mongo_uri_variable, "DATABASE_URL");
+    assert!(config.store.mongo_alias_warnings[0].contains("MONGO_URL"));
+    // Under DATABASE_URL a value without a scheme is not taken for MongoDB either.
+    let config = config_with(&[("DATABASE_URL", "host=pg user=app")]).unwrap();
+    assert!(config.store.mongo_uri.is_none());
+    assert_eq!(config.store.mongo_alias_warnings.len(), 1);
+}
+
+#[test]
+fn a_malformed_mongodb_value_is_an_error_naming_its_variable() {
+    for var in ["MONGO_URI", "MONGO_URL", "MONGODB_URI", "DATABASE_URL"] {
+        for value in ["mongodb://", "mongodb://u:Hunt3r2@host:notaport/"] {
+            let err = config_with(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value}: {err}");
+            assert!(!err.to_string().contains("Hunt3r2"), "{err}");
+        }
+    }
+    // Our own variable holds only MongoDB strings; a Mongo-named alias without a
+    // scheme is a malformed MongoDB string.
+    assert_eq!(
+        config_with(&[("MONGO_URI", "postgres://localhost")])
+            .unwrap_err()
+            .var,
+        "MONGO_URI"
+    );
+    assert_eq!(
+        config_with(&[("MONGO_URL", "localhost:27017")])
+            .unwrap_err()
+            .var,
+        "MONGO_URL"
+    );
+}
+
+#[test]
+fn a_follower_may_take_its_database_from_an_alias() {
+    let follower =
+        config_with(&[("INGEST", "false"), ("MONGO_URL", "mongodb://db:27017")]).unwrap();
+    assert!(!follower.ingest);
+}
+
+#[test]
+fn proxy_protocol_is_off_unless_set_and_a_bad_value_names_it() {
+    use crate::http::ProxyProtocol;
+    let config = config_with(&[]).unwrap();
+    assert_eq!(config.proxy_protocol, ProxyProtocol::Off);
+    assert!(config.summary().contains("PROXY_PROTOCOL=off "));
+    let v1 = config_with(&[("PROXY_PROTOCOL", "v1")]).unwrap();
+    assert_eq!(v1.proxy_protocol, ProxyProtocol::V1);
+    for bad in ["v3", "haproxy", ""] {
+        let err = config_with(&[("PROXY_PROTOCOL", bad)]).unwrap_err();
+        assert_eq!(err.var, "PROXY_PROTOCOL", "{bad}: {err}");
+    }
+}
+
+#[test]
+fn the_platform_is_read_for_the_ephemeral_disk_warning() {
+    let config = config_with(&[
+        ("RAILWAY_ENVIRONMENT", "production"),
+        ("RAILWAY_VOLUME_MOUNT_PATH", "/data"),
+    ])
+    .unwrap();
+    assert_eq!(
+        config.store.platform.railway_environment.as_deref(),
+        Some("production")
+    );
+    assert_eq!(
+        config.store.platform.railway_volume,
+        Some(PathBuf::from("/data"))
+    );
+}

@@ -17,6 +17,7 @@ mod listen;
 mod live;
 mod metrics;
 mod page;
+mod proxy;
 mod query;
 mod quiet;
 mod request_log;
@@ -51,6 +52,7 @@ pub use feed::{CLOSE_NO_PONG, CLOSE_TOO_SLOW, MAX_CLIENT_MESSAGE};
 pub use handshake::BadHandshake;
 pub use history::HISTORY_API_MAX;
 pub use listen::{LISTEN_BACKLOG, RESERVED_DESCRIPTORS, bind, clients_that_fit, fit_open_files};
+pub use proxy::ProxyProtocol;
 pub use quiet::SUMMARY_EVERY;
 pub use server::{
     DRAIN_TIMEOUT, HEADER_READ_TIMEOUT, IDLE_TIMEOUT, MAX_HEADER_BYTES, MAX_HTTP_CONNECTIONS,

@@ -28,15 +28,19 @@ pub enum Noisy {
     StoreUnavailable,
     /// A history request answered 503 because too many were reading already.
     TooManyReads,
+    /// A connection closed for its PROXY protocol header: missing, unreadable or
+    /// of a version `PROXY_PROTOCOL` does not accept.
+    ProxyHeaderRefused,
 }
 
-const KINDS: [Noisy; 6] = [
+const KINDS: [Noisy; 7] = [
     Noisy::ConnectionLimit,
     Noisy::HttpConnectionLimit,
     Noisy::AcceptFailed,
     Noisy::SlowClient,
     Noisy::StoreUnavailable,
     Noisy::TooManyReads,
+    Noisy::ProxyHeaderRefused,
 ];
 
 impl Noisy {
@@ -51,6 +55,9 @@ impl Noisy {
             Noisy::StoreUnavailable => "history requests failed: the store is unavailable (503)",
             Noisy::TooManyReads => {
                 "history requests refused: too many reads under way (503, Retry-After: 1)"
+            }
+            Noisy::ProxyHeaderRefused => {
+                "connections closed for their PROXY protocol header (PROXY_PROTOCOL)"
             }
         }
     }

@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tracing::debug;
 
+use super::proxy::{self, ProxyProtocol};
 use super::quiet::{self, Noisy};
 use super::timeouts::{Activity, ConnectionTimer, Watched};
 use crate::metrics::Metrics;
@@ -58,6 +59,8 @@ pub struct ServeLimits {
     pub max_connections: usize,
     /// See [`DRAIN_TIMEOUT`].
     pub drain_timeout: Duration,
+    /// `PROXY_PROTOCOL`: the header each connection must start with, if any.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 impl ServeLimits {
@@ -69,6 +72,7 @@ impl ServeLimits {
             max_header_bytes: MAX_HEADER_BYTES,
             max_connections: http_connection_cap(max_clients),
             drain_timeout: DRAIN_TIMEOUT,
+            proxy_protocol: ProxyProtocol::Off,
         }
     }
 }
@@ -177,7 +181,7 @@ struct Connection {
 
 async fn serve_connection(connection: Connection) {
     let Connection {
-        stream,
+        mut stream,
         peer,
         router,
         limits,
@@ -186,6 +190,16 @@ async fn serve_connection(connection: Connection) {
         shutdown,
         hard_stop,
     } = connection;
+    // The client's address, from the load balancer's PROXY header where there is
+    // one, within the time the first request's headers have.
+    let client = tokio::select! {
+        client = tokio::time::timeout(
+            limits.header_timeout,
+            proxy::client_address(&mut stream, peer, limits.proxy_protocol, &metrics),
+        ) => client.ok().flatten(),
+        _ = shutdown.cancelled() => None,
+    };
+    let Some(peer) = client else { return };
     let open = &metrics.serving.http_connections_open;
     open.inc();
     let activity = Activity::new();

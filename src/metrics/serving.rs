@@ -30,6 +30,10 @@ pub struct ServingMetrics {
     pub http_connections_refused: Counter,
     /// `accept_errors`: failed accepts (e.g. too many open files).
     pub accept_errors: Counter,
+    /// `proxy_headers_refused{reason}`: connections closed for their PROXY protocol
+    /// header: `missing`, `invalid`, `version` (not the one `PROXY_PROTOCOL` names),
+    /// `unexpected` (sent while `PROXY_PROTOCOL=off`).
+    pub proxy_headers_refused: Family<ReasonLabel, Counter>,
     /// `upgrades_refused{reason}`: requests with `Upgrade: websocket` that were not a
     /// valid handshake, by what they lacked.
     pub upgrades_refused: Family<ReasonLabel, Counter>,
@@ -48,6 +52,7 @@ impl ServingMetrics {
             http_connections_open: Gauge::default(),
             http_connections_refused: Counter::default(),
             accept_errors: Counter::default(),
+            proxy_headers_refused: Family::default(),
             upgrades_refused: Family::default(),
             cached_views: Gauge::default(),
             resumes: Family::default(),
@@ -65,6 +70,11 @@ impl ServingMetrics {
             m.http_connections_refused.clone(),
         );
         registry.register("accept_errors", "Failed accepts", m.accept_errors.clone());
+        registry.register(
+            "proxy_headers_refused",
+            "Connections closed for their PROXY protocol header, by reason",
+            m.proxy_headers_refused.clone(),
+        );
         registry.register(
             "upgrades_refused",
             "Invalid websocket handshakes, by what they lacked",

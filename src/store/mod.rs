@@ -4,6 +4,7 @@
 //! which replicas see what any ingester wrote.
 
 mod changes;
+mod disk;
 mod follow;
 mod heartbeat;
 mod mongo;
@@ -22,6 +23,7 @@ use async_trait::async_trait;
 use crate::candle::Candle;
 
 pub use changes::{CandleChanges, Change, ResumeToken};
+pub use disk::{Platform, ephemeral_reason, persistent_mount_covers};
 pub use follow::Follower;
 pub use heartbeat::{IngesterReport, heartbeat, ingesters_unhealthy, watch_ingesters};
 pub use mongo::{DriverError, MongoStore, READ_TIMEOUT};
@@ -192,6 +194,15 @@ pub trait CandleStore: Send + Sync {
 pub struct StoreOptions {
     /// `None` selects the embedded SQLite store.
     pub mongo_uri: Option<MongoUri>,
+    /// The variable `mongo_uri` came from: `MONGO_URI` or one of its aliases
+    /// (`MONGO_URL`, `MONGODB_URI`, …), named in the startup line and in errors.
+    pub mongo_uri_variable: &'static str,
+    /// One line each for the aliases passed over (set, but not to a MongoDB
+    /// string), logged as warnings when the store is opened.
+    pub mongo_alias_warnings: Vec<String>,
+    /// The platform the service runs on, to warn when the embedded store's disk
+    /// will not survive a redeploy.
+    pub platform: Platform,
     pub mongo_database: String,
     pub mongo_collection: String,
     /// Where the embedded store keeps its file.
@@ -199,8 +210,9 @@ pub struct StoreOptions {
     /// Batches of candles that may wait for the store before new ones are dropped
     /// (and later recovered by a gap repair).
     pub write_queue_batches: usize,
-    /// Whether `MONGO_URI` came from `.env` (where `$` is substituted unless the
-    /// value is single-quoted): said when MongoDB refuses the credentials.
+    /// Whether the connection string's variable came from `.env` (where `$` is
+    /// substituted unless the value is single-quoted): said when MongoDB refuses the
+    /// credentials.
     pub mongo_uri_from_dotenv: bool,
 }
 
@@ -263,12 +275,16 @@ impl StoreBackend {
     /// cannot be resolved, or the SQLite file cannot be created or opened.
     pub async fn open(options: &StoreOptions) -> Result<(Self, Reachable), StoreError> {
         let mut reachable = Reachable::Yes;
+        for warning in &options.mongo_alias_warnings {
+            tracing::warn!("{warning}");
+        }
         let backend = match &options.mongo_uri {
             Some(uri) => {
                 let store =
                     MongoStore::open(uri, &options.mongo_database, &options.mongo_collection)
                         .await?;
-                tracing::info!(uri = %uri, database = %options.mongo_database, collection = %options.mongo_collection, "using MongoDB store");
+                let variable = options.mongo_uri_variable;
+                tracing::info!(variable, uri = %uri, database = %options.mongo_database, collection = %options.mongo_collection, "using MongoDB store (connection string from {variable})");
                 // A database that is away is waited for (writes queue meanwhile);
                 // one that refuses the credentials is a configuration error.
                 match tokio::time::timeout(STARTUP_PROBE, store.ensure_index()).await {
@@ -291,6 +307,7 @@ impl StoreBackend {
                     path = %options.data_dir.join(SQLITE_FILE).display(),
                     "MONGO_URI is not set: using the embedded SQLite store"
                 );
+                disk::warn_if_ephemeral(&options.platform, &options.data_dir);
                 Self::Sqlite(store)
             }
         };
