@@ -42,11 +42,19 @@ fn newest(message: &Value) -> i64 {
 /// The 5-minute buckets whose five minutes are all in `history`, opened after
 /// `since`, newest first.
 fn whole_five_minutes_after(history: &[Candle], since: i64) -> Vec<i64> {
+    whole_buckets(history, 5)
+        .into_iter()
+        .filter(|b| *b > since)
+        .collect()
+}
+
+/// The buckets of `minutes` whose minutes are all in `history`, newest first.
+fn whole_buckets(history: &[Candle], minutes: i64) -> Vec<i64> {
     let held: std::collections::BTreeSet<i64> = history.iter().map(|c| c.open_time).collect();
     let mut buckets: Vec<i64> = held
         .iter()
-        .map(|t| t - t.rem_euclid(5 * MINUTE))
-        .filter(|b| *b > since && (0..5).all(|i| held.contains(&(b + i * MINUTE))))
+        .map(|t| t - t.rem_euclid(minutes * MINUTE))
+        .filter(|b| (0..minutes).all(|i| held.contains(&(b + i * MINUTE))))
         .collect();
     buckets.dedup();
     buckets.reverse();
@@ -63,8 +71,13 @@ async fn get(app: &TestApp, path: &str) -> (u16, String) {
 
 /// The open times the history API answers for `query`, newest first.
 async fn api_open_times(app: &TestApp, query: &str) -> Vec<i64> {
-    let (status, body) = get(app, &format!("/api/v1/candles/BTCUSDT?{query}")).await;
-    assert_eq!(status, 200, "{query}: {body}");
+    api_open_times_of(app, "BTCUSDT", query).await
+}
+
+/// The open times the history API answers for `symbol` and `query`, newest first.
+async fn api_open_times_of(app: &TestApp, symbol: &str, query: &str) -> Vec<i64> {
+    let (status, body) = get(app, &format!("/api/v1/candles/{symbol}?{query}")).await;
+    assert_eq!(status, 200, "{symbol}?{query}: {body}");
     let body: Value = serde_json::from_str(&body).unwrap();
     open_times(&body)
 }
@@ -226,6 +239,79 @@ async fn every_read_sees_every_candle(stall: Stall) {
         "no message without a close"
     );
     app.stop().await.unwrap();
+}
+
+/// Right after a first start, the longer intervals' windows fill from the deep
+/// history while the database stalls: the history API answers what the socket
+/// shows, bucket for bucket.
+async fn the_history_api_answers_what_the_socket_shows_after_a_first_start(stall: Stall) {
+    let server = match stall {
+        Stall::Locked => None,
+        Stall::Frozen | Stall::Restarted => Some(MongoServer::start().await),
+    };
+    let backend = match &server {
+        Some(server) => Backend::Mongo {
+            uri: server.uri(),
+            database: unique_database("read_path_first_start"),
+        },
+        None => Backend::sqlite(),
+    };
+    let fake = FakeExchange::start_sized(&SYMBOLS, 36 * 60).await;
+    fake.freeze();
+    let app = TestApp::spawn(config_for(
+        &fake,
+        &backend,
+        &[("HISTORY_MAX", "30"), ("INTERVALS", "1m,5m,15m,1h")],
+    ))
+    .await;
+    let history = fake.history("XRPUSDT");
+    let intervals = [("1h", 60), ("15m", 15), ("5m", 5)];
+    let mut shown = Vec::new();
+    for (interval, minutes) in intervals {
+        let expected = whole_buckets(&history, minutes)[..30].to_vec();
+        let url = format!(
+            "{}?format=candles&symbols=XRPUSDT&interval={interval}&limit=30",
+            app.ws_url()
+        );
+        // The deep history arrives in the background: the socket shows it first.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        let window = loop {
+            let window = open_times(&Client::connect(&url).await.next_json().await);
+            if window == expected || tokio::time::Instant::now() > deadline {
+                break window;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_eq!(window, expected, "{interval} on the socket");
+        shown.push(window);
+    }
+    // The store may still be catching up, and now stalls too.
+    let _lock = match &server {
+        Some(server) => {
+            server.pause();
+            None
+        }
+        None => Some(lock_sqlite(&backend)),
+    };
+    for ((interval, _), window) in intervals.iter().zip(shown) {
+        let query = format!("interval={interval}&limit=30");
+        assert_eq!(
+            api_open_times_of(&app, "XRPUSDT", &query).await,
+            window,
+            "{interval}: the API answers what the socket shows"
+        );
+    }
+    app.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_history_api_answers_what_the_socket_shows_while_mongodb_is_frozen() {
+    the_history_api_answers_what_the_socket_shows_after_a_first_start(Stall::Frozen).await;
+}
+
+#[tokio::test]
+async fn the_history_api_answers_what_the_socket_shows_while_sqlite_is_locked() {
+    the_history_api_answers_what_the_socket_shows_after_a_first_start(Stall::Locked).await;
 }
 
 #[tokio::test]
