@@ -213,3 +213,37 @@ async fn since_too_far_back_or_with_the_compact_format_is_a_400() {
     );
     app.stop().await.unwrap();
 }
+
+/// After a resume, a change of the window that the client's view does not show (a
+/// corrected candle older than its `limit`) sends it nothing, as it sends a plain
+/// client nothing; the next close reaches both once.
+#[tokio::test]
+async fn a_resumed_client_gets_no_more_messages_than_a_plain_one() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    seed_all(&fake, &backend).await;
+    let app = TestApp::spawn(config_for(&fake, &backend, &[("HISTORY_MAX", "20")])).await;
+    fake.wait_for_connections(1).await;
+    let url = format!("{}?format=candles&symbols=BTCUSDT&limit=2", app.ws_url());
+    let newest = open_times(&Client::connect(&url).await.next_json().await)[0];
+    let closed: Vec<Candle> = (0..5).map(|_| fake.close_next("BTCUSDT")).collect();
+    let mut plain = Client::connect(&url).await;
+    assert_eq!(open_times(&plain.next_json().await)[0], closed[4].open_time);
+    let mut resumed = Client::connect(&format!("{url}&since={newest}")).await;
+    assert_eq!(open_times(&resumed.next_json().await).len(), 5);
+
+    // The exchange corrects a candle the window holds but neither view shows.
+    let mut corrected = closed[1].clone();
+    corrected.volume += 1.0;
+    fake.send_update(&corrected, true);
+    let next = fake.close_next("BTCUSDT");
+    for (who, client) in [("plain", &mut plain), ("resumed", &mut resumed)] {
+        let message = client.next_json().await;
+        assert_eq!(
+            open_times(&message)[0],
+            next.open_time,
+            "{who}: the next message is the next close"
+        );
+    }
+    app.stop().await.unwrap();
+}
