@@ -9,6 +9,7 @@
 //! make it safe beside a running service on the same database.
 
 mod args;
+mod command;
 mod fetch;
 mod plan;
 mod progress;
@@ -22,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub use args::{BackfillArgs, SymbolList};
+pub use command::command;
 pub use progress::{Console, LogLine, LogWriter};
 
 use crate::config::{ArgumentError, Config, ConfigError};
