@@ -106,6 +106,29 @@ async fn sigterm_while_the_exchange_hangs_at_start_exits_0_within_2_s_as_pid_1()
     stopped_during_startup(running, started, "starting candlecast", "TERM").await;
 }
 
+/// Past the database probe the service waits for its first backfill, which reads
+/// the store, while background tasks ping it: none of it may hold the stop.
+#[tokio::test]
+async fn sigterm_after_the_database_probe_gave_up_exits_0_within_2_s() {
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let mut env = fake_env(&fake);
+    env.push((
+        "MONGO_URI",
+        format!("mongodb://127.0.0.1:{}/", closed_port()),
+    ));
+    let running = Running::start(tempfile::tempdir().unwrap(), &env);
+    running
+        .wait_for_output("MongoDB is not reachable", 10)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (code, output, took) = running.stop_with("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        took < EXIT_DEADLINE,
+        "exited {took:?} after SIGTERM:\n{output}"
+    );
+}
+
 #[tokio::test]
 async fn sigint_while_mongodb_hangs_at_start_exits_0_within_2_s() {
     let (port, holder) = hung_database().await;

@@ -130,18 +130,25 @@ pub async fn heartbeat(
     cancel: CancellationToken,
 ) {
     let id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-    let mut ticks = crate::retry::Every::new(every, cancel);
+    let mut ticks = crate::retry::Every::new(every, cancel.clone());
     let mut expiry_made = false;
     while ticks.next().await {
-        if !expiry_made {
-            expiry_made = mongo.expire_old_heartbeats().await.is_ok();
-        }
-        let data_age = health.last_data_ms().map(|last| {
-            Duration::from_millis((chrono::Utc::now().timestamp_millis() - last).max(0) as u64)
-        });
-        if let Err(err) = mongo.beat(&id, data_age).await {
-            // The store's own errors are logged by the writer; this one stays quiet.
-            tracing::debug!(error = %Chain(&err), "heartbeat not written");
+        // A database that does not answer must not hold the shutdown for the
+        // driver's timeouts: nothing here is worth finishing after a stop.
+        let beat = async {
+            if !expiry_made {
+                expiry_made = mongo.expire_old_heartbeats().await.is_ok();
+            }
+            let data_age = health.last_data_ms().map(|last| {
+                Duration::from_millis((chrono::Utc::now().timestamp_millis() - last).max(0) as u64)
+            });
+            if let Err(err) = mongo.beat(&id, data_age).await {
+                // The store's own errors are logged by the writer; this one stays quiet.
+                tracing::debug!(error = %Chain(&err), "heartbeat not written");
+            }
+        };
+        if cancel.run_until_cancelled(beat).await.is_none() {
+            break;
         }
     }
 }

@@ -227,9 +227,14 @@ pub async fn watch_reachability(
     recovered: Option<Arc<tokio::sync::Notify>>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    let mut ticks = crate::retry::Every::new(every, cancel);
+    let mut ticks = crate::retry::Every::new(every, cancel.clone());
     while ticks.next().await {
-        match store.ping().await {
+        // A ping in flight is not waited for once stopping (it may hang up to its
+        // timeout on a database that does not answer).
+        let Some(answered) = cancel.run_until_cancelled(store.ping()).await else {
+            break;
+        };
+        match answered {
             Ok(()) => {
                 if health.set_reachable(true) {
                     tracing::info!("the store answers again");
