@@ -217,3 +217,35 @@ async fn sighup_stops_a_backfill_after_the_batch_in_flight_with_its_summary() {
         "every page fetched before the signal is stored"
     );
 }
+
+#[tokio::test]
+async fn sigterm_stops_a_backfill_whose_exchange_hangs_within_2_s() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start_sized(&["BTCUSDT"], 100).await;
+    fake.hang_exchange_info(true);
+    let env = command::env_for(&fake, &backend, &["BTCUSDT"]);
+    let history = fake.history("BTCUSDT");
+    let args = command::range(history[10].open_time, history[90].open_time);
+
+    let running = command::start(&env, &args);
+    eventually_async(10, "the backfill asked for exchangeInfo", || async {
+        fake.exchange_info_requests() > 0
+    })
+    .await;
+    let sent = Instant::now();
+    let stopped = running.stop_with("TERM").await;
+    assert!(
+        sent.elapsed() < EXIT_DEADLINE,
+        "exited {:?} after SIGTERM:\n{}",
+        sent.elapsed(),
+        stopped.output()
+    );
+    assert_eq!(stopped.code, 1, "{}", stopped.output());
+    assert!(
+        stopped
+            .stderr
+            .contains("interrupted before anything was fetched"),
+        "{}",
+        stopped.output()
+    );
+}
