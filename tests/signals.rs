@@ -129,6 +129,31 @@ async fn sigterm_after_the_database_probe_gave_up_exits_0_within_2_s() {
     );
 }
 
+/// A follower (`INGEST=false`) polls the database for ingesters and follows its
+/// change stream: with the database hung, neither may hold the stop.
+#[tokio::test]
+async fn sigterm_to_a_follower_whose_database_hangs_exits_0_within_2_s() {
+    let (port, holder) = hung_database().await;
+    let fake = FakeExchange::start(&SYMBOLS).await;
+    let mut env = fake_env(&fake);
+    env.push((
+        "MONGO_URI",
+        format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
+    ));
+    env.push(("INGEST", "false".into()));
+    let mut running = Running::start(tempfile::tempdir().unwrap(), &env);
+    running.wait_for_address().await;
+    // Past the first readiness polls of the database.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (code, output, took) = running.stop_with("TERM").await;
+    assert_eq!(code, 0, "{output}");
+    assert!(
+        took < EXIT_DEADLINE,
+        "exited {took:?} after SIGTERM:\n{output}"
+    );
+    holder.abort();
+}
+
 #[tokio::test]
 async fn sigint_while_mongodb_hangs_at_start_exits_0_within_2_s() {
     let (port, holder) = hung_database().await;

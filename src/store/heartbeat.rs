@@ -130,11 +130,9 @@ pub async fn heartbeat(
     cancel: CancellationToken,
 ) {
     let id = format!("{}-{:016x}", std::process::id(), rand::random::<u64>());
-    let mut ticks = crate::retry::Every::new(every, cancel.clone());
+    let mut ticks = crate::retry::Every::new(every, cancel);
     let mut expiry_made = false;
     while ticks.next().await {
-        // A database that does not answer must not hold the shutdown for the
-        // driver's timeouts: nothing here is worth finishing after a stop.
         let beat = async {
             if !expiry_made {
                 expiry_made = mongo.expire_old_heartbeats().await.is_ok();
@@ -147,7 +145,7 @@ pub async fn heartbeat(
                 tracing::debug!(error = %Chain(&err), "heartbeat not written");
             }
         };
-        if cancel.run_until_cancelled(beat).await.is_none() {
+        if ticks.unless_stopped(beat).await.is_none() {
             break;
         }
     }
@@ -203,8 +201,12 @@ pub async fn watch_ingesters(
 ) {
     let mut ticks = crate::retry::Every::new(every, cancel);
     while ticks.next().await {
-        if let Ok(reports) = mongo.ingesters().await {
-            health.set_ingesters_reason(ingesters_unhealthy(&reports, stale));
+        match ticks.unless_stopped(mongo.ingesters()).await {
+            None => break,
+            Some(Ok(reports)) => {
+                health.set_ingesters_reason(ingesters_unhealthy(&reports, stale));
+            }
+            Some(Err(_)) => {}
         }
     }
 }

@@ -227,11 +227,9 @@ pub async fn watch_reachability(
     recovered: Option<Arc<tokio::sync::Notify>>,
     cancel: tokio_util::sync::CancellationToken,
 ) {
-    let mut ticks = crate::retry::Every::new(every, cancel.clone());
+    let mut ticks = crate::retry::Every::new(every, cancel);
     while ticks.next().await {
-        // A ping in flight is not waited for once stopping (it may hang up to its
-        // timeout on a database that does not answer).
-        let Some(answered) = cancel.run_until_cancelled(store.ping()).await else {
+        let Some(answered) = ticks.unless_stopped(store.ping()).await else {
             break;
         };
         match answered {
