@@ -90,11 +90,13 @@ impl App {
         let store = backend.candles();
         let window_len = config.windows.window_len();
         let hub = Hub::new(&config.symbols, &config.intervals, &config.windows);
+        // A database that is away leaves the windows empty: the exchange fills them.
         if reachable == Reachable::Yes {
             let loading = warm::load_windows(&store, &hub, &config, window_len);
             until_cancelled(&stop, loading).await.ok_or_else(stopped)?;
         }
 
+        // The same token stops every background task: one shutdown source.
         let cancel = stop;
         let tasks = TaskTracker::new();
         if reachable == Reachable::Yes {
@@ -312,7 +314,7 @@ impl App {
             start::wait_for_backfill(startup_backfill, timeout, &health, &cancel).await;
         }
 
-        // Stopped before serving: no listening line, straight to stopping.
+        // Stopped before serving: no listening line; the server returns at once.
         if !cancel.is_cancelled() {
             info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
         }
