@@ -37,6 +37,13 @@ fn closed_port() -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// Checks that the service runs as PID 1 of its pid namespace, as in a container.
+fn assert_pid_1(running: &Running) {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", running.pid())).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(nspid.split_whitespace().last(), Some("1"), "{nspid}");
+}
+
 /// Waits for `waiting_on` in the output (the start-up step the service is stuck
 /// in), sends `signal` [`SIGNAL_AFTER`] the start, and checks that the service
 /// had not started serving, and exits 0 within [`EXIT_DEADLINE`].
@@ -75,6 +82,7 @@ async fn sigterm_while_mongodb_is_down_at_start_exits_0_within_2_s_as_pid_1() {
     ));
     let started = Instant::now();
     let running = Running::start_as_pid1(tempfile::tempdir().unwrap(), &env);
+    assert_pid_1(&running);
     stopped_during_startup(running, started, "using MongoDB store", "TERM").await;
 }
 
@@ -99,6 +107,7 @@ async fn sigterm_while_the_exchange_hangs_at_start_exits_0_within_2_s_as_pid_1()
     fake.hang_exchange_info(true);
     let started = Instant::now();
     let running = Running::start_as_pid1(tempfile::tempdir().unwrap(), &fake_env(&fake));
+    assert_pid_1(&running);
     running.wait_for_output("starting candlecast", 10).await;
     while fake.exchange_info_requests() == 0 {
         tokio::time::sleep(Duration::from_millis(10)).await;
