@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service (the default): ingest closed candles, store them and serve
-    /// them over websockets until SIGTERM or Ctrl-C
+    /// them over websockets until SIGTERM, SIGHUP or Ctrl-C
     Serve,
     /// Fill the store with every closed INTERVAL candle of a range from Binance's
     /// REST API, fetching only what it lacks; safe beside a running service

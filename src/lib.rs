@@ -28,4 +28,4 @@ pub mod retry;
 pub mod store;
 pub mod telemetry;
 
-pub use app::{App, AppError, StartError, run};
+pub use app::{App, AppError, StartError, run, run_until};

@@ -63,6 +63,13 @@ impl Every {
             _ = self.tick.tick() => true,
         }
     }
+
+    /// A tick's `work`, or `None` once shutdown begins: periodic work is never
+    /// finished after a stop, so a database that does not answer cannot hold the
+    /// exit for its driver's timeouts.
+    pub async fn unless_stopped<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        self.cancel.run_until_cancelled(work).await
+    }
 }
 
 #[cfg(test)]

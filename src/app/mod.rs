@@ -1,6 +1,7 @@
 //! The service's lifecycle: [`App::build`] opens the store, loads the windows and
-//! starts every background task; [`App::run`] serves until the shutdown signal, then
-//! closes clients, stops the exchange client and flushes queued writes.
+//! starts every background task; [`App::serve`] serves until the stop token fires,
+//! then closes clients, stops the exchange client and flushes queued writes. Every
+//! wait of start-up ends on that token too ([`signals`]).
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -13,9 +14,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+mod serve;
+pub mod signals;
 mod start;
 mod warm;
 
+pub(crate) use serve::configure;
+pub use serve::{run, run_until, serve};
 pub(crate) use start::open_store;
 pub use start::{AppError, StartError};
 
@@ -28,12 +33,11 @@ use crate::metrics::Metrics;
 use crate::read::CandleReader;
 use crate::store::{self, Follower, Reachable, StoreError, StoreWriter, Unacknowledged};
 use crate::telemetry::Chain;
+use signals::until_cancelled;
 
 /// How long shutdown waits, after the HTTP drain ([`http::DRAIN_TIMEOUT`]), for
 /// websocket clients to take their close frames.
 const CLIENTS_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest REST ban the startup backfill is waited through.
-const STARTUP_BAN_PATIENCE: Duration = Duration::from_secs(5);
 /// How often the store is pinged for readiness (which never waits on it).
 const PING_EVERY: Duration = Duration::from_secs(2);
 /// How long shutdown waits for queued candles to reach the store. With the drain
@@ -56,53 +60,60 @@ pub struct App {
 }
 
 impl App {
-    /// Opens the store, loads the windows and starts the background tasks.
+    /// Opens the store, loads the windows and starts the background tasks. Every
+    /// wait on the way (exchange, database, history) ends when `stop` is cancelled,
+    /// and the app then serves until it is.
     ///
     /// # Errors
     /// [`StartError`]: the store cannot be opened or read, or a follower's MongoDB
-    /// has no change streams ([`StartError::Config`]).
-    pub async fn build(config: Config, listener: TcpListener) -> Result<Self, StartError> {
+    /// has no change streams ([`StartError::Config`]); [`StartError::Stopped`] when
+    /// `stop` fired first, which is no failure.
+    pub async fn build(
+        config: Config,
+        listener: TcpListener,
+        stop: CancellationToken,
+    ) -> Result<Self, StartError> {
         let address = listener.local_addr().map_err(StartError::Listener)?;
+        // Each wait below is raced against `stop`: a signal during start-up ends it
+        // within the exit deadline, whatever the database or exchange is doing.
+        let stopped = || StartError::Stopped;
         if config.ingest {
-            start::check_symbols_listed(&config).await?;
+            until_cancelled(&stop, start::check_symbols_listed(&config))
+                .await
+                .ok_or_else(stopped)??;
         }
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(UpstreamHealth::default());
         let store_health = Arc::new(StoreHealth::default());
-        let (backend, reachable) = start::open_store(&config, &metrics).await?;
+        let (backend, reachable) = until_cancelled(&stop, start::open_store(&config, &metrics))
+            .await
+            .ok_or_else(stopped)??;
         let store = backend.candles();
         let window_len = config.windows.window_len();
         let hub = Hub::new(&config.symbols, &config.intervals, &config.windows);
         // A database that is away leaves the windows empty: the exchange fills them.
-        for symbol in config
-            .symbols
-            .iter()
-            .filter(|_| reachable == Reachable::Yes)
-        {
-            match store
-                .latest_until(symbol, config.interval.name(), window_len + 1, now_ms())
-                .await
-            {
-                Ok(candles) => {
-                    hub.apply(&candles);
-                }
-                Err(err) => {
-                    warn!(symbol, error = %Chain(&err), "cannot load the stored window; it fills from the exchange");
-                }
-            }
+        if reachable == Reachable::Yes {
+            let loading = warm::load_windows(&store, &hub, &config, window_len);
+            until_cancelled(&stop, loading).await.ok_or_else(stopped)?;
         }
 
-        let cancel = CancellationToken::new();
+        // The same token stops every background task: one shutdown source.
+        let cancel = stop;
         let tasks = TaskTracker::new();
         if reachable == Reachable::Yes {
-            warm::load(&store, &hub, &config, window_len, &tasks, &cancel).await;
+            let loading = warm::load(&store, &hub, &config, window_len, &tasks, &cancel);
+            until_cancelled(&cancel, loading)
+                .await
+                .ok_or_else(stopped)?;
         }
 
         // Every replica on MongoDB follows the change stream: a follower's only source,
         // and an ingester's view of what other ingesters write.
         if let Some(mongo) = backend.mongo() {
             let first_open = match reachable {
-                Reachable::Yes => mongo.watch(None).await,
+                Reachable::Yes => until_cancelled(&cancel, mongo.watch(None))
+                    .await
+                    .ok_or_else(stopped)?,
                 Reachable::No => Err(StoreError::Timeout {
                     operation: "watch",
                     timeout: Duration::ZERO,
@@ -264,9 +275,8 @@ impl App {
         self.address
     }
 
-    /// Serves until `shutdown` completes, then stops everything within 8 s: requests
-    /// in flight get [`http::DRAIN_TIMEOUT`], clients get their 1001 close frames, the
-    /// exchange connection closes, then queued candles are flushed to the store.
+    /// Serves until `shutdown` completes (or the token given to [`App::build`] is
+    /// cancelled), then stops as [`App::serve`] does.
     ///
     /// # Errors
     /// None once built: the HTTP server handles its own accept errors.
@@ -274,6 +284,25 @@ impl App {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
+        let signal = self.cancel.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown => info!("shutdown requested"),
+                _ = signal.cancelled() => {}
+            }
+            signal.cancel();
+        });
+        self.serve().await
+    }
+
+    /// Serves until the token given to [`App::build`] is cancelled, then stops
+    /// everything within 8 s: requests in flight get [`http::DRAIN_TIMEOUT`],
+    /// clients get their 1001 close frames, the exchange connection closes, then
+    /// queued candles are flushed to the store.
+    ///
+    /// # Errors
+    /// None once built: the HTTP server handles its own accept errors.
+    pub async fn serve(self) -> Result<(), AppError> {
         let Self {
             config,
             listener,
@@ -284,43 +313,16 @@ impl App {
             cancel,
             startup_backfill,
         } = self;
-        let health = state.upstream_health();
-        let signal = cancel.clone();
-        tasks.spawn(async move {
-            tokio::select! {
-                _ = shutdown => info!("shutdown requested"),
-                _ = signal.cancelled() => {}
-            }
-            signal.cancel();
-        });
-        // Serve full windows from the first connection when the exchange answers in
-        // time; not while REST has banned us, which can last minutes.
-        if let Some(mut startup_backfill) = startup_backfill {
+        if let Some(startup_backfill) = startup_backfill {
             let timeout = config.exchange.startup_backfill_timeout;
-            let deadline = tokio::time::Instant::now() + timeout;
-            let mut poll = tokio::time::interval(Duration::from_millis(100));
-            loop {
-                tokio::select! {
-                    _ = cancel.cancelled() => break,
-                    _ = &mut startup_backfill => break,
-                    _ = tokio::time::sleep_until(deadline) => {
-                        warn!(?timeout, "startup backfill still running; serving what is stored");
-                        break;
-                    }
-                    _ = poll.tick() => {
-                        // A few seconds' Retry-After is waited out; a longer ban
-                        // is not (Binance's 418s last minutes to days).
-                        let banned_for = health.rest_ban_remaining().unwrap_or_default();
-                        if banned_for > STARTUP_BAN_PATIENCE {
-                            warn!(?banned_for, "the exchange's REST API banned us; serving what is stored meanwhile");
-                            break;
-                        }
-                    }
-                }
-            }
+            let health = state.upstream_health();
+            start::wait_for_backfill(startup_backfill, timeout, &health, &cancel).await;
         }
 
-        info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
+        // Stopped before serving: no listening line; the server returns at once.
+        if !cancel.is_cancelled() {
+            info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
+        }
         let clients = state.clients().clone();
         let limits = http::ServeLimits {
             proxy_protocol: config.proxy_protocol,
@@ -364,21 +366,4 @@ impl App {
         info!("stopped");
         Ok(())
     }
-}
-
-/// Builds the app on `listener` and runs it until `shutdown` completes.
-///
-/// # Errors
-/// [`AppError`]: it could not start, or the HTTP server failed.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), AppError> {
-    App::build(config, listener).await?.run(shutdown).await
-}
-
-/// Now, ms since the epoch (UTC), on this machine's clock.
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

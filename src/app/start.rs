@@ -1,8 +1,16 @@
 //! What can stop the service from starting, and the checks that say so: the
-//! configured symbols against the exchange's list, and opening the store.
+//! configured symbols against the exchange's list, opening the store, and the
+//! first backfill that serving waits for.
+
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
 
 use crate::config::{Config, ConfigError};
 use crate::exchange::{RestError, SymbolCheck, check_symbols};
+use crate::health::UpstreamHealth;
 use crate::metrics::Metrics;
 use crate::store::{Reachable, StoreBackend, StoreError};
 use crate::telemetry::Chain;
@@ -30,7 +38,14 @@ pub enum StartError {
     /// The listener has no local address.
     #[error("cannot read the listening address")]
     Listener(#[source] std::io::Error),
+    /// The stop token fired during start-up: a requested stop, not a failure
+    /// ([`crate::app::run_until`] returns `Ok` for it, the binary exits 0).
+    #[error("stopped during startup")]
+    Stopped,
 }
+
+/// The longest REST ban the startup backfill is waited through.
+const STARTUP_BAN_PATIENCE: Duration = Duration::from_secs(5);
 
 /// Why the service stopped other than by a shutdown signal.
 #[derive(Debug, thiserror::Error)]
@@ -109,4 +124,36 @@ pub(crate) async fn open_store(
         backend.count_skipped_in(metrics.skipped_documents.clone()),
         reachable,
     ))
+}
+
+/// Waits for the first backfill (`done`), so the first clients get full windows
+/// when the exchange answers in time: at most `timeout`, not while REST has banned
+/// us (which can last minutes), and not past a cancelled `stop`.
+pub(super) async fn wait_for_backfill(
+    mut done: oneshot::Receiver<()>,
+    timeout: Duration,
+    health: &UpstreamHealth,
+    stop: &CancellationToken,
+) {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut poll = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = &mut done => break,
+            _ = tokio::time::sleep_until(deadline) => {
+                warn!(?timeout, "startup backfill still running; serving what is stored");
+                break;
+            }
+            _ = poll.tick() => {
+                // A few seconds' Retry-After is waited out; a longer ban is not
+                // (Binance's 418s last minutes to days).
+                let banned_for = health.rest_ban_remaining().unwrap_or_default();
+                if banned_for > STARTUP_BAN_PATIENCE {
+                    warn!(?banned_for, "the exchange's REST API banned us; serving what is stored meanwhile");
+                    break;
+                }
+            }
+        }
+    }
 }

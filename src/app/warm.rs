@@ -35,6 +35,30 @@ pub fn buckets_start(longest: &Interval, window_len: usize, now_ms: i64) -> i64 
     longest.open_time_containing(now_ms) - longest.millis() * buckets
 }
 
+/// Loads each symbol's stored base window (the newest `window_len + 1` candles
+/// closed by now). A symbol whose read fails starts empty: the exchange fills it.
+pub(super) async fn load_windows(
+    store: &Arc<dyn CandleStore>,
+    hub: &Hub,
+    config: &Config,
+    window_len: usize,
+) {
+    let now = chrono::Utc::now().timestamp_millis();
+    for symbol in &config.symbols {
+        match store
+            .latest_until(symbol, config.interval.name(), window_len + 1, now)
+            .await
+        {
+            Ok(candles) => {
+                hub.apply(&candles);
+            }
+            Err(err) => {
+                warn!(symbol, error = %Chain(&err), "cannot load the stored window; it fills from the exchange");
+            }
+        }
+    }
+}
+
 /// Loads the stored history behind the windows: the base interval's closes (what
 /// indicators need) before serving, within [`HISTORY_PATIENCE`]; the longer
 /// intervals' buckets on `tasks` in the background.

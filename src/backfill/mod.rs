@@ -9,6 +9,7 @@
 //! make it safe beside a running service on the same database.
 
 mod args;
+mod command;
 mod fetch;
 mod plan;
 mod progress;
@@ -22,8 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 pub use args::{BackfillArgs, SymbolList};
+pub use command::command;
 pub use progress::{Console, LogLine, LogWriter};
 
+use crate::app::signals::until_cancelled;
 use crate::config::{ArgumentError, Config, ConfigError};
 use crate::exchange::{
     DEEP_WEIGHT_PER_MINUTE, Pacer, RestClient, RestError, SymbolCheck, check_symbols,
@@ -101,7 +104,12 @@ pub async fn run(
     };
     let abort = abort_after_grace(&stop);
     let _abort_at_return = abort.clone().drop_guard();
-    let store = open_store(&config).await?;
+    // A store or exchange that does not answer before the plan is made must not
+    // hold a stop signal: nothing has been fetched yet, so nothing is left to finish.
+    let not_started = || BackfillError::Interrupted { missing: None };
+    let store = until_cancelled(&stop, open_store(&config))
+        .await
+        .ok_or_else(not_started)??;
     let pacer = Arc::new(Pacer::new(WEIGHT_PER_MINUTE));
     let rest = RestClient::new(
         &config.exchange.rest_url,
@@ -112,10 +120,12 @@ pub async fn run(
     .with_pacer(Arc::clone(&pacer));
     let backoff_max = config.exchange.backoff_max;
     let Some(exchange_now) = exchange_clock(&rest, backoff_max, &stop).await else {
-        return Err(BackfillError::Interrupted { missing: None });
+        return Err(not_started());
     };
     pacer.wait(1).await; // exchangeInfo, asked by a client of its own
-    check_listed(&config, &symbols, symbols_from).await?;
+    until_cancelled(&stop, check_listed(&config, &symbols, symbols_from))
+        .await
+        .ok_or_else(not_started)??;
 
     let span = Span::new(&config.interval, from, to, exchange_now);
     let store_name = describe_store(&config);

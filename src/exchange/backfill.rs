@@ -130,18 +130,18 @@ impl Exchange {
     async fn fill_store_holes(&self, symbol: &str, cancel: &CancellationToken) -> usize {
         let step = self.market.interval.millis();
         let window = self.market.window_len;
-        let stored = match self
-            .store
-            .latest_until(
-                symbol,
-                self.market.interval.name(),
-                window + 1,
-                self.exchange_now(),
-            )
-            .await
-        {
-            Ok(stored) => stored,
-            Err(err) => {
+        let reading = self.store.latest_until(
+            symbol,
+            self.market.interval.name(),
+            window + 1,
+            self.exchange_now(),
+        );
+        // A database that does not answer must not hold a stop (during start-up
+        // too, when serving waits for this backfill) for the read's own timeout.
+        let stored = match cancel.run_until_cancelled(reading).await {
+            None => return 0,
+            Some(Ok(stored)) => stored,
+            Some(Err(err)) => {
                 warn!(symbol, error = %Chain(&err), "cannot read the store for its holes; scanning again at the next repair");
                 return 0;
             }

@@ -133,15 +133,20 @@ pub async fn heartbeat(
     let mut ticks = crate::retry::Every::new(every, cancel);
     let mut expiry_made = false;
     while ticks.next().await {
-        if !expiry_made {
-            expiry_made = mongo.expire_old_heartbeats().await.is_ok();
-        }
-        let data_age = health.last_data_ms().map(|last| {
-            Duration::from_millis((chrono::Utc::now().timestamp_millis() - last).max(0) as u64)
-        });
-        if let Err(err) = mongo.beat(&id, data_age).await {
-            // The store's own errors are logged by the writer; this one stays quiet.
-            tracing::debug!(error = %Chain(&err), "heartbeat not written");
+        let beat = async {
+            if !expiry_made {
+                expiry_made = mongo.expire_old_heartbeats().await.is_ok();
+            }
+            let data_age = health.last_data_ms().map(|last| {
+                Duration::from_millis((chrono::Utc::now().timestamp_millis() - last).max(0) as u64)
+            });
+            if let Err(err) = mongo.beat(&id, data_age).await {
+                // The store's own errors are logged by the writer; this one stays quiet.
+                tracing::debug!(error = %Chain(&err), "heartbeat not written");
+            }
+        };
+        if ticks.unless_stopped(beat).await.is_none() {
+            break;
         }
     }
 }
@@ -196,8 +201,12 @@ pub async fn watch_ingesters(
 ) {
     let mut ticks = crate::retry::Every::new(every, cancel);
     while ticks.next().await {
-        if let Ok(reports) = mongo.ingesters().await {
-            health.set_ingesters_reason(ingesters_unhealthy(&reports, stale));
+        match ticks.unless_stopped(mongo.ingesters()).await {
+            None => break,
+            Some(Ok(reports)) => {
+                health.set_ingesters_reason(ingesters_unhealthy(&reports, stale));
+            }
+            Some(Err(_)) => {}
         }
     }
 }

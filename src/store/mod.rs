@@ -241,7 +241,10 @@ pub async fn watch_reachability(
 ) {
     let mut ticks = crate::retry::Every::new(every, cancel);
     while ticks.next().await {
-        match store.ping().await {
+        let Some(answered) = ticks.unless_stopped(store.ping()).await else {
+            break;
+        };
+        match answered {
             Ok(()) => {
                 if health.set_reachable(true) {
                     tracing::info!("the store answers again");

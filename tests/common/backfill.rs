@@ -129,15 +129,21 @@ pub fn start(env: &[(&str, String)], args: &[String]) -> Started {
 impl Started {
     /// Sends SIGINT (Ctrl-C) and waits for the process to exit (at most 15 s).
     pub async fn interrupt(self) -> Finished {
+        self.stop_with("INT").await
+    }
+
+    /// Sends `signal` ("INT", "TERM", "HUP") and waits for the process to exit
+    /// (at most 15 s).
+    pub async fn stop_with(self, signal: &str) -> Finished {
         let pid = self.child.id().expect("still running");
         let status = std::process::Command::new("kill")
-            .args(["-INT", &pid.to_string()])
+            .args([&format!("-{signal}"), &pid.to_string()])
             .status()
             .unwrap();
         assert!(status.success());
         let output = tokio::time::timeout(Duration::from_secs(15), self.child.wait_with_output())
             .await
-            .expect("the backfill exits within 15 s of SIGINT")
+            .expect("the backfill exits within 15 s of the signal")
             .unwrap();
         Finished::from(output)
     }

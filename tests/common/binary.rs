@@ -15,6 +15,8 @@ pub fn binary() -> Command {
 /// The binary running in its own directory, with its output collected.
 pub struct Running {
     child: Child,
+    /// Run by `unshare` as PID 1 of its own pid namespace ([`Running::start_as_pid1`]).
+    pid1: bool,
     output: Arc<Mutex<String>>,
     pub dir: tempfile::TempDir,
 }
@@ -39,6 +41,21 @@ impl Running {
         use std::os::unix::process::CommandExt;
         command.uid(uid).gid(uid);
         Self::spawn(command, dir, env)
+    }
+
+    /// Like [`Running::start`], as PID 1 of a new pid namespace (`unshare --pid
+    /// --fork`, which the test can do as root), as in a container: there the kernel
+    /// drops any signal sent from outside that the process has no handler for.
+    pub fn start_as_pid1(dir: tempfile::TempDir, env: &[(&str, String)]) -> Self {
+        let mut command = Command::new("/usr/bin/unshare");
+        command
+            .env_clear()
+            .stdin(Stdio::null())
+            .args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+            .arg(env!("CARGO_BIN_EXE_candlecast"));
+        let mut running = Self::spawn(command, dir, env);
+        running.pid1 = true;
+        running
     }
 
     /// [`Running::start`] with the command adjusted first (e.g. resource limits).
@@ -77,12 +94,67 @@ impl Running {
                 }
             });
         }
-        Self { child, output, dir }
+        Self {
+            child,
+            pid1: false,
+            output,
+            dir,
+        }
     }
 
-    /// The process id, e.g. to read `/proc/{pid}/status`.
+    /// The service's process id (seen from the test), e.g. to read
+    /// `/proc/{pid}/status`; as PID 1, the child `unshare` forked.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        if !self.pid1 {
+            return self.child.id();
+        }
+        let unshare = self.child.id();
+        let children = format!("/proc/{unshare}/task/{unshare}/children");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed = std::fs::read_to_string(&children).unwrap_or_default();
+            if let Some(pid) = listed.split_whitespace().next() {
+                return pid.parse().expect("a pid");
+            }
+            assert!(Instant::now() < deadline, "unshare started no child");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Sends `signal` ("TERM", "INT", "HUP") to the service, as `kill` from outside
+    /// its pid namespace does (`docker stop`).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
+    /// Sends `signal` and waits for the exit: the exit code (-1 when killed by a
+    /// signal), the output and the time from the signal to the exit. Gives up
+    /// after 15 s.
+    pub async fn stop_with(mut self, signal: &str) -> (i32, String, Duration) {
+        self.signal(signal);
+        let sent = Instant::now();
+        let deadline = sent + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let elapsed = sent.elapsed();
+                // The output threads catch up with the last lines.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                return (status.code().unwrap_or(-1), self.output(), elapsed);
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "candlecast did not exit within 15 s of SIG{signal}:\n{}",
+                    self.output()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     pub fn output(&self) -> String {

@@ -98,6 +98,8 @@ struct FakeState {
     /// chosen contract type: (symbol, contract type).
     listed: Mutex<Vec<(String, String)>>,
     fail_exchange_info: AtomicBool,
+    /// Set by [`FakeExchange::hang_exchange_info`].
+    hang_exchange_info: AtomicBool,
     exchange_info_requests: AtomicUsize,
     ban: Mutex<Option<Ban>>,
     /// The exchange's clock minus the wall clock, in milliseconds.
@@ -339,6 +341,7 @@ impl FakeExchange {
             acks_only: AtomicBool::new(false),
             listed: Mutex::new(Vec::new()),
             fail_exchange_info: AtomicBool::new(false),
+            hang_exchange_info: AtomicBool::new(false),
             exchange_info_requests: AtomicUsize::new(0),
             ban: Mutex::new(None),
             clock_offset_ms: AtomicI64::new(0),
@@ -591,6 +594,12 @@ impl FakeExchange {
     /// While on, `GET /fapi/v1/exchangeInfo` answers 503.
     pub fn fail_exchange_info(&self, on: bool) {
         self.state.fail_exchange_info.store(on, Ordering::SeqCst);
+    }
+
+    /// While on, `GET /fapi/v1/exchangeInfo` is accepted and never answered, as
+    /// by an exchange that hangs.
+    pub fn hang_exchange_info(&self, on: bool) {
+        self.state.hang_exchange_info.store(on, Ordering::SeqCst);
     }
 
     /// `GET /fapi/v1/exchangeInfo` requests so far, failed ones included.

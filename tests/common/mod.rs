@@ -260,7 +260,7 @@ impl TestApp {
         let stopped = async move {
             let _ = stop.await;
         };
-        let app = candlecast::App::build(config.clone(), listener)
+        let app = candlecast::App::build(config.clone(), listener, Default::default())
             .await
             .expect("the service starts");
         let metrics = app.metrics();

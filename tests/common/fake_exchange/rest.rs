@@ -177,6 +177,9 @@ pub(super) async fn server_time(State(state): State<Arc<FakeState>>) -> Response
 /// The history's symbols, then those only listed, each with its contract type.
 pub(super) async fn exchange_info(State(state): State<Arc<FakeState>>) -> Response {
     state.exchange_info_requests.fetch_add(1, Ordering::SeqCst);
+    if state.hang_exchange_info.load(Ordering::SeqCst) {
+        std::future::pending::<()>().await;
+    }
     if state.fail_exchange_info.load(Ordering::SeqCst) {
         return (
             StatusCode::SERVICE_UNAVAILABLE,
