@@ -9,10 +9,10 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
+use crate::store::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
 use crate::telemetry::Chain;
 
 /// What the follower needs.
@@ -96,7 +96,7 @@ impl Follower {
                         // A candle written with an impossible future open time is
                         // not shown: it would pose as the newest for good.
                         let horizon = chrono::Utc::now().timestamp_millis()
-                            + super::STORED_FUTURE_TOLERANCE_MS;
+                            + crate::store::STORED_FUTURE_TOLERANCE_MS;
                         if candle.open_time <= horizon {
                             self.hub.apply(&[candle]);
                         }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+mod follow;
 mod start;
 mod warm;
 
@@ -25,8 +26,9 @@ use crate::health::{StoreHealth, UpstreamHealth};
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{self, Follower, Reachable, StoreError, StoreWriter};
+use crate::store::{self, Reachable, StoreError, StoreWriter};
 use crate::telemetry::Chain;
+use follow::Follower;
 
 /// How long shutdown waits, after the HTTP drain ([`http::DRAIN_TIMEOUT`]), for
 /// websocket clients to take their close frames.

@@ -1,14 +1,12 @@
 //! Persistence of closed candles: the [`CandleStore`] trait and its MongoDB and
 //! embedded SQLite backends, the [`StoreWriter`] queue that keeps the ingest path
-//! from ever waiting on the database, and the change-stream [`Follower`] through
-//! which replicas see what any ingester wrote.
+//! from ever waiting on the database, and the change stream ([`CandleChanges`])
+//! through which replicas see what any ingester wrote.
 
 mod buckets;
 mod changes;
-mod follow;
 mod heartbeat;
 mod mongo;
-mod mongo_range;
 mod sqlite;
 mod uri;
 mod writer;
@@ -23,7 +21,6 @@ use crate::candle::Candle;
 
 pub use buckets::read_buckets;
 pub use changes::{CandleChanges, Change, ResumeToken};
-pub use follow::Follower;
 pub use heartbeat::{IngesterReport, heartbeat, ingesters_unhealthy, watch_ingesters};
 pub use mongo::{DriverError, MongoStore, READ_TIMEOUT};
 pub use sqlite::{SQLITE_FILE, SqliteStore};
