@@ -9,10 +9,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::clock::Clock;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
-use crate::store::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
+use crate::store::{
+    CandleChanges, CandleStore, Change, MongoStore, ResumeToken, STORED_FUTURE_TOLERANCE_MS,
+};
 use crate::telemetry::Chain;
 
 /// What the follower needs.
@@ -25,6 +28,9 @@ pub struct Follower {
     pub window_len: usize,
     pub backoff_max: Duration,
     pub metrics: Arc<Metrics>,
+    /// "Now" as the database says, never this machine's clock alone: a follower
+    /// whose clock is behind would otherwise take every new candle for a future one.
+    pub clock: Clock,
 }
 
 impl Follower {
@@ -94,11 +100,20 @@ impl Follower {
                         token = changes.resume_token();
                         self.metrics.followed_candles.inc();
                         // A candle written with an impossible future open time is
-                        // not shown: it would pose as the newest for good.
-                        let horizon = chrono::Utc::now().timestamp_millis()
-                            + crate::store::STORED_FUTURE_TOLERANCE_MS;
-                        if candle.open_time <= horizon {
+                        // not shown: it would pose as the newest for good. Judged by
+                        // the database's clock: when it wrote the candle, or now.
+                        let now = changes
+                            .written_at_ms()
+                            .map_or(self.clock.now_ms(), |at| at.max(self.clock.now_ms()));
+                        if candle.open_time <= now + STORED_FUTURE_TOLERANCE_MS {
                             self.hub.apply(&[candle]);
+                        } else {
+                            warn!(
+                                symbol = %candle.symbol,
+                                open_time = candle.open_time,
+                                database_now = now,
+                                "a followed candle opens in the future by the database's clock; not shown"
+                            );
                         }
                     }
                     Some(Some(Ok(Change::Reset))) => {
@@ -130,7 +145,7 @@ impl Follower {
                     symbol,
                     &self.interval,
                     self.window_len + 1,
-                    chrono::Utc::now().timestamp_millis(),
+                    self.clock.now_ms(),
                 )
                 .await
             {

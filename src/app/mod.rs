@@ -20,6 +20,7 @@ mod warm;
 pub(crate) use start::open_store;
 pub use start::{AppError, StartError};
 
+use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::exchange::{Exchange, Market, Sinks};
 use crate::health::{StoreHealth, UpstreamHealth};
@@ -37,6 +38,9 @@ const CLIENTS_TIMEOUT: Duration = Duration::from_secs(1);
 const STARTUP_BAN_PATIENCE: Duration = Duration::from_secs(5);
 /// How often the store is pinged for readiness (which never waits on it).
 const PING_EVERY: Duration = Duration::from_secs(2);
+/// How often the database's clock is read again (it drifts from this machine's
+/// slowly, but NTP may step either clock).
+const CLOCK_EVERY: Duration = Duration::from_secs(10);
 /// How long shutdown waits for queued candles to reach the store. With the drain
 /// and the clients' wait, [`App::run`] returns at most 8 s after the signal; the
 /// binary gives its runtime 1 s more, so it exits within 10 s.
@@ -63,6 +67,19 @@ impl App {
     /// [`StartError`]: the store cannot be opened or read, or a follower's MongoDB
     /// has no change streams ([`StartError::Config`]).
     pub async fn build(config: Config, listener: TcpListener) -> Result<Self, StartError> {
+        Self::build_with_clock(config, listener, Clock::system()).await
+    }
+
+    /// [`App::build`] on `clock` as this machine's clock: tests pass a skewed one
+    /// ([`Clock::skewed`]) to play a replica whose clock is off.
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn build_with_clock(
+        config: Config,
+        listener: TcpListener,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
         let address = listener.local_addr().map_err(StartError::Listener)?;
         if config.ingest {
             start::check_symbols_listed(&config).await?;
@@ -72,6 +89,13 @@ impl App {
         let store_health = Arc::new(StoreHealth::default());
         let (backend, reachable) = start::open_store(&config, &metrics).await?;
         let store = backend.candles();
+        // Judge "now" by the database's clock, which the ingesters share, before the
+        // first read that depends on it.
+        if let (Some(mongo), Reachable::Yes) = (backend.mongo(), reachable)
+            && let Err(err) = mongo.read_clock(&clock).await
+        {
+            warn!(error = %Chain(&err), "cannot read the database's clock yet; using this machine's");
+        }
         let window_len = config.windows.window_len();
         let hub = Hub::new(&config.symbols, &config.intervals, &config.windows);
         // A database that is away leaves the windows empty: the exchange fills them.
@@ -81,7 +105,12 @@ impl App {
             .filter(|_| reachable == Reachable::Yes)
         {
             match store
-                .latest_until(symbol, config.interval.name(), window_len + 1, now_ms())
+                .latest_until(
+                    symbol,
+                    config.interval.name(),
+                    window_len + 1,
+                    clock.now_ms(),
+                )
                 .await
             {
                 Ok(candles) => {
@@ -96,7 +125,16 @@ impl App {
         let cancel = CancellationToken::new();
         let tasks = TaskTracker::new();
         if reachable == Reachable::Yes {
-            warm::load(&store, &hub, &config, window_len, &tasks, &cancel).await;
+            warm::load(
+                &store,
+                &hub,
+                &config,
+                window_len,
+                clock.now_ms(),
+                &tasks,
+                &cancel,
+            )
+            .await;
         }
 
         // Every replica on MongoDB follows the change stream: a follower's only source,
@@ -146,6 +184,7 @@ impl App {
                     window_len,
                     backoff_max: config.exchange.backoff_max,
                     metrics: Arc::clone(&metrics),
+                    clock: clock.clone(),
                 };
                 tasks.spawn(
                     follower
@@ -153,6 +192,15 @@ impl App {
                         .instrument(info_span!("follow")),
                 );
             }
+        }
+
+        if let Some(mongo) = backend.mongo() {
+            tasks.spawn(store::follow_database_clock(
+                mongo.clone(),
+                clock.clone(),
+                CLOCK_EVERY,
+                cancel.clone(),
+            ));
         }
 
         store_health.set_reachable(reachable == Reachable::Yes);
@@ -238,6 +286,7 @@ impl App {
             health,
             store_health,
             shutdown: cancel.clone(),
+            clock,
         });
         Ok(Self {
             config,
@@ -370,9 +419,4 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), AppError> {
     App::build(config, listener).await?.run(shutdown).await
-}
-
-/// Now, ms since the epoch (UTC), on this machine's clock.
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

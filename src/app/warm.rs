@@ -37,17 +37,18 @@ pub fn buckets_start(longest: &Interval, window_len: usize, now_ms: i64) -> i64 
 
 /// Loads the stored history behind the windows: the base interval's closes (what
 /// indicators need) before serving, within [`HISTORY_PATIENCE`]; the longer
-/// intervals' buckets on `tasks` in the background.
+/// intervals' buckets on `tasks` in the background. `now` is ms since the epoch
+/// on the clock candles are judged by (the database's when there is one).
 pub(super) async fn load(
     store: &Arc<dyn CandleStore>,
     hub: &Hub,
     config: &Config,
     window_len: usize,
+    now: i64,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
     let base = &config.interval;
-    let now = chrono::Utc::now().timestamp_millis();
     let closes_from = closes_start(base, window_len, now);
     let loading = load_history(
         Arc::clone(store),

@@ -22,7 +22,7 @@ use crate::candle::Candle;
 pub use buckets::read_buckets;
 pub use changes::{CandleChanges, Change, ResumeToken};
 pub use heartbeat::{IngesterReport, heartbeat, ingesters_unhealthy, watch_ingesters};
-pub use mongo::{DriverError, MongoStore, READ_TIMEOUT};
+pub use mongo::{DriverError, MongoStore, READ_TIMEOUT, follow_database_clock};
 pub use sqlite::{SQLITE_FILE, SqliteStore};
 pub use uri::{InvalidMongoUri, MongoUri};
 pub use writer::{StoreWriter, WRITE_QUEUE_BATCHES};
