@@ -192,7 +192,7 @@ async fn export(
     let permit = std::sync::Arc::clone(&state.reads)
         .try_acquire_owned()
         .map_err(|_| HttpError::TooManyReads)?;
-    let to = to.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let to = to.unwrap_or_else(|| parts.clock.now_ms());
     let from = match from {
         Some(from) => from,
         None => parts

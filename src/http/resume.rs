@@ -49,7 +49,7 @@ pub(super) async fn resume_message(
     let symbol = &hub.symbols()[position];
     let interval = &hub.intervals()[view.interval];
     let before = held.first().map(|c| c.open_time);
-    let until = before.unwrap_or_else(|| interval.open_time_containing(now_ms()));
+    let until = before.unwrap_or_else(|| interval.open_time_containing(state.parts.clock.now_ms()));
     let wanted = usize::try_from(((until - since) / interval.millis()).clamp(0, MAX_RESUME))
         .unwrap_or(0)
         + 1;
@@ -93,8 +93,4 @@ pub(super) async fn resume_message(
             .collect(),
     };
     Ok(Utf8Bytes::from(message.to_json()))
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
