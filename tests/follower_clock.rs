@@ -82,11 +82,23 @@ async fn a_follower_whose_clock_is_ahead_still_refuses_a_candle_from_the_future(
     future.open_time = (chrono::Utc::now().timestamp_millis() / MINUTE + 20) * MINUTE;
     future.close_time = future.open_time + MINUTE - 1;
     seed(&backend, &[future]).await;
+    // Not silently: readiness says why the newest followed candle is not shown.
+    let ready = format!("http://{}/ready", follower.addr);
+    eventually_async(20, "/ready names the refused candle", || async {
+        let body = reqwest::get(&ready).await.unwrap().text().await.unwrap();
+        body.contains("newest followed candle") && body.contains("not shown")
+    })
+    .await;
     // The next real close shows the fake's window, without the candle from the future.
     for _ in 0..2 {
         fake.close_next("BTCUSDT");
         until_window(&mut client, &fake, "BTCUSDT").await;
     }
+    eventually_async(20, "/ready forgets it once a candle is shown", || async {
+        let body = reqwest::get(&ready).await.unwrap().text().await.unwrap();
+        !body.contains("newest followed candle")
+    })
+    .await;
     follower.stop().await.unwrap();
     ingester.stop().await.unwrap();
 }

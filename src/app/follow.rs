@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::clock::Clock;
+use crate::health::StoreHealth;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
@@ -31,6 +32,8 @@ pub struct Follower {
     /// "Now" as the database says, never this machine's clock alone: a follower
     /// whose clock is behind would otherwise take every new candle for a future one.
     pub clock: Clock,
+    /// Where readiness learns that followed candles are not being shown.
+    pub store_health: Arc<StoreHealth>,
 }
 
 impl Follower {
@@ -107,7 +110,13 @@ impl Follower {
                             .map_or(self.clock.now_ms(), |at| at.max(self.clock.now_ms()));
                         if candle.open_time <= now + STORED_FUTURE_TOLERANCE_MS {
                             self.hub.apply(&[candle]);
+                            self.store_health.set_followed_refused(None);
                         } else {
+                            self.store_health.set_followed_refused(Some(format!(
+                                "change stream: the newest followed candle ({} {} opened at {}) \
+                                 opens over 10 min after the database's clock, so it is not shown",
+                                candle.symbol, candle.interval, candle.open_time
+                            )));
                             warn!(
                                 symbol = %candle.symbol,
                                 open_time = candle.open_time,

@@ -185,6 +185,7 @@ impl App {
                     backoff_max: config.exchange.backoff_max,
                     metrics: Arc::clone(&metrics),
                     clock: clock.clone(),
+                    store_health: Arc::clone(&store_health),
                 };
                 tasks.spawn(
                     follower
