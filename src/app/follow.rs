@@ -9,13 +9,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::StartError;
 use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
 use crate::health::StoreHealth;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::store::{
-    CandleChanges, CandleStore, Change, MongoStore, ResumeToken, STORED_FUTURE_TOLERANCE_MS,
+    CandleChanges, CandleStore, Change, MongoStore, Reachable, ResumeToken,
+    STORED_FUTURE_TOLERANCE_MS, StoreError,
 };
 use crate::telemetry::Chain;
 
@@ -167,4 +170,53 @@ impl Follower {
             }
         }
     }
+}
+
+/// Opens the change stream at startup, on every replica on MongoDB: `Some(stream)`
+/// to follow (`Some(None)`: not open yet, the follower retries), `None` for an
+/// ingester on a server without change streams.
+///
+/// # Errors
+/// [`StartError::Config`] for a follower on a server without change streams: it
+/// would never see a candle.
+pub(super) async fn open_first(
+    mongo: &MongoStore,
+    reachable: Reachable,
+    config: &Config,
+) -> Result<Option<Option<CandleChanges>>, StartError> {
+    let first_open = match reachable {
+        Reachable::Yes => mongo.watch(None).await,
+        Reachable::No => Err(StoreError::Timeout {
+            operation: "watch",
+            timeout: Duration::ZERO,
+        }),
+    };
+    Ok(match first_open {
+        Ok(changes) => Some(Some(changes)),
+        Err(err) if err.change_streams_unsupported() && !config.ingest => {
+            let uri = config
+                .store
+                .mongo_uri
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return Err(ConfigError::new(
+        "MONGO_URI",
+        format!(
+            "INGEST=false needs a MongoDB replica set (change streams), but {uri} cannot open one: {}",
+            Chain(&err)
+        ),
+            )
+            .into());
+        }
+        Err(err) if err.change_streams_unsupported() => {
+            warn!(error = %Chain(&err), "MongoDB has no change streams (standalone?): this ingester serves only what it ingests");
+            None
+        }
+        // Anything else may pass: the follower retries with backoff.
+        Err(err) => {
+            warn!(error = %Chain(&err), "cannot open the change stream yet; retrying");
+            Some(None)
+        }
+    })
 }

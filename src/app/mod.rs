@@ -21,13 +21,13 @@ pub(crate) use start::open_store;
 pub use start::{AppError, StartError};
 
 use crate::clock::Clock;
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::exchange::{Exchange, Market, Sinks};
 use crate::health::{StoreHealth, UpstreamHealth};
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
-use crate::store::{self, Reachable, StoreError, StoreWriter};
+use crate::store::{self, Reachable, StoreWriter};
 use crate::telemetry::Chain;
 use follow::Follower;
 
@@ -140,41 +140,13 @@ impl App {
         // Every replica on MongoDB follows the change stream: a follower's only source,
         // and an ingester's view of what other ingesters write.
         if let Some(mongo) = backend.mongo() {
-            let first_open = match reachable {
-                Reachable::Yes => mongo.watch(None).await,
-                Reachable::No => Err(StoreError::Timeout {
-                    operation: "watch",
-                    timeout: Duration::ZERO,
-                }),
-            };
-            let opened = match first_open {
-                Ok(changes) => Some(Some(changes)),
-                Err(err) if err.change_streams_unsupported() && !config.ingest => {
-                    let uri = config
-                        .store
-                        .mongo_uri
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default();
-                    return Err(ConfigError::new(
-                        "MONGO_URI",
-                        format!(
-                            "INGEST=false needs a MongoDB replica set (change streams), but {uri} cannot open one: {}",
-                            Chain(&err)
-                        ),
-                    )
-                    .into());
-                }
-                Err(err) if err.change_streams_unsupported() => {
-                    warn!(error = %Chain(&err), "MongoDB has no change streams (standalone?): this ingester serves only what it ingests");
-                    None
-                }
-                // Anything else may pass: the follower retries with backoff.
-                Err(err) => {
-                    warn!(error = %Chain(&err), "cannot open the change stream yet; retrying");
-                    Some(None)
-                }
-            };
+            tasks.spawn(store::follow_database_clock(
+                mongo.clone(),
+                clock.clone(),
+                CLOCK_EVERY,
+                cancel.clone(),
+            ));
+            let opened = follow::open_first(mongo, reachable, &config).await?;
             if let Some(opened) = opened {
                 let follower = Follower {
                     mongo: mongo.clone(),
@@ -193,15 +165,6 @@ impl App {
                         .instrument(info_span!("follow")),
                 );
             }
-        }
-
-        if let Some(mongo) = backend.mongo() {
-            tasks.spawn(store::follow_database_clock(
-                mongo.clone(),
-                clock.clone(),
-                CLOCK_EVERY,
-                cancel.clone(),
-            ));
         }
 
         store_health.set_reachable(reachable == Reachable::Yes);
