@@ -14,10 +14,8 @@ use mongodb::{Client, Collection, IndexModel};
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
-mod clock;
+pub(super) mod clock;
 mod range;
-
-pub use clock::follow_database_clock;
 
 use super::{CandleStore, CandleStream, MongoUri, StoreError};
 use crate::candle::Candle;
