@@ -96,6 +96,8 @@ pub struct StoreHealth {
     /// For a follower: why no ingester brings candles, if so (judged in the
     /// background from their heartbeats).
     ingesters: Mutex<Option<String>>,
+    /// For a follower: why the newest followed candle was not shown, until one is.
+    followed_refused: Mutex<Option<String>>,
 }
 
 impl StoreHealth {
@@ -112,6 +114,16 @@ impl StoreHealth {
     /// Why no ingester brings candles, for a follower's readiness.
     pub fn ingesters_reason(&self) -> Option<String> {
         self.ingesters.lock().expect("ingesters lock").clone()
+    }
+
+    /// Notes whether the newest followed candle was shown (`None`) or why not.
+    pub fn set_followed_refused(&self, reason: Option<String>) {
+        *self.followed_refused.lock().expect("followed lock") = reason;
+    }
+
+    /// Why the newest followed candle was not shown, for a follower's readiness.
+    pub fn followed_refused(&self) -> Option<String> {
+        self.followed_refused.lock().expect("followed lock").clone()
     }
 
     /// Whether the store answered its last ping.

@@ -2,14 +2,14 @@
 //! any number of websocket clients. The modules, from the bottom up:
 //!
 //! - [`candle`]: the domain (candles, intervals, BUY/SELL), no I/O;
-//! - [`retry`], [`metrics`], [`health`], [`telemetry`]: shared mechanisms;
+//! - [`retry`], [`clock`], [`metrics`], [`health`], [`telemetry`]: shared mechanisms;
 //! - [`hub`]: the in-memory windows and the messages every client shares;
-//! - [`store`]: MongoDB and SQLite, the write queue, the change-stream follower;
+//! - [`store`]: MongoDB and SQLite, the write queue, the change stream;
 //! - [`read`]: the one read path over the hub, the write queue and the store;
 //! - [`exchange`]: the Binance stream and REST backfill;
 //! - [`http`]: the websocket feed, history API, health, readiness, metrics, page;
 //! - [`config`]: the environment, read once into each area's options;
-//! - [`app`]: the lifecycle that wires them;
+//! - [`app`]: the lifecycle that wires them, and the change-stream follower;
 //! - [`backfill`]: the `backfill` command, a range of history into the store;
 //! - [`cli`]: the command line, `serve` (the default) or `backfill`.
 
@@ -17,6 +17,7 @@ pub mod app;
 pub mod backfill;
 pub mod candle;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod exchange;
 pub mod health;

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
+mod follow;
 mod serve;
 pub mod signals;
 mod start;
@@ -24,15 +25,17 @@ pub use serve::{run, run_until, serve};
 pub(crate) use start::open_store;
 pub use start::{AppError, StartError};
 
-use crate::config::{Config, ConfigError};
+use crate::clock::Clock;
+use crate::config::Config;
 use crate::exchange::{Exchange, Market, Sinks};
 use crate::health::{StoreHealth, UpstreamHealth};
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::read::CandleReader;
-use crate::store::{self, Follower, Reachable, StoreError, StoreWriter, Unacknowledged};
+use crate::store::{self, Reachable, StoreWriter, Unacknowledged};
 use crate::telemetry::Chain;
+use follow::Follower;
 use signals::until_cancelled;
 
 /// How long shutdown waits, after the HTTP drain ([`http::DRAIN_TIMEOUT`]), for
@@ -40,6 +43,9 @@ use signals::until_cancelled;
 const CLIENTS_TIMEOUT: Duration = Duration::from_secs(1);
 /// How often the store is pinged for readiness (which never waits on it).
 const PING_EVERY: Duration = Duration::from_secs(2);
+/// How often the database's clock is read again (it drifts from this machine's
+/// slowly, but NTP may step either clock).
+const CLOCK_EVERY: Duration = Duration::from_secs(10);
 /// How long shutdown waits for queued candles to reach the store. With the drain
 /// and the clients' wait, [`App::run`] returns at most 8 s after the signal; the
 /// binary gives its runtime 1 s more, so it exits within 10 s.
@@ -73,6 +79,20 @@ impl App {
         listener: TcpListener,
         stop: CancellationToken,
     ) -> Result<Self, StartError> {
+        Self::build_with_clock(config, listener, stop, Clock::system()).await
+    }
+
+    /// [`App::build`] on `clock` as this machine's clock: tests pass a skewed one
+    /// ([`Clock::skewed`]) to play a replica whose clock is off.
+    ///
+    /// # Errors
+    /// As [`App::build`].
+    pub async fn build_with_clock(
+        config: Config,
+        listener: TcpListener,
+        stop: CancellationToken,
+        clock: Clock,
+    ) -> Result<Self, StartError> {
         let address = listener.local_addr().map_err(StartError::Listener)?;
         // Each wait below is raced against `stop`: a signal during start-up ends it
         // within the exit deadline, whatever the database or exchange is doing.
@@ -89,11 +109,18 @@ impl App {
             .await
             .ok_or_else(stopped)??;
         let store = backend.candles();
+        // Judge "now" by the database's clock, which the ingesters share, before the
+        // first read that depends on it.
+        if let (Some(mongo), Reachable::Yes) = (backend.mongo(), reachable)
+            && let Err(err) = mongo.read_clock(&clock).await
+        {
+            warn!(error = %Chain(&err), "cannot read the database's clock yet; using this machine's");
+        }
         let window_len = config.windows.window_len();
         let hub = Hub::new(&config.symbols, &config.intervals, &config.windows);
         // A database that is away leaves the windows empty: the exchange fills them.
         if reachable == Reachable::Yes {
-            let loading = warm::load_windows(&store, &hub, &config, window_len);
+            let loading = warm::load_windows(&store, &hub, &config, window_len, clock.now_ms());
             until_cancelled(&stop, loading).await.ok_or_else(stopped)?;
         }
 
@@ -101,7 +128,15 @@ impl App {
         let cancel = stop;
         let tasks = TaskTracker::new();
         if reachable == Reachable::Yes {
-            let loading = warm::load(&store, &hub, &config, window_len, &tasks, &cancel);
+            let loading = warm::load(
+                &store,
+                &hub,
+                &config,
+                window_len,
+                clock.now_ms(),
+                &tasks,
+                &cancel,
+            );
             until_cancelled(&cancel, loading)
                 .await
                 .ok_or_else(stopped)?;
@@ -110,43 +145,15 @@ impl App {
         // Every replica on MongoDB follows the change stream: a follower's only source,
         // and an ingester's view of what other ingesters write.
         if let Some(mongo) = backend.mongo() {
-            let first_open = match reachable {
-                Reachable::Yes => until_cancelled(&cancel, mongo.watch(None))
-                    .await
-                    .ok_or_else(stopped)?,
-                Reachable::No => Err(StoreError::Timeout {
-                    operation: "watch",
-                    timeout: Duration::ZERO,
-                }),
-            };
-            let opened = match first_open {
-                Ok(changes) => Some(Some(changes)),
-                Err(err) if err.change_streams_unsupported() && !config.ingest => {
-                    let uri = config
-                        .store
-                        .mongo_uri
-                        .as_ref()
-                        .map(ToString::to_string)
-                        .unwrap_or_default();
-                    return Err(ConfigError::new(
-                        config.store.mongo_uri_variable,
-                        format!(
-                            "INGEST=false needs a MongoDB replica set (change streams), but {uri} cannot open one: {}",
-                            Chain(&err)
-                        ),
-                    )
-                    .into());
-                }
-                Err(err) if err.change_streams_unsupported() => {
-                    warn!(error = %Chain(&err), "MongoDB has no change streams (standalone?): this ingester serves only what it ingests");
-                    None
-                }
-                // Anything else may pass: the follower retries with backoff.
-                Err(err) => {
-                    warn!(error = %Chain(&err), "cannot open the change stream yet; retrying");
-                    Some(None)
-                }
-            };
+            tasks.spawn(store::follow_database_clock(
+                mongo.clone(),
+                clock.clone(),
+                CLOCK_EVERY,
+                cancel.clone(),
+            ));
+            let opened = until_cancelled(&cancel, follow::open_first(mongo, reachable, &config))
+                .await
+                .ok_or_else(stopped)??;
             if let Some(opened) = opened {
                 let follower = Follower {
                     mongo: mongo.clone(),
@@ -156,6 +163,8 @@ impl App {
                     window_len,
                     backoff_max: config.exchange.backoff_max,
                     metrics: Arc::clone(&metrics),
+                    clock: clock.clone(),
+                    store_health: Arc::clone(&store_health),
                 };
                 tasks.spawn(
                     follower
@@ -252,6 +261,7 @@ impl App {
             health,
             store_health,
             shutdown: cancel.clone(),
+            clock,
         });
         Ok(Self {
             config,

@@ -42,8 +42,8 @@ pub(super) async fn load_windows(
     hub: &Hub,
     config: &Config,
     window_len: usize,
+    now: i64,
 ) {
-    let now = chrono::Utc::now().timestamp_millis();
     for symbol in &config.symbols {
         match store
             .latest_until(symbol, config.interval.name(), window_len + 1, now)
@@ -61,17 +61,18 @@ pub(super) async fn load_windows(
 
 /// Loads the stored history behind the windows: the base interval's closes (what
 /// indicators need) before serving, within [`HISTORY_PATIENCE`]; the longer
-/// intervals' buckets on `tasks` in the background.
+/// intervals' buckets on `tasks` in the background. `now` is ms since the epoch
+/// on the clock candles are judged by (the database's when there is one).
 pub(super) async fn load(
     store: &Arc<dyn CandleStore>,
     hub: &Hub,
     config: &Config,
     window_len: usize,
+    now: i64,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) {
     let base = &config.interval;
-    let now = chrono::Utc::now().timestamp_millis();
     let closes_from = closes_start(base, window_len, now);
     let loading = load_history(
         Arc::clone(store),

@@ -5,10 +5,12 @@
 //! length since the epoch, weeks on Mondays 00:00 UTC: DESIGN.md §5). Its open is
 //! the first base candle's open, its close the last one's close, high and low the
 //! extremes, volumes and trades the sums; it closes at open + length − 1 ms.
+//! Volumes are summed as the exchange's decimals ([`DecimalSum`]), so a bucket's
+//! volume prints as Binance's candle of that interval does.
 
 use std::collections::BTreeMap;
 
-use super::{Candle, Interval};
+use super::{Candle, DecimalSum, Interval};
 
 /// The candle of `interval` made of `base` (oldest first, all inside one bucket of
 /// `interval`, at least one), opened at `bucket_open` (ms since the epoch, UTC).
@@ -23,23 +25,109 @@ pub fn aggregate<'a>(
 ) -> Candle {
     let mut base = base.into_iter();
     let first = base.next().expect("a bucket has at least one base candle");
-    let mut bucket = Candle {
-        interval: interval.name().to_owned(),
-        open_time: bucket_open,
-        close_time: bucket_open + interval.millis() - 1,
-        ..first.clone()
-    };
-    for candle in base {
+    let mut so_far = SoFar::start(interval, bucket_open, first);
+    base.for_each(|candle| so_far.push(candle));
+    so_far.finish()
+}
+
+/// A bucket summed up to its newest base candle, which the next one extends without
+/// going over the earlier ones again.
+#[derive(Debug, Clone)]
+struct SoFar {
+    /// Open, high, low, close and trades so far; the volumes are in the sums.
+    bucket: Candle,
+    volume: DecimalSum,
+    quote_volume: DecimalSum,
+    taker_buy_volume: DecimalSum,
+    taker_buy_quote_volume: DecimalSum,
+}
+
+impl SoFar {
+    fn start(interval: &Interval, bucket_open: i64, first: &Candle) -> Self {
+        let sum = |value: f64| [value].into_iter().collect::<DecimalSum>();
+        Self {
+            bucket: Candle {
+                interval: interval.name().to_owned(),
+                open_time: bucket_open,
+                close_time: bucket_open + interval.millis() - 1,
+                ..first.clone()
+            },
+            volume: sum(first.volume),
+            quote_volume: sum(first.quote_volume),
+            taker_buy_volume: sum(first.taker_buy_volume),
+            taker_buy_quote_volume: sum(first.taker_buy_quote_volume),
+        }
+    }
+
+    /// Adds the base candle after the newest one so far.
+    fn push(&mut self, candle: &Candle) {
+        // Prices are copied, never computed; volumes are summed as decimals.
+        let bucket = &mut self.bucket;
         bucket.high = bucket.high.max(candle.high);
         bucket.low = bucket.low.min(candle.low);
         bucket.close = candle.close;
-        bucket.volume += candle.volume;
-        bucket.quote_volume += candle.quote_volume;
-        bucket.taker_buy_volume += candle.taker_buy_volume;
-        bucket.taker_buy_quote_volume += candle.taker_buy_quote_volume;
         bucket.trades += candle.trades;
+        self.volume.add(candle.volume);
+        self.quote_volume.add(candle.quote_volume);
+        self.taker_buy_volume.add(candle.taker_buy_volume);
+        self.taker_buy_quote_volume
+            .add(candle.taker_buy_quote_volume);
     }
-    bucket
+
+    fn finish(self) -> Candle {
+        Candle {
+            volume: self.volume.value(),
+            quote_volume: self.quote_volume.value(),
+            taker_buy_volume: self.taker_buy_volume.value(),
+            taker_buy_quote_volume: self.taker_buy_quote_volume.value(),
+            ..self.bucket
+        }
+    }
+}
+
+/// The base candles of one bucket held by a [`BucketBuilder`], and their sum.
+#[derive(Debug, Clone)]
+struct Parts {
+    /// By their own open time.
+    candles: BTreeMap<i64, Candle>,
+    /// All of `candles`, oldest first.
+    so_far: SoFar,
+}
+
+impl Parts {
+    fn new(interval: &Interval, bucket_open: i64, first: &Candle) -> Self {
+        Self {
+            candles: BTreeMap::from([(first.open_time, first.clone())]),
+            so_far: SoFar::start(interval, bucket_open, first),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.candles.len()
+    }
+
+    /// Takes `candle`; whether it changed anything. The newest base candle (the
+    /// usual case) extends the sum; a late or corrected one sums the bucket anew.
+    fn insert(&mut self, interval: &Interval, bucket_open: i64, candle: &Candle) -> bool {
+        if self.candles.get(&candle.open_time) == Some(candle) {
+            return false;
+        }
+        let newest = self
+            .candles
+            .last_key_value()
+            .is_none_or(|(open, _)| *open < candle.open_time);
+        self.candles.insert(candle.open_time, candle.clone());
+        if newest {
+            self.so_far.push(candle);
+        } else {
+            let mut candles = self.candles.values();
+            if let Some(first) = candles.next() {
+                self.so_far = SoFar::start(interval, bucket_open, first);
+                candles.for_each(|c| self.so_far.push(c));
+            }
+        }
+        true
+    }
 }
 
 /// Base candles kept per bucket builder before the oldest incomplete buckets are
@@ -56,8 +144,8 @@ pub struct BucketBuilder {
     interval: Interval,
     /// Base candles per bucket: how many make one whole bucket.
     per_bucket: usize,
-    /// Base candles by bucket open time, then by their own open time.
-    pending: BTreeMap<i64, BTreeMap<i64, Candle>>,
+    /// Base candles by bucket open time.
+    pending: BTreeMap<i64, Parts>,
     /// The newest base open time seen (ms since the epoch, UTC).
     newest: i64,
 }
@@ -91,12 +179,15 @@ impl BucketBuilder {
     pub fn add(&mut self, candle: &Candle) -> Option<Candle> {
         let bucket_open = self.interval.open_time_containing(candle.open_time);
         self.newest = self.newest.max(candle.open_time);
-        let parts = self.pending.entry(bucket_open).or_default();
-        let unchanged = parts.get(&candle.open_time) == Some(candle);
-        parts.insert(candle.open_time, candle.clone());
-        let complete = parts.len() == self.per_bucket;
-        let bucket = (complete && !unchanged)
-            .then(|| aggregate(&self.interval, bucket_open, parts.values()));
+        let interval = &self.interval;
+        let mut changed = true;
+        let parts = self
+            .pending
+            .entry(bucket_open)
+            .and_modify(|parts| changed = parts.insert(interval, bucket_open, candle))
+            .or_insert_with(|| Parts::new(interval, bucket_open, candle));
+        let bucket =
+            (changed && parts.len() == self.per_bucket).then(|| parts.so_far.clone().finish());
         self.prune();
         bucket
     }
@@ -105,11 +196,20 @@ impl BucketBuilder {
     /// closed base candles held plus `forming`.
     pub fn forming(&self, forming: &Candle) -> Candle {
         let bucket_open = self.interval.open_time_containing(forming.open_time);
-        let closed = self
-            .pending
-            .get(&bucket_open)
-            .into_iter()
-            .flat_map(|parts| parts.range(..forming.open_time).map(|(_, c)| c));
+        let Some(parts) = self.pending.get(&bucket_open) else {
+            return aggregate(&self.interval, bucket_open, [forming]);
+        };
+        // Every forming update asks: the closed candles' sum is kept, not redone.
+        if parts
+            .candles
+            .last_key_value()
+            .is_some_and(|(open, _)| *open < forming.open_time)
+        {
+            let mut so_far = parts.so_far.clone();
+            so_far.push(forming);
+            return so_far.finish();
+        }
+        let closed = parts.candles.range(..forming.open_time).map(|(_, c)| c);
         aggregate(
             &self.interval,
             bucket_open,
@@ -124,7 +224,7 @@ impl BucketBuilder {
         let per_bucket = self.per_bucket;
         self.pending
             .retain(|open, parts| *open >= recent || parts.len() < per_bucket);
-        let mut held: usize = self.pending.values().map(BTreeMap::len).sum();
+        let mut held: usize = self.pending.values().map(Parts::len).sum();
         while held > MAX_PENDING_CANDLES.max(3 * per_bucket) {
             let Some((_, parts)) = self.pending.pop_first() else {
                 break;
@@ -135,7 +235,7 @@ impl BucketBuilder {
 
     /// Base candles held now, for tests and memory accounting.
     pub fn pending_candles(&self) -> usize {
-        self.pending.values().map(BTreeMap::len).sum()
+        self.pending.values().map(Parts::len).sum()
     }
 }
 

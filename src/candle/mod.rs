@@ -3,6 +3,9 @@
 //! builds on this one.
 
 pub mod bucket;
+#[cfg(test)]
+mod bucket_sum_tests;
+mod decimal_sum;
 pub mod indicators;
 mod instant;
 mod interval;
@@ -11,6 +14,7 @@ use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 
 pub use bucket::{BucketBuilder, aggregate};
+pub use decimal_sum::DecimalSum;
 pub use indicators::{BadIndicator, Indicator, IndicatorValue};
 pub use instant::{BadInstant, parse_instant, utc_date};
 pub use interval::{Interval, UnknownInterval};

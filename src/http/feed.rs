@@ -64,7 +64,8 @@ pub async fn feed(
         }
     };
     let Params(params) = params?;
-    let subscription = Subscription::from_params(params, &state.parts.hub)?;
+    let subscription =
+        Subscription::from_params(params, &state.parts.hub, state.parts.clock.now_ms())?;
     let Some(slot) = state.claim_slot() else {
         state.parts.metrics.connections_rejected.inc();
         Noisy::ConnectionLimit.note(&format_args!(

@@ -73,6 +73,9 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         if let Some(reason) = parts.store_health.ingesters_reason() {
             reasons.push(reason);
         }
+        if let Some(reason) = parts.store_health.followed_refused() {
+            reasons.push(reason);
+        }
     }
     if reasons.is_empty() {
         Json(json!({"status": "ready"})).into_response()

@@ -189,7 +189,7 @@ async fn export(
     to: Option<i64>,
 ) -> Result<Response, HttpError> {
     let reader = &state.parts.reader;
-    let to = to.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
+    let to = to.unwrap_or_else(|| state.parts.clock.now_ms());
     let from = match from {
         Some(from) => from,
         None => reader

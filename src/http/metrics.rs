@@ -17,7 +17,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpErro
         .serving
         .cached_views
         .set(parts.hub.cached_views() as i64);
-    let now = chrono::Utc::now().timestamp_millis();
+    let now = parts.clock.now_ms();
     // Every configured symbol has a series; NaN while none of its candles is held
     // (a symbol the exchange refused, a store and exchange both away).
     for symbol in parts.hub.symbols() {

@@ -98,6 +98,9 @@ pub struct Parts {
     pub store_health: Arc<StoreHealth>,
     /// Fires on shutdown; open connections close with 1001.
     pub shutdown: CancellationToken,
+    /// "Now" for judging candles: the database's clock when there is one, never
+    /// this machine's alone (it may be minutes off the ingesters').
+    pub clock: crate::clock::Clock,
 }
 
 /// What handlers share: cheap handles only.

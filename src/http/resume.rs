@@ -42,7 +42,7 @@ pub(super) async fn resume_message(
     let symbol = &hub.symbols()[position];
     let interval = &hub.intervals()[view.interval];
     let newest = snapshot.frame(view.interval, position).newest_open_time;
-    let until = newest.unwrap_or_else(|| interval.open_time_containing(now_ms()));
+    let until = newest.unwrap_or_else(|| interval.open_time_containing(state.parts.clock.now_ms()));
     // Candles opened in (since, until]: no more, so that what memory holds is enough
     // whenever it holds them all.
     let after = (until - since).max(0);
@@ -90,8 +90,4 @@ pub(super) async fn resume_message(
             .collect(),
     };
     Ok(Utf8Bytes::from(message.to_json()))
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }

@@ -54,8 +54,13 @@ pub(super) struct Subscription {
 impl Subscription {
     /// Validates `?symbols=` (known, each once), `?limit=` (1 to `HISTORY_MAX`),
     /// `?format=` (`compact` or `candles`), `?interval=` (a served interval),
-    /// `?live=` (`true` or `false`) and `?indicators=` (with `format=candles` only).
-    pub(super) fn from_params(params: FeedParams, hub: &Hub) -> Result<Self, HttpError> {
+    /// `?live=` (`true` or `false`) and `?indicators=` (with `format=candles` only),
+    /// and `?since=` against `now_ms` (ms since the epoch, on the service's clock).
+    pub(super) fn from_params(
+        params: FeedParams,
+        hub: &Hub,
+        now_ms: i64,
+    ) -> Result<Self, HttpError> {
         let mut subscription = Subscription {
             positions: (0..hub.symbols().len()).collect(),
             view: hub.default_view(),
@@ -105,7 +110,7 @@ impl Subscription {
             subscription.view.indicators = indicator_list(&value)?;
         }
         if let Some(value) = params.since {
-            subscription.since = Some(resume_point(&value, &subscription.view, hub)?);
+            subscription.since = Some(resume_point(&value, &subscription.view, hub, now_ms)?);
         }
         Ok(subscription)
     }
@@ -114,7 +119,7 @@ impl Subscription {
 /// `?since=`: an open time (ms since the epoch) at most [`MAX_RESUME`] candles of the
 /// view's interval back, with `format=candles` (the compact format cannot say which
 /// candles a message holds).
-fn resume_point(value: &str, view: &View, hub: &Hub) -> Result<i64, HttpError> {
+fn resume_point(value: &str, view: &View, hub: &Hub, now: i64) -> Result<i64, HttpError> {
     if view.format != Format::Candles {
         return Err(HttpError::bad_parameter(
             "since",
@@ -123,7 +128,6 @@ fn resume_point(value: &str, view: &View, hub: &Hub) -> Result<i64, HttpError> {
     }
     let since = number_in("since", value, 0..=i64::MAX)?;
     let interval = &hub.intervals()[view.interval];
-    let now = chrono::Utc::now().timestamp_millis();
     let oldest = interval.open_time_containing(now) - MAX_RESUME * interval.millis();
     if since < oldest {
         return Err(HttpError::bad_parameter(

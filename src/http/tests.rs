@@ -50,6 +50,7 @@ fn state(dir: &std::path::Path) -> AppState {
         health: Arc::new(UpstreamHealth::default()),
         store_health: Arc::new(StoreHealth::default()),
         shutdown: CancellationToken::new(),
+        clock: crate::clock::Clock::system(),
     })
 }
 

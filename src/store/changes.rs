@@ -40,6 +40,7 @@ impl MongoStore {
         Ok(CandleChanges {
             stream,
             store: self.clone(),
+            written_at_ms: None,
         })
     }
 }
@@ -57,6 +58,8 @@ pub enum Change {
 pub struct CandleChanges {
     stream: CandleStream,
     store: MongoStore,
+    /// When the database wrote the last change returned, on its own clock.
+    written_at_ms: Option<i64>,
 }
 
 impl CandleChanges {
@@ -73,6 +76,11 @@ impl CandleChanges {
                     }));
                 }
             };
+            // The event's wall time (MongoDB 6+), else its cluster time (seconds).
+            self.written_at_ms = event
+                .wall_time
+                .map(|t| t.timestamp_millis())
+                .or_else(|| event.cluster_time.map(|t| i64::from(t.time) * 1000 + 999));
             match event.operation_type {
                 OperationType::Insert | OperationType::Update | OperationType::Replace => {
                     if let Some(candle) =
@@ -91,6 +99,12 @@ impl CandleChanges {
                 _ => {}
             }
         }
+    }
+
+    /// When the database wrote the last change returned (ms since the epoch, UTC,
+    /// on the database's clock), when the event says.
+    pub fn written_at_ms(&self) -> Option<i64> {
+        self.written_at_ms
     }
 
     /// Where to resume after the last change returned.

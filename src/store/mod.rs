@@ -1,14 +1,12 @@
 //! Persistence of closed candles: the [`CandleStore`] trait and its MongoDB and
 //! embedded SQLite backends, the [`StoreWriter`] queue that keeps the ingest path
-//! from ever waiting on the database, and the change-stream [`Follower`] through
-//! which replicas see what any ingester wrote.
+//! from ever waiting on the database, and the change stream ([`CandleChanges`])
+//! through which replicas see what any ingester wrote.
 
 mod changes;
 mod disk;
-mod follow;
 mod heartbeat;
 mod mongo;
-mod mongo_range;
 mod sqlite;
 mod unacked;
 mod uri;
@@ -24,8 +22,8 @@ use crate::candle::Candle;
 
 pub use changes::{CandleChanges, Change, ResumeToken};
 pub use disk::{Platform, ephemeral_reason, persistent_mount_covers};
-pub use follow::Follower;
 pub use heartbeat::{IngesterReport, heartbeat, ingesters_unhealthy, watch_ingesters};
+pub use mongo::clock::follow_database_clock;
 pub use mongo::{DriverError, MongoStore, READ_TIMEOUT};
 pub use sqlite::{SQLITE_FILE, SqliteStore};
 pub use unacked::{BatchId, Unacknowledged};

@@ -250,6 +250,12 @@ impl Drop for TestApp {
 impl TestApp {
     /// Builds [`candlecast::App`] on 127.0.0.1:0, runs it, and waits until it serves.
     pub async fn spawn(config: Config) -> Self {
+        Self::spawn_with_clock(config, candlecast::clock::Clock::system()).await
+    }
+
+    /// Like [`TestApp::spawn`], on a machine whose clock is `clock` (e.g. one minutes
+    /// off: [`candlecast::clock::Clock::skewed`]).
+    pub async fn spawn_with_clock(config: Config, clock: candlecast::clock::Clock) -> Self {
         // TEST_LOG=debug shows the service's logs (with --nocapture).
         if let Ok(filter) = std::env::var("TEST_LOG") {
             candlecast::telemetry::init(&filter);
@@ -260,9 +266,10 @@ impl TestApp {
         let stopped = async move {
             let _ = stop.await;
         };
-        let app = candlecast::App::build(config.clone(), listener, Default::default())
-            .await
-            .expect("the service starts");
+        let app =
+            candlecast::App::build_with_clock(config.clone(), listener, Default::default(), clock)
+                .await
+                .expect("the service starts");
         let metrics = app.metrics();
         let task = tokio::spawn(app.run(stopped));
         let app = Self {

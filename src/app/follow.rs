@@ -9,10 +9,17 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::{CandleChanges, CandleStore, Change, MongoStore, ResumeToken};
+use super::StartError;
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError};
+use crate::health::StoreHealth;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
+use crate::store::{
+    CandleChanges, CandleStore, Change, MongoStore, Reachable, ResumeToken,
+    STORED_FUTURE_TOLERANCE_MS, StoreError,
+};
 use crate::telemetry::Chain;
 
 /// What the follower needs.
@@ -25,6 +32,11 @@ pub struct Follower {
     pub window_len: usize,
     pub backoff_max: Duration,
     pub metrics: Arc<Metrics>,
+    /// "Now" as the database says, never this machine's clock alone: a follower
+    /// whose clock is behind would otherwise take every new candle for a future one.
+    pub clock: Clock,
+    /// Where readiness learns that followed candles are not being shown.
+    pub store_health: Arc<StoreHealth>,
 }
 
 impl Follower {
@@ -94,11 +106,26 @@ impl Follower {
                         token = changes.resume_token();
                         self.metrics.followed_candles.inc();
                         // A candle written with an impossible future open time is
-                        // not shown: it would pose as the newest for good.
-                        let horizon = chrono::Utc::now().timestamp_millis()
-                            + super::STORED_FUTURE_TOLERANCE_MS;
-                        if candle.open_time <= horizon {
+                        // not shown: it would pose as the newest for good. Judged by
+                        // the database's clock: when it wrote the candle, or now.
+                        let now = changes
+                            .written_at_ms()
+                            .map_or(self.clock.now_ms(), |at| at.max(self.clock.now_ms()));
+                        if candle.open_time <= now + STORED_FUTURE_TOLERANCE_MS {
                             self.hub.apply(&[candle]);
+                            self.store_health.set_followed_refused(None);
+                        } else {
+                            self.store_health.set_followed_refused(Some(format!(
+                                "change stream: the newest followed candle ({} {} opened at {}) \
+                                 opens over 10 min after the database's clock, so it is not shown",
+                                candle.symbol, candle.interval, candle.open_time
+                            )));
+                            warn!(
+                                symbol = %candle.symbol,
+                                open_time = candle.open_time,
+                                database_now = now,
+                                "a followed candle opens in the future by the database's clock; not shown"
+                            );
                         }
                     }
                     Some(Some(Ok(Change::Reset))) => {
@@ -130,7 +157,7 @@ impl Follower {
                     symbol,
                     &self.interval,
                     self.window_len + 1,
-                    chrono::Utc::now().timestamp_millis(),
+                    self.clock.now_ms(),
                 )
                 .await
             {
@@ -143,4 +170,53 @@ impl Follower {
             }
         }
     }
+}
+
+/// Opens the change stream at startup, on every replica on MongoDB: `Some(stream)`
+/// to follow (`Some(None)`: not open yet, the follower retries), `None` for an
+/// ingester on a server without change streams.
+///
+/// # Errors
+/// [`StartError::Config`] for a follower on a server without change streams: it
+/// would never see a candle.
+pub(super) async fn open_first(
+    mongo: &MongoStore,
+    reachable: Reachable,
+    config: &Config,
+) -> Result<Option<Option<CandleChanges>>, StartError> {
+    let first_open = match reachable {
+        Reachable::Yes => mongo.watch(None).await,
+        Reachable::No => Err(StoreError::Timeout {
+            operation: "watch",
+            timeout: Duration::ZERO,
+        }),
+    };
+    Ok(match first_open {
+        Ok(changes) => Some(Some(changes)),
+        Err(err) if err.change_streams_unsupported() && !config.ingest => {
+            let uri = config
+                .store
+                .mongo_uri
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            return Err(ConfigError::new(
+                config.store.mongo_uri_variable,
+                format!(
+                    "INGEST=false needs a MongoDB replica set (change streams), but {uri} cannot open one: {}",
+                    Chain(&err)
+                ),
+            )
+            .into());
+        }
+        Err(err) if err.change_streams_unsupported() => {
+            warn!(error = %Chain(&err), "MongoDB has no change streams (standalone?): this ingester serves only what it ingests");
+            None
+        }
+        // Anything else may pass: the follower retries with backoff.
+        Err(err) => {
+            warn!(error = %Chain(&err), "cannot open the change stream yet; retrying");
+            Some(None)
+        }
+    })
 }

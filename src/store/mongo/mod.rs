@@ -14,6 +14,9 @@ use mongodb::{Client, Collection, IndexModel};
 use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 
+pub(super) mod clock;
+mod range;
+
 use super::{CandleStore, CandleStream, MongoUri, StoreError};
 use crate::candle::Candle;
 
@@ -338,7 +341,7 @@ impl CandleStore for MongoStore {
     }
 
     fn range(&self, symbol: &str, interval: &str, from: i64, to: i64) -> CandleStream {
-        super::mongo_range::range(self, symbol, interval, from, to)
+        self.range_cursor(symbol, interval, from, to)
     }
 
     async fn oldest_open_time(
