@@ -1,5 +1,5 @@
 //! Unit tests of buckets' volumes against the decimal sums of their base candles'
-//! volumes, computed with integers, and a timing of bucket building.
+//! volumes, computed with integers. The timing is `examples/bucket_timing.rs`.
 
 use rand::{Rng, SeedableRng};
 
@@ -129,44 +129,4 @@ fn every_bucket_of_random_three_decimal_volumes_prints_its_decimal_sum() {
         // The example is not vacuous: plain f64 sums of the same volumes print noise.
         assert!(noisy_float_sums > 0, "{interval}");
     }
-}
-
-/// Times bucket building over a week of minutes (a long history read) and forming
-/// buckets (one per forming update): `cargo test --release --lib bucket_building
-/// -- --ignored --nocapture`.
-#[test]
-#[ignore = "a timing, not a check"]
-fn bucket_building_timing() {
-    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-    let week: Vec<Candle> = (0..10_080)
-        .map(|i| {
-            let volume = rng.random_range(0..50_000_000);
-            let quote = rng.random_range(0..10_000_000_000_000);
-            minute(DAY_START + i * MINUTE, volume, quote)
-        })
-        .collect();
-    for interval in ["5m", "1h"] {
-        let started = std::time::Instant::now();
-        let mut buckets = 0;
-        for _ in 0..10 {
-            let mut built = builder(interval);
-            buckets += week.iter().filter_map(|c| built.add(c)).count();
-        }
-        let elapsed = started.elapsed() / 10;
-        println!(
-            "{interval}: {} minutes into {} buckets in {elapsed:?}",
-            week.len(),
-            buckets / 10
-        );
-    }
-    let mut hour = builder("1h");
-    week[..59].iter().for_each(|c| drop(hour.add(c)));
-    let started = std::time::Instant::now();
-    for _ in 0..10_000 {
-        std::hint::black_box(hour.forming(&week[59]));
-    }
-    println!(
-        "1h forming bucket of 60 minutes: {:?} each",
-        started.elapsed() / 10_000
-    );
 }
