@@ -23,9 +23,14 @@ const ROUNDS: u32 = 20;
 fn minute(open_time: i64, volume: u64, quote: u64) -> Candle {
     let text = |units: u64, decimals: u32| {
         let scale = 10u64.pow(decimals);
-        format!("{}.{:0w$}", units / scale, units % scale, w = decimals as usize)
-            .parse::<f64>()
-            .expect("a decimal")
+        format!(
+            "{}.{:0w$}",
+            units / scale,
+            units % scale,
+            w = decimals as usize
+        )
+        .parse::<f64>()
+        .expect("a decimal")
     };
     Candle {
         symbol: "BTCUSDT".into(),
