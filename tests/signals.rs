@@ -86,8 +86,8 @@ async fn sigterm_while_mongodb_is_down_at_start_exits_0_within_2_s_as_pid_1() {
     stopped_during_startup(running, started, "using MongoDB store", "TERM").await;
 }
 
-#[tokio::test]
-async fn sigterm_while_mongodb_hangs_at_start_exits_0_within_2_s() {
+/// `signal` while MongoDB accepts connections and never answers.
+async fn stops_while_mongodb_hangs_at_start(signal: &str) {
     let (port, holder) = hung_database().await;
     let fake = FakeExchange::start(&SYMBOLS).await;
     let mut env = fake_env(&fake);
@@ -97,8 +97,13 @@ async fn sigterm_while_mongodb_hangs_at_start_exits_0_within_2_s() {
     ));
     let started = Instant::now();
     let running = Running::start(tempfile::tempdir().unwrap(), &env);
-    stopped_during_startup(running, started, "using MongoDB store", "TERM").await;
+    stopped_during_startup(running, started, "using MongoDB store", signal).await;
     holder.abort();
+}
+
+#[tokio::test]
+async fn sigterm_while_mongodb_hangs_at_start_exits_0_within_2_s() {
+    stops_while_mongodb_hangs_at_start("TERM").await;
 }
 
 #[tokio::test]
@@ -165,17 +170,7 @@ async fn sigterm_to_a_follower_whose_database_hangs_exits_0_within_2_s() {
 
 #[tokio::test]
 async fn sigint_while_mongodb_hangs_at_start_exits_0_within_2_s() {
-    let (port, holder) = hung_database().await;
-    let fake = FakeExchange::start(&SYMBOLS).await;
-    let mut env = fake_env(&fake);
-    env.push((
-        "MONGO_URI",
-        format!("mongodb://127.0.0.1:{port}/?directConnection=true"),
-    ));
-    let started = Instant::now();
-    let running = Running::start(tempfile::tempdir().unwrap(), &env);
-    stopped_during_startup(running, started, "using MongoDB store", "INT").await;
-    holder.abort();
+    stops_while_mongodb_hangs_at_start("INT").await;
 }
 
 #[tokio::test]
