@@ -256,21 +256,23 @@ async fn the_history_api_answers_what_the_socket_shows_after_a_first_start(stall
         },
         None => Backend::sqlite(),
     };
-    let fake = FakeExchange::start_sized(&SYMBOLS, 36 * 60).await;
+    // The default HISTORY_MAX (100): the deep history covers 101 hours.
+    let fake = FakeExchange::start_sized(&SYMBOLS, 103 * 60).await;
     fake.freeze();
     let app = TestApp::spawn(config_for(
         &fake,
         &backend,
-        &[("HISTORY_MAX", "30"), ("INTERVALS", "1m,5m,15m,1h")],
+        &[("INTERVALS", "1m,5m,15m,1h")],
     ))
     .await;
     let history = fake.history("XRPUSDT");
-    let intervals = [("1h", 60), ("15m", 15), ("5m", 5)];
+    // The issue's own queries: 1h with limit 30, 5m with limit 50.
+    let intervals = [("1h", 60, 30), ("15m", 15, 30), ("5m", 5, 50)];
     let mut shown = Vec::new();
-    for (interval, minutes) in intervals {
-        let expected = whole_buckets(&history, minutes)[..30].to_vec();
+    for (interval, minutes, limit) in intervals {
+        let expected = whole_buckets(&history, minutes)[..limit].to_vec();
         let url = format!(
-            "{}?format=candles&symbols=XRPUSDT&interval={interval}&limit=30",
+            "{}?format=candles&symbols=XRPUSDT&interval={interval}&limit={limit}",
             app.ws_url()
         );
         // The deep history arrives in the background: the socket shows it first.
@@ -293,8 +295,8 @@ async fn the_history_api_answers_what_the_socket_shows_after_a_first_start(stall
         }
         None => Some(lock_sqlite(&backend)),
     };
-    for ((interval, _), window) in intervals.iter().zip(shown) {
-        let query = format!("interval={interval}&limit=30");
+    for ((interval, _, limit), window) in intervals.iter().zip(shown) {
+        let query = format!("interval={interval}&limit={limit}");
         assert_eq!(
             api_open_times_of(&app, "XRPUSDT", &query).await,
             window,
