@@ -3,153 +3,21 @@
 //! every close once (1m, a served 5m, an unserved 3m), and continuousKline events,
 //! all over real sockets with the fake exchange driving the candles.
 
+#[path = "mirror_stream/client.rs"]
+mod client;
+#[path = "mirror_stream/closes.rs"]
+mod closes;
 mod common;
 
-use std::collections::HashMap;
 use std::time::Duration;
 
-use candlecast::candle::Candle;
+use client::*;
+use closes::every_close_once;
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-/// A client of candlecast's Binance streams.
-struct Market {
-    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
-}
-
-impl Market {
-    async fn connect(app: &TestApp, path: &str) -> Self {
-        let url = format!("ws://{}{path}", app.addr);
-        let (socket, _) = tokio_tungstenite::connect_async(url)
-            .await
-            .expect("connect");
-        Self { socket }
-    }
-
-    async fn send(&mut self, text: &str) {
-        self.socket.send(Message::text(text)).await.unwrap();
-    }
-
-    /// Sends a control message and reads its answer (skipping events).
-    async fn ask(&mut self, request: Value) -> Value {
-        self.send(&request.to_string()).await;
-        loop {
-            let message = self.next().await.expect("an answer");
-            if message.get("result").is_some() || message.get("error").is_some() {
-                return message;
-            }
-        }
-    }
-
-    /// The next text message as JSON; `None` when the connection ended.
-    async fn next(&mut self) -> Option<Value> {
-        self.next_within(Duration::from_secs(10))
-            .await
-            .expect("no message within 10 s")
-    }
-
-    async fn next_within(&mut self, within: Duration) -> Result<Option<Value>, ()> {
-        let deadline = Instant::now() + within;
-        loop {
-            let read = tokio::time::timeout_at(deadline, self.socket.next()).await;
-            match read.map_err(|_| ())? {
-                Some(Ok(Message::Text(text))) => {
-                    return Ok(Some(serde_json::from_str(text.as_str()).unwrap()));
-                }
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                Some(Ok(_)) | Some(Err(_)) | None => return Ok(None),
-            }
-        }
-    }
-
-    /// Events (unwrapped from combined payloads, with their stream) until `until`
-    /// returns true for one, or `within` passes.
-    async fn events_until(
-        &mut self,
-        within: Duration,
-        mut until: impl FnMut(&str, &Value) -> bool,
-    ) -> Vec<(Instant, String, Value)> {
-        let deadline = Instant::now() + within;
-        let mut events = Vec::new();
-        while let Ok(Some(message)) = self.next_within(deadline - Instant::now()).await {
-            let (stream, data) = match message.get("stream") {
-                Some(stream) => (stream.as_str().unwrap().to_owned(), message["data"].clone()),
-                None => (String::new(), message),
-            };
-            let done = until(&stream, &data);
-            events.push((Instant::now(), stream, data));
-            if done {
-                break;
-            }
-        }
-        events
-    }
-}
-
-/// A fake whose history trails the wall clock by 30 minutes (so closing candles
-/// faster than the clock never runs into the future), stored, and the service on it.
-async fn start(intervals: &str) -> (FakeExchange, TestApp, Backend) {
-    let backend = Backend::sqlite();
-    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
-    seed_all(&fake, &backend).await;
-    let app = TestApp::spawn(config_for(&fake, &backend, &[("INTERVALS", intervals)])).await;
-    fake.wait_for_connections(1).await;
-    (fake, app, backend)
-}
-
-fn decimal(value: f64) -> Value {
-    Value::String(format!("{value}"))
-}
-
-/// Asserts `event` is Binance's kline event for `candle` (`closed` or forming).
-#[track_caller]
-fn assert_kline(event: &Value, candle: &Candle, interval: &str, closed: bool) {
-    assert_eq!(event["e"], "kline", "{event}");
-    assert_eq!(event["s"], candle.symbol.as_str());
-    assert!(event["E"].as_i64().unwrap() >= candle.open_time);
-    assert_kline_body(&event["k"], candle, interval, closed);
-    assert_eq!(event["k"]["s"], candle.symbol.as_str());
-    let fields: Vec<&str> = event["k"]
-        .as_object()
-        .unwrap()
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        fields.len(),
-        17,
-        "t T s i f L o c h l v n x q V Q B: {fields:?}"
-    );
-}
-
-#[track_caller]
-fn assert_kline_body(k: &Value, candle: &Candle, interval: &str, closed: bool) {
-    assert_eq!(k["t"], candle.open_time, "{k}");
-    assert_eq!(k["T"], candle.close_time);
-    assert_eq!(k["i"], interval);
-    assert_eq!(k["o"], decimal(candle.open));
-    assert_eq!(k["c"], decimal(candle.close));
-    assert_eq!(k["h"], decimal(candle.high));
-    assert_eq!(k["l"], decimal(candle.low));
-    assert_eq!(k["v"], decimal(candle.volume));
-    assert_eq!(k["n"], candle.trades);
-    assert_eq!(k["x"], closed);
-    assert_eq!(k["q"], decimal(candle.quote_volume));
-    assert_eq!(k["V"], decimal(candle.taker_buy_volume));
-    assert_eq!(k["Q"], decimal(candle.taker_buy_quote_volume));
-    assert_eq!(k["B"], "0");
-    assert_eq!(k["f"], 0);
-    assert_eq!(k["L"], candle.trades - 1);
-}
-
-fn is_close(data: &Value, open_time: i64) -> bool {
-    data["k"]["x"] == true && data["k"]["t"] == open_time
-}
 
 #[tokio::test]
 async fn combined_raw_and_legacy_paths_carry_binances_kline_events() {
@@ -422,99 +290,6 @@ async fn forming_updates_are_conflated_to_one_per_250_ms_with_the_newest_state()
     }
     let (_, _, newest) = events.last().unwrap();
     assert_kline(newest, &last, "1m", false);
-}
-
-async fn every_close_once(backend: Backend) {
-    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
-    seed_all(&fake, &backend).await;
-    let app = TestApp::spawn(config_for(&fake, &backend, &[("INTERVALS", "1m,5m")])).await;
-    fake.wait_for_connections(1).await;
-    fake.freeze();
-    let streams =
-        "btcusdt@kline_1m/btcusdt@kline_5m/btcusdt@kline_3m/btcusdt_perpetual@continuousKline_5m";
-    let mut client = Market::connect(&app, &format!("/market/stream?streams={streams}")).await;
-    let mut closed = Vec::new();
-    for _ in 0..16 {
-        closed.push(fake.close_next("BTCUSDT"));
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    let last = closed.last().unwrap().open_time;
-    let mut events = client
-        .events_until(Duration::from_secs(20), |stream, d| {
-            stream == "btcusdt@kline_1m" && is_close(d, last)
-        })
-        .await;
-    events.extend(
-        client
-            .events_until(Duration::from_millis(500), |_, _| false)
-            .await,
-    );
-    let mut closes: HashMap<String, Vec<(Instant, Value)>> = HashMap::new();
-    for (at, stream, data) in events {
-        if data["k"]["x"] == true {
-            closes.entry(stream).or_default().push((at, data));
-        }
-    }
-    // Every minute once, in order, as the fake closed it.
-    let minutes = &closes["btcusdt@kline_1m"];
-    assert_eq!(minutes.len(), closed.len(), "1m closes");
-    for ((_, event), candle) in minutes.iter().zip(&closed) {
-        assert_kline(event, candle, "1m", true);
-    }
-    let history = fake.history("BTCUSDT");
-    for (stream, length) in [
-        ("btcusdt@kline_5m", 5),
-        ("btcusdt@kline_3m", 3),
-        ("btcusdt_perpetual@continuousKline_5m", 5),
-    ] {
-        let span = length * MINUTE;
-        // Buckets whose last minute closed during the test.
-        let buckets: Vec<i64> = closed
-            .iter()
-            .filter(|c| (c.open_time + MINUTE) % span == 0)
-            .map(|c| c.open_time + MINUTE - span)
-            .collect();
-        let got = &closes[stream];
-        let opens: Vec<i64> = got
-            .iter()
-            .map(|(_, e)| e["k"]["t"].as_i64().unwrap())
-            .collect();
-        assert_eq!(opens, buckets, "{stream}: each bucket closed once");
-        for (at, event) in got {
-            let open = event["k"]["t"].as_i64().unwrap();
-            let parts: Vec<&Candle> = history
-                .iter()
-                .filter(|c| c.open_time >= open && c.open_time < open + span)
-                .collect();
-            assert_eq!(parts.len(), length as usize);
-            let k = &event["k"];
-            assert_eq!(k["T"], open + span - 1);
-            assert_eq!(k["i"], format!("{length}m"));
-            assert_eq!(k["o"], decimal(parts[0].open));
-            assert_eq!(k["c"], decimal(parts[parts.len() - 1].close));
-            let high = parts.iter().map(|c| c.high).fold(f64::MIN, f64::max);
-            let low = parts.iter().map(|c| c.low).fold(f64::MAX, f64::min);
-            assert_eq!(k["h"], decimal(high));
-            assert_eq!(k["l"], decimal(low));
-            assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
-            let volume: f64 = k["v"].as_str().unwrap().parse().unwrap();
-            let expected: f64 = parts.iter().map(|c| c.volume).sum();
-            assert!(
-                (volume - expected).abs() < 1e-6 * expected.max(1.0),
-                "{stream} volume"
-            );
-            // Closed the moment its last minute did.
-            let last_minute = open + span - MINUTE;
-            let (minute_at, _) = minutes
-                .iter()
-                .find(|(_, e)| e["k"]["t"] == last_minute)
-                .unwrap();
-            assert!(
-                at.saturating_duration_since(*minute_at) < Duration::from_millis(500),
-                "{stream} closed late"
-            );
-        }
-    }
 }
 
 #[tokio::test]

@@ -171,7 +171,7 @@ mod tests {
             low: 84188.0,
             close: 84201.7,
             volume: 171.904,
-            quote_volume: 14_475_520.1047,
+            quote_volume: 14_475_520.104_7,
             taker_buy_volume: 80.551,
             taker_buy_quote_volume: 6_782_976.414,
             trades: 6437,

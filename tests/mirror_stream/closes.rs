@@ -1,0 +1,107 @@
+//! Every close once: at the base interval, a served longer one, an unserved one
+//! built from base candles, and a continuous-contract stream, each bucket the
+//! moment its last base candle closes.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use candlecast::candle::Candle;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::client::*;
+use super::common::*;
+
+/// Sixteen minutes closed on BTCUSDT, read from one combined connection.
+pub async fn every_close_once(backend: Backend) {
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    seed_all(&fake, &backend).await;
+    let app = TestApp::spawn(config_for(&fake, &backend, &[("INTERVALS", "1m,5m")])).await;
+    fake.wait_for_connections(1).await;
+    fake.freeze();
+    let streams =
+        "btcusdt@kline_1m/btcusdt@kline_5m/btcusdt@kline_3m/btcusdt_perpetual@continuousKline_5m";
+    let mut client = Market::connect(&app, &format!("/market/stream?streams={streams}")).await;
+    let mut closed = Vec::new();
+    for _ in 0..16 {
+        closed.push(fake.close_next("BTCUSDT"));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let last = closed.last().unwrap().open_time;
+    let mut events = client
+        .events_until(Duration::from_secs(20), |stream, d| {
+            stream == "btcusdt@kline_1m" && is_close(d, last)
+        })
+        .await;
+    events.extend(
+        client
+            .events_until(Duration::from_millis(500), |_, _| false)
+            .await,
+    );
+    let mut closes: HashMap<String, Vec<(Instant, Value)>> = HashMap::new();
+    for (at, stream, data) in events {
+        if data["k"]["x"] == true {
+            closes.entry(stream).or_default().push((at, data));
+        }
+    }
+    // Every minute once, in order, as the fake closed it.
+    let minutes = &closes["btcusdt@kline_1m"];
+    assert_eq!(minutes.len(), closed.len(), "1m closes");
+    for ((_, event), candle) in minutes.iter().zip(&closed) {
+        assert_kline(event, candle, "1m", true);
+    }
+    let history = fake.history("BTCUSDT");
+    for (stream, length) in [
+        ("btcusdt@kline_5m", 5),
+        ("btcusdt@kline_3m", 3),
+        ("btcusdt_perpetual@continuousKline_5m", 5),
+    ] {
+        let span = length * MINUTE;
+        // Buckets whose last minute closed during the test.
+        let buckets: Vec<i64> = closed
+            .iter()
+            .filter(|c| (c.open_time + MINUTE) % span == 0)
+            .map(|c| c.open_time + MINUTE - span)
+            .collect();
+        let got = &closes[stream];
+        let opens: Vec<i64> = got
+            .iter()
+            .map(|(_, e)| e["k"]["t"].as_i64().unwrap())
+            .collect();
+        assert_eq!(opens, buckets, "{stream}: each bucket closed once");
+        for (at, event) in got {
+            let open = event["k"]["t"].as_i64().unwrap();
+            let parts: Vec<&Candle> = history
+                .iter()
+                .filter(|c| c.open_time >= open && c.open_time < open + span)
+                .collect();
+            assert_eq!(parts.len(), length as usize);
+            let k = &event["k"];
+            assert_eq!(k["T"], open + span - 1);
+            assert_eq!(k["i"], format!("{length}m"));
+            assert_eq!(k["o"], decimal(parts[0].open));
+            assert_eq!(k["c"], decimal(parts[parts.len() - 1].close));
+            let high = parts.iter().map(|c| c.high).fold(f64::MIN, f64::max);
+            let low = parts.iter().map(|c| c.low).fold(f64::MAX, f64::min);
+            assert_eq!(k["h"], decimal(high));
+            assert_eq!(k["l"], decimal(low));
+            assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
+            let volume: f64 = k["v"].as_str().unwrap().parse().unwrap();
+            let expected: f64 = parts.iter().map(|c| c.volume).sum();
+            assert!(
+                (volume - expected).abs() < 1e-6 * expected.max(1.0),
+                "{stream} volume"
+            );
+            // Closed the moment its last minute did.
+            let last_minute = open + span - MINUTE;
+            let (minute_at, _) = minutes
+                .iter()
+                .find(|(_, e)| e["k"]["t"] == last_minute)
+                .unwrap();
+            assert!(
+                at.saturating_duration_since(*minute_at) < Duration::from_millis(500),
+                "{stream} closed late"
+            );
+        }
+    }
+}
