@@ -63,24 +63,14 @@ impl Follow {
             None => Source::Built(Box::new(seeded(&hub, &snapshot, position, interval))),
         };
         let base = hub.intervals()[0].millis();
+        let from_base = base_through.map(|t| last_closed_bucket(t, base, interval));
         let (closed_through, forming_slot) = match &source {
+            // The served window may still be empty while its deep history loads.
             Source::Served(k) => (
-                snapshot.frame(*k, position).newest_open_time,
+                snapshot.frame(*k, position).newest_open_time.max(from_base),
                 k * symbols + position,
             ),
-            Source::Built(_) => {
-                let closed = base_through.map(|t| {
-                    // The bucket of the newest base close is closed only if that
-                    // candle was its last.
-                    let bucket = interval.open_time_containing(t);
-                    if t + base == bucket + interval.millis() {
-                        bucket
-                    } else {
-                        bucket - interval.millis()
-                    }
-                });
-                (closed, position)
-            }
+            Source::Built(_) => (from_base, position),
         };
         Self {
             hub,
@@ -144,7 +134,11 @@ impl Follow {
                             new_base.iter().filter_map(|c| builder.add(c)).collect()
                         }
                     };
-                    for candle in closed {
+                    // Nothing was held when the stream began (a replica still
+                    // warming up): what arrives first is history, and only its
+                    // newest close is news.
+                    let history = if closed_through.is_none() { closed.len().saturating_sub(1) } else { 0 };
+                    for candle in closed.into_iter().skip(history) {
                         if closed_through.is_some_and(|t| candle.open_time <= t) {
                             continue;
                         }
@@ -186,6 +180,18 @@ impl Follow {
                 }
             }
         }
+    }
+}
+
+/// The open time of the newest `interval` bucket that is closed when the newest
+/// closed base candle (of `base` ms) opened at `base_through`: its own bucket if it
+/// was that bucket's last candle, else the one before.
+fn last_closed_bucket(base_through: i64, base: i64, interval: &Interval) -> i64 {
+    let bucket = interval.open_time_containing(base_through);
+    if base_through + base == bucket + interval.millis() {
+        bucket
+    } else {
+        bucket - interval.millis()
     }
 }
 
