@@ -11,6 +11,7 @@ mod common;
 
 use std::time::Duration;
 
+use candlecast::candle::Candle;
 use client::*;
 use closes::every_close_once;
 use common::*;
@@ -266,6 +267,13 @@ async fn forming_updates_are_conflated_to_one_per_250_ms_with_the_newest_state()
             .events_until(Duration::from_millis(1200), |_, _| false)
             .await
     });
+    // An interval the hub does not serve: the bucket so far, built here.
+    let mut three = Market::connect(&app, "/market/stream?streams=btcusdt@kline_3m").await;
+    let reading_three = tokio::spawn(async move {
+        three
+            .events_until(Duration::from_millis(1200), |_, _| false)
+            .await
+    });
     let forming = fake.send_forming("BTCUSDT");
     let mut last = forming.clone();
     for step in 1..=12 {
@@ -290,6 +298,32 @@ async fn forming_updates_are_conflated_to_one_per_250_ms_with_the_newest_state()
     }
     let (_, _, newest) = events.last().unwrap();
     assert_kline(newest, &last, "1m", false);
+
+    let events = reading_three.await.unwrap();
+    assert!(
+        events.len() <= 3,
+        "3m not conflated: {} events",
+        events.len()
+    );
+    let (_, stream, newest) = events.last().expect("a forming 3m event");
+    assert_eq!(stream, "btcusdt@kline_3m");
+    let bucket = forming.open_time - forming.open_time.rem_euclid(3 * MINUTE);
+    let mut parts: Vec<Candle> = fake
+        .history("BTCUSDT")
+        .into_iter()
+        .filter(|c| c.open_time >= bucket)
+        .collect();
+    parts.push(last.clone());
+    let k = &newest["k"];
+    assert_eq!(k["t"], bucket);
+    assert_eq!(k["T"], bucket + 3 * MINUTE - 1);
+    assert_eq!(k["i"], "3m");
+    assert_eq!(k["x"], false);
+    assert_eq!(k["o"], decimal(parts[0].open));
+    assert_eq!(k["c"], decimal(last.close));
+    let high = parts.iter().map(|c| c.high).fold(f64::MIN, f64::max);
+    assert_eq!(k["h"], decimal(high));
+    assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
 }
 
 #[tokio::test]
