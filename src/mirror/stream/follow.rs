@@ -119,19 +119,25 @@ impl Follow {
                         continue;
                     }
                     base_version = base_frame.version;
-                    let new_base: Vec<Candle> = hub
-                        .window_candles(&snapshot, 0, position)
-                        .into_iter()
-                        .filter(|c| base_through.is_none_or(|t| c.open_time > t))
-                        .collect();
-                    if let Some(newest) = new_base.last() {
-                        base_through = Some(newest.open_time);
-                    }
+                    let window = hub.window_candles(&snapshot, 0, position);
+                    let through = base_through;
+                    base_through = window.last().map(|c| c.open_time).max(base_through);
                     let closed: Vec<Candle> = match &mut source {
-                        Source::Served(0) => new_base,
+                        Source::Served(0) => window
+                            .into_iter()
+                            .filter(|c| through.is_none_or(|t| c.open_time > t))
+                            .collect(),
                         Source::Served(k) => hub.window_candles(&snapshot, *k, position),
+                        // Every base candle of a bucket not yet closed, a late or
+                        // repaired one too: the builder keeps each once.
                         Source::Built(builder) => {
-                            new_base.iter().filter_map(|c| builder.add(c)).collect()
+                            let length = builder.interval().millis();
+                            let from = closed_through.map_or(i64::MIN, |t| t + length);
+                            window
+                                .iter()
+                                .filter(|c| c.open_time >= from)
+                                .filter_map(|c| builder.add(c))
+                                .collect()
                         }
                     };
                     // Nothing was held when the stream began (a replica still
