@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use candlecast::candle::Candle;
 use client::*;
-use closes::every_close_once;
+use closes::{a_repaired_minute_completes_its_bucket, every_close_once};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -358,4 +358,9 @@ async fn the_server_pings_and_answers_pings() {
             other => panic!("pong {pong}, ping {ping}: {other:?}"),
         }
     }
+}
+
+#[tokio::test]
+async fn a_minute_the_exchange_skipped_still_completes_its_3m_bucket() {
+    a_repaired_minute_completes_its_bucket().await;
 }

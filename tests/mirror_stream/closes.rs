@@ -105,3 +105,46 @@ pub async fn every_close_once(backend: Backend) {
         }
     }
 }
+
+/// A minute the exchange's stream skipped, fetched by REST after the next one
+/// arrived, still completes its bucket: the 3m close comes once, whole.
+pub async fn a_repaired_minute_completes_its_bucket() {
+    let (fake, app, _backend) = start("1m").await;
+    fake.freeze();
+    let mut client = Market::connect(&app, "/market/ws/btcusdt@kline_3m").await;
+    // Up to the start of a 3m bucket.
+    while (fake.history("BTCUSDT").last().unwrap().open_time + MINUTE) % (3 * MINUTE) != 0 {
+        fake.close_next("BTCUSDT");
+    }
+    // After the stream connection's own backfill, which would fetch gaps at once.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let first = fake.close_next("BTCUSDT");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let skipped = fake.close_next_silently("BTCUSDT");
+    let last = fake.close_next("BTCUSDT");
+    let events = client
+        .events_until(Duration::from_secs(15), |_, d| is_close(d, first.open_time))
+        .await;
+    let closes: Vec<&Value> = events
+        .iter()
+        .map(|(_, _, e)| e)
+        // The buckets closed on the way to this one came first.
+        .filter(|e| e["k"]["x"] == true && e["k"]["t"].as_i64() >= Some(first.open_time))
+        .collect();
+    assert_eq!(closes.len(), 1, "one 3m close: {closes:?}");
+    let k = &closes[0]["k"];
+    let parts = [&first, &skipped, &last];
+    assert_eq!(k["t"], first.open_time);
+    assert_eq!(k["o"], decimal(first.open));
+    assert_eq!(k["c"], decimal(last.close));
+    let high = parts.iter().map(|c| c.high).fold(f64::MIN, f64::max);
+    assert_eq!(k["h"], decimal(high));
+    assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
+    let more = client
+        .events_until(Duration::from_millis(500), |_, d| d["k"]["x"] == true)
+        .await;
+    assert!(
+        more.iter().all(|(_, _, e)| e["k"]["x"] == false),
+        "a second close"
+    );
+}
