@@ -18,3 +18,6 @@ pub use follow::FORMING_EVERY;
 pub use market::Market;
 pub use name::{InvalidStream, StreamKind, StreamName};
 pub use session::{MAX_INCOMING, MAX_STREAMS, RATE_WINDOW, Session, TooManyStreams};
+
+#[cfg(test)]
+mod tests;
