@@ -32,25 +32,33 @@ enum Source {
 /// A stream's task, subscribed to the hub from the moment it is made, so no close
 /// that follows the subscription is missed while the task waits to be scheduled.
 pub(super) struct Follow {
-    hub: Hub,
-    clock: Clock,
-    position: usize,
     closes: watch::Receiver<Arc<Snapshot>>,
     forming: watch::Receiver<Arc<FormingSnapshot>>,
+    stream: StreamState,
+}
+
+/// What a stream has seen and sent.
+struct StreamState {
+    hub: Hub,
+    position: usize,
     source: Source,
     base_version: u64,
     /// The newest base candle seen closed (open time, ms since the epoch, UTC).
     base_through: Option<i64>,
     /// The newest candle of this stream published closed, or closed before it began.
     closed_through: Option<i64>,
-    /// The forming slot of the hub this stream reads.
+    /// The forming slot of the hub this stream reads, and its version last read.
     forming_slot: usize,
+    forming_version: u64,
+    /// The newest forming state not yet sent, and when one was last sent.
+    pending: Option<Candle>,
+    last_forming: Option<Instant>,
 }
 
 impl Follow {
     /// The stream of the coin at `position` at `interval` (a whole multiple of the
-    /// hub's base interval), event times on `clock`.
-    pub(super) fn new(hub: Hub, clock: Clock, position: usize, interval: &Interval) -> Self {
+    /// hub's base interval).
+    pub(super) fn new(hub: Hub, position: usize, interval: &Interval) -> Self {
         let symbols = hub.symbols().len();
         let mut closes = hub.subscribe();
         let forming = hub.subscribe_forming();
@@ -73,87 +81,45 @@ impl Follow {
             Source::Built(_) => (from_base, position),
         };
         Self {
-            hub,
-            clock,
-            position,
             closes,
             forming,
-            source,
-            base_version,
-            base_through,
-            closed_through,
-            forming_slot,
+            stream: StreamState {
+                hub,
+                position,
+                source,
+                base_version,
+                base_through,
+                closed_through,
+                forming_slot,
+                forming_version: 0,
+                pending: None,
+                last_forming: None,
+            },
         }
     }
 
-    /// Runs until the feed has no subscriber left (or the hub is gone).
-    pub(super) async fn run(self, feed: Weak<Feed>) {
+    /// Publishes the stream's events, stamped on `clock`, until the feed has no
+    /// subscriber left (or the hub is gone).
+    pub(super) async fn run(self, feed: Weak<Feed>, clock: Clock) {
         let Follow {
-            hub,
-            clock,
-            position,
             mut closes,
             mut forming,
-            mut source,
-            mut base_version,
-            mut base_through,
-            mut closed_through,
-            forming_slot,
+            mut stream,
         } = self;
-        let mut forming_version = 0;
-        let mut pending: Option<Candle> = None;
-        let mut last_forming: Option<Instant> = None;
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         loop {
             tokio::select! {
                 biased;
                 changed = closes.changed() => {
-                    if changed.is_err() {
+                    let Some(feed) = feed.upgrade().filter(|_| changed.is_ok()) else {
                         return;
-                    }
-                    let Some(feed) = feed.upgrade() else { return };
-                    let snapshot = Arc::clone(&closes.borrow_and_update());
-                    let base_frame = snapshot.frame(0, position);
-                    if base_frame.version == base_version {
-                        continue;
-                    }
-                    base_version = base_frame.version;
-                    let window = hub.window_candles(&snapshot, 0, position);
-                    let through = base_through;
-                    base_through = window.last().map(|c| c.open_time).max(base_through);
-                    let closed: Vec<Candle> = match &mut source {
-                        Source::Served(0) => window
-                            .into_iter()
-                            .filter(|c| through.is_none_or(|t| c.open_time > t))
-                            .collect(),
-                        Source::Served(k) => hub.window_candles(&snapshot, *k, position),
-                        // Every base candle of a bucket not yet closed, a late or
-                        // repaired one too: the builder keeps each once.
-                        Source::Built(builder) => {
-                            let length = builder.interval().millis();
-                            let from = closed_through.map_or(i64::MIN, |t| t + length);
-                            window
-                                .iter()
-                                .filter(|c| c.open_time >= from)
-                                .filter_map(|c| builder.add(c))
-                                .collect()
-                        }
                     };
-                    // Nothing was held when the stream began (a replica still
-                    // warming up): what arrives first is history, and only its
-                    // newest close is news.
-                    let history = if closed_through.is_none() { closed.len().saturating_sub(1) } else { 0 };
-                    for candle in closed.into_iter().skip(history) {
-                        if closed_through.is_some_and(|t| candle.open_time <= t) {
-                            continue;
-                        }
-                        closed_through = Some(candle.open_time);
-                        if pending.as_ref().is_some_and(|p| p.open_time <= candle.open_time) {
-                            pending = None;
-                        }
+                    let snapshot = Arc::clone(&closes.borrow_and_update());
+                    for candle in stream.closed(&snapshot) {
                         let event_time = clock.now_ms().max(candle.close_time + 1);
-                        feed.publish(Event::new(Arc::clone(&feed.name), &candle, true, event_time));
+                        let name = Arc::clone(&feed.name);
+                        feed.publish(Event::new(name, &candle, true, event_time));
                     }
                 }
                 changed = forming.changed() => {
@@ -161,31 +127,102 @@ impl Follow {
                         return;
                     }
                     let snapshot = Arc::clone(&forming.borrow_and_update());
-                    let Some(frame) = &snapshot.coins[forming_slot] else { continue };
-                    if frame.version == forming_version {
-                        continue;
+                    if let Some(due) = stream.forming(&snapshot) {
+                        timer.as_mut().reset(due);
                     }
-                    forming_version = frame.version;
-                    let candle = match &source {
-                        Source::Served(_) => frame.candle().clone(),
-                        Source::Built(builder) => builder.forming(frame.candle()),
-                    };
-                    if closed_through.is_some_and(|t| candle.open_time <= t) {
-                        continue;
-                    }
-                    pending = Some(candle);
-                    let due = last_forming.map_or(Instant::now(), |at| at + FORMING_EVERY);
-                    timer.as_mut().reset(due);
                 }
-                () = &mut timer, if pending.is_some() => {
+                () = &mut timer, if stream.pending.is_some() => {
                     let Some(feed) = feed.upgrade() else { return };
-                    let Some(candle) = pending.take() else { continue };
-                    last_forming = Some(Instant::now());
+                    let Some(candle) = stream.take_forming() else { continue };
                     let event_time = clock.now_ms().max(candle.open_time);
-                    feed.publish(Event::new(Arc::clone(&feed.name), &candle, false, event_time));
+                    let name = Arc::clone(&feed.name);
+                    feed.publish(Event::new(name, &candle, false, event_time));
                 }
             }
         }
+    }
+}
+
+impl StreamState {
+    /// The candles of this stream that `snapshot` closes, oldest first, each once.
+    fn closed(&mut self, snapshot: &Snapshot) -> Vec<Candle> {
+        let base_frame = snapshot.frame(0, self.position);
+        if base_frame.version == self.base_version {
+            return Vec::new();
+        }
+        self.base_version = base_frame.version;
+        let window = self.hub.window_candles(snapshot, 0, self.position);
+        let through = self.base_through;
+        self.base_through = window.last().map(|c| c.open_time).max(through);
+        let closed: Vec<Candle> = match &mut self.source {
+            Source::Served(0) => window
+                .into_iter()
+                .filter(|c| through.is_none_or(|t| c.open_time > t))
+                .collect(),
+            Source::Served(k) => self.hub.window_candles(snapshot, *k, self.position),
+            // Every base candle of a bucket not yet closed, a late or repaired one
+            // too: the builder keeps each once.
+            Source::Built(builder) => {
+                let length = builder.interval().millis();
+                let from = self.closed_through.map_or(i64::MIN, |t| t + length);
+                window
+                    .iter()
+                    .filter(|c| c.open_time >= from)
+                    .filter_map(|c| builder.add(c))
+                    .collect()
+            }
+        };
+        // Nothing was held when the stream began (a replica still warming up): what
+        // arrives first is history, and only its newest close is news.
+        let history = match self.closed_through {
+            None => closed.len().saturating_sub(1),
+            Some(_) => 0,
+        };
+        let mut news = Vec::new();
+        for candle in closed.into_iter().skip(history) {
+            if self.closed_through.is_some_and(|t| candle.open_time <= t) {
+                continue;
+            }
+            self.closed_through = Some(candle.open_time);
+            if self
+                .pending
+                .as_ref()
+                .is_some_and(|p| p.open_time <= candle.open_time)
+            {
+                self.pending = None;
+            }
+            news.push(candle);
+        }
+        news
+    }
+
+    /// Takes the newest forming state from `snapshot`; returns when it is due: at
+    /// once, or [`FORMING_EVERY`] after the last one sent.
+    fn forming(&mut self, snapshot: &FormingSnapshot) -> Option<Instant> {
+        let frame = snapshot.coins[self.forming_slot].as_ref()?;
+        if frame.version == self.forming_version {
+            return None;
+        }
+        self.forming_version = frame.version;
+        let candle = match &self.source {
+            Source::Served(_) => frame.candle().clone(),
+            Source::Built(builder) => builder.forming(frame.candle()),
+        };
+        if self.closed_through.is_some_and(|t| candle.open_time <= t) {
+            return None;
+        }
+        self.pending = Some(candle);
+        Some(
+            self.last_forming
+                .map_or_else(Instant::now, |at| at + FORMING_EVERY),
+        )
+    }
+
+    /// The forming state to send now, if any.
+    fn take_forming(&mut self) -> Option<Candle> {
+        let candle = self.pending.take()?;
+        self.last_forming = Some(Instant::now());
+        Some(candle)
     }
 }
 

@@ -59,8 +59,8 @@ impl Market {
         feeds.retain(|_, feed| feed.strong_count() > 0);
         let feed = Arc::new(Feed::new(Arc::new(name.clone())));
         feeds.insert(name.as_str().to_owned(), Arc::downgrade(&feed));
-        let follow = Follow::new(hub.clone(), self.inner.clock.clone(), position, &interval);
-        tokio::spawn(follow.run(Arc::downgrade(&feed)));
+        let follow = Follow::new(hub.clone(), position, &interval);
+        tokio::spawn(follow.run(Arc::downgrade(&feed), self.inner.clock.clone()));
         Some(feed.join(sink))
     }
 
