@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use candlecast::candle::Candle;
 use client::*;
-use closes::{a_repaired_minute_completes_its_bucket, every_close_once};
+use closes::{
+    a_repaired_minute_completes_its_bucket, every_close_once,
+    the_open_bucket_is_read_back_beyond_the_window,
+};
 use common::*;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -363,4 +366,9 @@ async fn the_server_pings_and_answers_pings() {
 #[tokio::test]
 async fn a_minute_the_exchange_skipped_still_completes_its_3m_bucket() {
     a_repaired_minute_completes_its_bucket().await;
+}
+
+#[tokio::test]
+async fn an_unserved_bucket_older_than_the_window_is_read_back_and_closes_whole() {
+    the_open_bucket_is_read_back_beyond_the_window().await;
 }

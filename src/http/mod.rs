@@ -119,7 +119,7 @@ pub struct AppState {
 impl AppState {
     /// State for a router serving `parts` until their shutdown token fires.
     pub fn new(parts: Parts) -> Self {
-        let market = crate::mirror::stream::Market::new(parts.hub.clone(), parts.clock.clone());
+        let market = crate::mirror::stream::Market::new(parts.reader.clone(), parts.clock.clone());
         Self {
             market,
             parts: Arc::new(parts),

@@ -148,3 +148,46 @@ pub async fn a_repaired_minute_completes_its_bucket() {
         "a second close"
     );
 }
+
+/// An unserved 15m stream on a hub keeping four minutes: the base candles of the
+/// bucket still open that the window no longer holds are read from the store, and
+/// the bucket's close is whole.
+pub async fn the_open_bucket_is_read_back_beyond_the_window() {
+    let backend = Backend::sqlite();
+    let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
+    seed_all(&fake, &backend).await;
+    let extra = [("HISTORY_LEN", "3"), ("HISTORY_MAX", "3")];
+    let app = TestApp::spawn(config_for(&fake, &backend, &extra)).await;
+    fake.wait_for_connections(1).await;
+    fake.freeze();
+    let span = 15 * MINUTE;
+    // Eight minutes into a 15m bucket: more than the window holds.
+    while (fake.history("BTCUSDT").last().unwrap().open_time + MINUTE) % span != 8 * MINUTE {
+        fake.close_next("BTCUSDT");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut client = Market::connect(&app, "/market/ws/btcusdt@kline_15m").await;
+    let mut closed = Vec::new();
+    for _ in 0..7 {
+        closed.push(fake.close_next("BTCUSDT"));
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let open = closed[0].open_time - 8 * MINUTE;
+    let events = client
+        .events_until(Duration::from_secs(10), |_, d| is_close(d, open))
+        .await;
+    let (_, _, event) = events.last().expect("events");
+    assert!(is_close(event, open), "no 15m close: {events:?}");
+    let parts: Vec<Candle> = fake
+        .history("BTCUSDT")
+        .into_iter()
+        .filter(|c| c.open_time >= open && c.open_time < open + span)
+        .collect();
+    assert_eq!(parts.len(), 15);
+    let k = &event["k"];
+    assert_eq!(k["o"], decimal(parts[0].open));
+    assert_eq!(k["c"], decimal(parts[14].close));
+    let low = parts.iter().map(|c| c.low).fold(f64::MAX, f64::min);
+    assert_eq!(k["l"], decimal(low));
+    assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
+}

@@ -16,6 +16,8 @@ use super::feed::Feed;
 use crate::candle::{BucketBuilder, Candle, Interval};
 use crate::clock::Clock;
 use crate::hub::{FormingSnapshot, Hub, Snapshot};
+use crate::read::{Admission, CandleReader};
+use tracing::warn;
 
 /// Binance's update speed for kline streams ("Update Speed: 250ms").
 pub const FORMING_EVERY: Duration = Duration::from_millis(250);
@@ -100,12 +102,14 @@ impl Follow {
 
     /// Publishes the stream's events, stamped on `clock`, until the feed has no
     /// subscriber left (or the hub is gone).
-    pub(super) async fn run(self, feed: Weak<Feed>, clock: Clock) {
+    pub(super) async fn run(self, feed: Weak<Feed>, clock: Clock, reader: CandleReader) {
         let Follow {
             mut closes,
             mut forming,
             mut stream,
         } = self;
+        // Closes meanwhile wait in `closes`, already subscribed.
+        stream.seed_open_bucket(&reader).await;
         let timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(timer);
         loop {
@@ -144,6 +148,54 @@ impl Follow {
 }
 
 impl StreamState {
+    /// For an interval built here, reads the base candles of the bucket still open
+    /// that the hub's window does not reach (a `1h` bucket needs up to 59 minutes,
+    /// `HISTORY_MAX` may hold fewer) through the read path (write queue, store), so
+    /// its first close is whole. Without them (the store cannot be read) that
+    /// bucket never completes and is not sent.
+    async fn seed_open_bucket(&mut self, reader: &CandleReader) {
+        let Source::Built(builder) = &mut self.source else {
+            return;
+        };
+        let Some(through) = self.base_through else {
+            return;
+        };
+        let base = self.hub.intervals()[0].millis();
+        let open = builder.interval().open_time_containing(through + base);
+        let snapshot = self.hub.snapshot();
+        let window = self.hub.window_candles(&snapshot, 0, self.position);
+        if open > through || window.first().is_some_and(|c| c.open_time <= open) {
+            return;
+        }
+        let count = usize::try_from((through - open) / base + 1).unwrap_or(0);
+        let read = reader
+            .latest(
+                &snapshot,
+                self.position,
+                0,
+                count,
+                Some(through + base),
+                Admission::Wait,
+            )
+            .await;
+        match read {
+            // Only candles the stream has already seen close: a newer one completes
+            // its bucket in `closed`, where the bucket is sent.
+            Ok(read) => read
+                .candles
+                .iter()
+                .filter(|c| c.open_time >= open && c.open_time <= through)
+                .for_each(|c| {
+                    builder.add(c);
+                }),
+            Err(err) => warn!(
+                error = %crate::telemetry::Chain(&err),
+                interval = %builder.interval(),
+                "cannot read the open bucket's base candles; its close will not be sent"
+            ),
+        }
+    }
+
     /// The candles of this stream that `snapshot` closes, oldest first, each once.
     fn closed(&mut self, snapshot: &Snapshot) -> Vec<Candle> {
         let base_frame = snapshot.frame(0, self.position);

@@ -11,6 +11,7 @@ use super::follow::Follow;
 use super::name::{StreamKind, StreamName};
 use crate::clock::Clock;
 use crate::hub::Hub;
+use crate::read::CandleReader;
 
 /// Cheap to clone; clones share the feeds.
 #[derive(Clone)]
@@ -20,17 +21,20 @@ pub struct Market {
 
 struct Inner {
     hub: Hub,
+    reader: CandleReader,
     clock: Clock,
     feeds: Mutex<HashMap<String, Weak<Feed>>>,
 }
 
 impl Market {
-    /// Streams of `hub`'s candles, their event times on `clock` (the exchange's, as
-    /// the service knows it).
-    pub fn new(hub: Hub, clock: Clock) -> Self {
+    /// Streams of the candles `reader` reads (the hub's, and base candles older
+    /// than its windows), their event times on `clock` (the exchange's, as the
+    /// service knows it).
+    pub fn new(reader: CandleReader, clock: Clock) -> Self {
         Self {
             inner: Arc::new(Inner {
-                hub,
+                hub: reader.hub().clone(),
+                reader,
                 clock,
                 feeds: Mutex::new(HashMap::new()),
             }),
@@ -60,7 +64,9 @@ impl Market {
         let feed = Arc::new(Feed::new(Arc::new(name.clone())));
         feeds.insert(name.as_str().to_owned(), Arc::downgrade(&feed));
         let follow = Follow::new(hub.clone(), position, &interval);
-        tokio::spawn(follow.run(Arc::downgrade(&feed), self.inner.clock.clone()));
+        let clock = self.inner.clock.clone();
+        let reader = self.inner.reader.clone();
+        tokio::spawn(follow.run(Arc::downgrade(&feed), clock, reader));
         Some(feed.join(sink))
     }
 

@@ -1,6 +1,7 @@
 //! The stream state machine without sockets: feeds shared and ended with their last
 //! subscriber, subscriptions listed in order, Binance's limits.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono_tz::Tz;
@@ -11,7 +12,10 @@ use super::*;
 use crate::candle::Interval;
 use crate::clock::Clock;
 use crate::hub::{Hub, WindowOptions};
+use crate::read::CandleReader;
+use crate::store::{SqliteStore, Unacknowledged};
 
+/// A market over an empty hub; the store under the read path is never asked.
 fn market() -> Market {
     let symbols = vec!["BTCUSDT".to_owned(), "ETHUSDT".to_owned()];
     let intervals = vec![
@@ -23,7 +27,11 @@ fn market() -> Market {
         history_max: 10,
         time_zone: Tz::UTC,
     };
-    Market::new(Hub::new(&symbols, &intervals, &options), Clock::system())
+    let hub = Hub::new(&symbols, &intervals, &options);
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let reader = CandleReader::new(hub, Unacknowledged::default(), store);
+    Market::new(reader, Clock::system())
 }
 
 fn ask(session: &mut Session, request: Value) -> Value {
