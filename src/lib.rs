@@ -7,6 +7,7 @@
 //! - [`store`]: MongoDB and SQLite, the write queue, the change stream;
 //! - [`read`]: the one read path over the hub, the write queue and the store;
 //! - [`exchange`]: the Binance stream and REST backfill;
+//! - [`mirror`]: Binance's own USD-M protocol (streams, control messages) served;
 //! - [`http`]: the websocket feed, history API, health, readiness, metrics, page;
 //! - [`config`]: the environment, read once into each area's options;
 //! - [`app`]: the lifecycle that wires them, and the change-stream follower;
@@ -24,6 +25,7 @@ pub mod health;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod mirror;
 pub mod read;
 pub mod retry;
 pub mod store;

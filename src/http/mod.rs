@@ -15,6 +15,7 @@ mod history;
 mod info;
 mod listen;
 mod live;
+mod market_stream;
 mod metrics;
 mod page;
 mod proxy;
@@ -111,12 +112,16 @@ pub struct AppState {
     clients: TaskTracker,
     open: Arc<AtomicUsize>,
     next_connection: Arc<AtomicU64>,
+    /// Binance's streams, shared by every `/market/…` connection.
+    market: crate::mirror::stream::Market,
 }
 
 impl AppState {
     /// State for a router serving `parts` until their shutdown token fires.
     pub fn new(parts: Parts) -> Self {
+        let market = crate::mirror::stream::Market::new(parts.reader.clone(), parts.clock.clone());
         Self {
+            market,
             parts: Arc::new(parts),
             clients: TaskTracker::new(),
             open: Arc::new(AtomicUsize::new(0)),
@@ -181,6 +186,12 @@ pub fn router(state: AppState, cors: &CorsOrigins) -> Router {
     }
     Router::new()
         .route("/", get(feed::feed))
+        .route("/market/stream", get(market_stream::combined))
+        .route("/stream", get(market_stream::combined))
+        .route("/market/ws", get(market_stream::bare))
+        .route("/ws", get(market_stream::bare))
+        .route("/market/ws/{*streams}", get(market_stream::raw))
+        .route("/ws/{*streams}", get(market_stream::raw))
         .route(
             "/assets/lightweight-charts.standalone.production.js",
             get(page::charts_js),
