@@ -24,6 +24,7 @@ pub mod health;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+pub mod mirror;
 pub mod read;
 pub mod retry;
 pub mod store;

@@ -37,6 +37,11 @@ pub struct FormingFrame {
 }
 
 impl FormingFrame {
+    /// The forming candle itself (a longer interval's bucket so far).
+    pub fn candle(&self) -> &Candle {
+        &self.candle
+    }
+
     /// `{"coin":…,"interval":…,"forming":{…}}`, encoded once and shared.
     pub fn text(&self) -> Utf8Bytes {
         self.text

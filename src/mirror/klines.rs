@@ -1,0 +1,293 @@
+//! `GET /fapi/v1/klines` as Binance answers it (USD-M docs, "Kline/Candlestick
+//! Data"), for the followed symbols at any interval built from the base: the rows a
+//! request selects are read through the one read path; the closed ones it does not
+//! hold are fetched from the exchange once ([`super::fetch`]) and read again; the
+//! last row is the candle still forming when the range reaches it. Other symbols
+//! and intervals (`3d`, `1M`) are forwarded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+
+use super::MirrorState;
+use super::error::BinanceError;
+use super::forward::forward;
+use super::params::KlinesQuery;
+use super::rows::klines_json;
+use crate::candle::{Candle, Interval, aggregate};
+use crate::hub::Snapshot;
+use crate::read::Admission;
+
+/// Exchange pages one request may fetch before it is forwarded whole instead.
+const MAX_PAGES: usize = 20;
+/// Poll answers kept before the cache starts over.
+const POLL_CACHE_SIZE: usize = 1024;
+/// The largest page the exchange serves.
+const PAGE: i64 = 1500;
+
+/// What identifies the newest rows of a poll: the request and the state they show.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PollKey {
+    position: usize,
+    interval: String,
+    limit: usize,
+    current: i64,
+    closed_version: u64,
+    forming_version: u64,
+}
+
+/// Poll answers (no `startTime`, no `endTime`) built once per newest state and
+/// shared by every request for the same rows.
+#[derive(Default)]
+pub(super) struct PollCache {
+    answers: Mutex<HashMap<PollKey, Bytes>>,
+}
+
+impl PollCache {
+    fn get(&self, key: &PollKey) -> Option<Bytes> {
+        self.answers.lock().expect("poll lock").get(key).cloned()
+    }
+
+    fn put(&self, key: PollKey, rows: Bytes) {
+        let mut answers = self.answers.lock().expect("poll lock");
+        if answers.len() >= POLL_CACHE_SIZE {
+            answers.clear();
+        }
+        answers.insert(key, rows);
+    }
+}
+
+/// The forming base candle and its version.
+struct Forming {
+    candle: Candle,
+    version: u64,
+}
+
+/// `GET /fapi/v1/klines`.
+pub(super) async fn klines(State(mirror): State<MirrorState>, RawQuery(raw): RawQuery) -> Response {
+    let raw = raw.unwrap_or_default();
+    let query = match KlinesQuery::parse(&raw) {
+        Ok(query) => query,
+        Err(err) => return err.into_response(),
+    };
+    let hub = mirror.inner.reader.hub();
+    let position = hub.position(&query.symbol);
+    let interval = query.buildable_interval(&hub.intervals()[0]);
+    let (Some(position), Some(interval)) = (position, interval) else {
+        if position.is_none() && mirror.inner.info.lists(&query.symbol) == Some(false) {
+            return BinanceError::InvalidSymbol.into_response();
+        }
+        return forward(&mirror, "/fapi/v1/klines", &raw).await;
+    };
+    match mirror.serve_klines(position, &interval, &query).await {
+        Ok(Some(rows)) => {
+            let mut response = rows.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Ok(None) => forward(&mirror, "/fapi/v1/klines", &raw).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+impl MirrorState {
+    /// The rows of `query` for the coin at `position`, fetching what is not held;
+    /// `None` when the request is better forwarded whole (more than [`MAX_PAGES`]
+    /// to fetch, or no store writer on this replica).
+    async fn serve_klines(
+        &self,
+        position: usize,
+        interval: &Interval,
+        query: &KlinesQuery,
+    ) -> Result<Option<Bytes>, BinanceError> {
+        let inner = &self.inner;
+        let hub = inner.reader.hub();
+        let base = hub.intervals()[0].clone();
+        let symbol = hub.symbols()[position].clone();
+        let snapshot = hub.snapshot();
+        let now = inner.clock.now_ms();
+        let forming = self.forming(position, &snapshot, &base, now);
+        // The bucket still forming: the forming base candle's, else the clock's.
+        let current =
+            interval.open_time_containing(forming.as_ref().map_or(now, |f| f.candle.open_time));
+        let poll = (query.start_time.is_none() && query.end_time.is_none()).then(|| PollKey {
+            position,
+            interval: interval.name().to_owned(),
+            limit: query.limit,
+            current,
+            closed_version: snapshot.frame(0, position).version,
+            forming_version: forming.as_ref().map_or(0, |f| f.version),
+        });
+        if let Some(rows) = poll.as_ref().and_then(|key| inner.polls.get(key)) {
+            return Ok(Some(rows));
+        }
+        let len = interval.millis();
+        let mut cursor = i64::MIN;
+        let mut pages = 0;
+        loop {
+            let slots = self.slots(&symbol, interval, query, current);
+            let closed: Vec<i64> = slots.iter().copied().filter(|s| *s < current).collect();
+            let mut candles = match (closed.first(), closed.last()) {
+                (Some(first), Some(last)) => {
+                    self.read(&snapshot, position, interval, *first, last + len)
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            candles.retain(|c| closed.binary_search(&c.open_time).is_ok());
+            let held: Vec<i64> = candles.iter().map(|c| c.open_time).collect();
+            let missing = closed.iter().find(|s| held.binary_search(s).is_err());
+            let fetch = missing.map(|m| (*m).max(cursor)).and_then(|from| {
+                let to = match (query.start_time, closed.last()) {
+                    // The first rows from startTime: as far as the range may reach.
+                    (Some(_), _) => query.end_time.map_or(current, |end| {
+                        (interval.open_time_containing(end) + len).min(current)
+                    }),
+                    (None, Some(last)) => last + len,
+                    (None, None) => from,
+                };
+                (from < to).then_some((from, to))
+            });
+            let Some((from, to)) = fetch else {
+                if slots.last() == Some(&current)
+                    && let Some(forming) = &forming
+                {
+                    let bucket = self
+                        .forming_bucket(&snapshot, position, interval, &base, &forming.candle)
+                        .await?;
+                    candles.push(bucket);
+                }
+                let rows = klines_json(&candles);
+                if let Some(key) = poll.filter(|_| missing.is_none()) {
+                    inner.polls.put(key, rows.clone());
+                }
+                return Ok(Some(rows));
+            };
+            if inner.writer.is_none() || pages >= MAX_PAGES {
+                return Ok(None);
+            }
+            let limit = ((to - from) / base.millis()).clamp(1, PAGE);
+            let page = self
+                .fetch_page(&symbol, from, to - 1, usize::try_from(limit).unwrap_or(1))
+                .await?;
+            cursor = page.last().map_or(to, |c| c.open_time + base.millis());
+            pages += 1;
+        }
+    }
+
+    /// The open times of the rows `query` selects, oldest first, up to the bucket
+    /// forming at `current`: from `startTime` the first `limit` (over spans the
+    /// exchange has no candles in), otherwise the `limit` ending at `endTime` or now.
+    fn slots(
+        &self,
+        symbol: &str,
+        interval: &Interval,
+        query: &KlinesQuery,
+        current: i64,
+    ) -> Vec<i64> {
+        let len = interval.millis();
+        let at_or_after = |t: i64| {
+            let open = interval.open_time_containing(t);
+            if open < t { open + len } else { open }
+        };
+        let last = query.end_time.map_or(current, |end| {
+            interval.open_time_containing(end).min(current)
+        });
+        let empty = |slot: i64| self.inner.fetches.empty_within(symbol, slot, slot + len);
+        let mut slots = Vec::new();
+        match query.start_time {
+            Some(start) => {
+                let mut slot = at_or_after(start);
+                while slot <= last && slots.len() < query.limit {
+                    match empty(slot) {
+                        Some((_, to)) => slot = at_or_after(to).max(slot + len),
+                        None => {
+                            slots.push(slot);
+                            slot += len;
+                        }
+                    }
+                }
+            }
+            None => {
+                let count = i64::try_from(query.limit).unwrap_or(PAGE);
+                let first = (last - (count - 1) * len).max(0);
+                let mut slot = interval.open_time_containing(first).max(at_or_after(first));
+                while slot <= last {
+                    if empty(slot).is_none() {
+                        slots.push(slot);
+                    }
+                    slot += len;
+                }
+            }
+        }
+        slots
+    }
+
+    /// Whole candles of `interval` opened in `[from, to)` through the read path.
+    async fn read(
+        &self,
+        snapshot: &Snapshot,
+        position: usize,
+        interval: &Interval,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Candle>, BinanceError> {
+        let reader = &self.inner.reader;
+        let stream = reader
+            .range_of(snapshot, position, interval, from, to, Admission::Wait)
+            .await
+            .map_err(|_| BinanceError::Unavailable)?;
+        stream
+            .try_collect()
+            .await
+            .map_err(|_| BinanceError::Unavailable)
+    }
+
+    /// The forming base candle of the coin at `position`, unless the window already
+    /// holds it closed or it is older than the minute before `now`.
+    fn forming(
+        &self,
+        position: usize,
+        snapshot: &Snapshot,
+        base: &Interval,
+        now: i64,
+    ) -> Option<Forming> {
+        let frame = self.inner.forming.borrow().coins.get(position)?.clone()?;
+        let candle = frame.candle();
+        let closed = snapshot.frame(0, position).newest_open_time;
+        let recent = candle.open_time >= base.open_time_containing(now) - base.millis();
+        (recent && closed.is_none_or(|closed| candle.open_time > closed)).then(|| Forming {
+            candle: candle.clone(),
+            version: frame.version,
+        })
+    }
+
+    /// The bucket of `interval` that `forming` (a base candle) belongs to, so far:
+    /// its closed base candles, read through the read path, and `forming`.
+    async fn forming_bucket(
+        &self,
+        snapshot: &Snapshot,
+        position: usize,
+        interval: &Interval,
+        base: &Interval,
+        forming: &Candle,
+    ) -> Result<Candle, BinanceError> {
+        if interval == base {
+            return Ok(forming.clone());
+        }
+        let open = interval.open_time_containing(forming.open_time);
+        let mut parts = self
+            .read(snapshot, position, base, open, forming.open_time)
+            .await?;
+        parts.push(forming.clone());
+        Ok(aggregate(interval, open, &parts))
+    }
+}
