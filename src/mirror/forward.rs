@@ -67,14 +67,16 @@ pub(super) async fn forward(mirror: &MirrorState, path: &str, query: &str) -> Re
     let mut kept = HeaderMap::new();
     for (name, value) in answer.headers() {
         let name = name.as_str();
-        if name == "content-type" || name == "retry-after" || name.starts_with("x-mbx-used-weight")
-        {
-            if let (Ok(name), Ok(value)) = (
+        let binance_s = name == "content-type"
+            || name == "retry-after"
+            || name.starts_with("x-mbx-used-weight");
+        if binance_s
+            && let (Ok(name), Ok(value)) = (
                 HeaderName::from_bytes(name.as_bytes()),
                 header::HeaderValue::from_bytes(value.as_bytes()),
-            ) {
-                kept.insert(name, value);
-            }
+            )
+        {
+            kept.insert(name, value);
         }
     }
     if let Some(used) = kept

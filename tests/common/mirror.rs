@@ -68,15 +68,33 @@ pub async fn mirror_on(
 ) -> (FakeExchange, TestApp) {
     let fake = FakeExchange::start_sized(&super::SYMBOLS, minutes).await;
     let app = TestApp::spawn(config_for(&fake, backend, extra)).await;
+    settled(&fake).await;
     (fake, app)
 }
 
-/// Klines requests the fake received for `symbol` whose startTime lies in
-/// `[from, to)`: the service's own repairs near now fall outside a test's old range.
+/// Waits until the service's own start-up requests are over (the backfill, and the
+/// repair after the stream connects), so a test counts only the mirror's.
+pub async fn settled(fake: &FakeExchange) {
+    fake.wait_for_connections(1).await;
+    let mut seen = fake.rest_requests().len();
+    loop {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let now = fake.rest_requests().len();
+        if now == seen {
+            return;
+        }
+        seen = now;
+    }
+}
+
+/// Klines requests the fake received for `symbol` (any, if empty) whose startTime
+/// lies in `[from, to)`: the service's own repairs near now fall outside a test's
+/// old range.
 pub fn klines_requests_in(fake: &FakeExchange, symbol: &str, from: i64, to: i64) -> usize {
     fake.rest_requests()
         .iter()
-        .filter(|r| r.symbol == symbol && r.start_time.is_some_and(|s| (from..to).contains(&s)))
+        .filter(|r| symbol.is_empty() || r.symbol == symbol)
+        .filter(|r| r.start_time.is_some_and(|s| (from..to).contains(&s)))
         .count()
 }
 

@@ -215,7 +215,7 @@ pub(super) async fn ticker_price(
         json!({
             "symbol": symbol,
             "price": format!("{}", candles.last().map_or(0.0, |c| c.close)),
-            "time": state.server_ms(),
+            "time": candles.last().map_or(0, |c| c.close_time),
         })
     };
     let body = match query.get("symbol") {
