@@ -35,7 +35,7 @@ use crate::store::StoreWriter;
 pub use budget::WeightBudget;
 pub use error::BinanceError;
 pub use info::INFO_REFRESH;
-pub use params::{BINANCE_INTERVALS, DEFAULT_LIMIT, KlinesQuery, MAX_LIMIT};
+pub use params::{BINANCE_INTERVALS, DEFAULT_LIMIT, KlinesQuery, MAX_LIMIT, buildable_interval};
 pub use rows::klines_json;
 pub use weights::{UNKNOWN_WEIGHT, weight_of};
 
@@ -118,6 +118,11 @@ impl MirrorState {
     /// Now on the exchange's clock as the mirror knows it (ms since the epoch).
     pub fn exchange_now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// The read path the mirror reads every candle through.
+    pub fn reader(&self) -> &CandleReader {
+        &self.inner.reader
     }
 
     /// The weight budget every request to the exchange spends from.

@@ -85,14 +85,21 @@ impl KlinesQuery {
         })
     }
 
-    /// The interval, when candlecast can build it from `base` candles: a fixed
-    /// length that is a whole multiple of the base's, up to `1w`, `3d` aside (its
-    /// buckets are counted from Binance's own origin). `None`: forwarded.
+    /// The interval, when candlecast builds it itself ([`buildable_interval`]);
+    /// `None`: forwarded.
     pub fn buildable_interval(&self, base: &Interval) -> Option<Interval> {
-        let interval = Interval::parse(&self.interval).ok()?;
-        let whole = interval.millis() >= base.millis() && interval.millis() % base.millis() == 0;
-        (whole && interval.name() != "3d").then_some(interval)
+        buildable_interval(&self.interval, base)
     }
+}
+
+/// The interval named `name`, when candlecast can build it from `base` candles: a
+/// fixed length that is a whole multiple of the base's, up to `1w`, `3d` aside (its
+/// buckets follow Binance's own origin, not the epoch's). `None` for `3d`, `1M`,
+/// intervals shorter than the base and names Binance does not have.
+pub fn buildable_interval(name: &str, base: &Interval) -> Option<Interval> {
+    let interval = Interval::parse(name).ok()?;
+    let whole = interval.millis() >= base.millis() && interval.millis() % base.millis() == 0;
+    (whole && interval.name() != "3d").then_some(interval)
 }
 
 #[cfg(test)]
