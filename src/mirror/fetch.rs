@@ -45,6 +45,14 @@ impl Fetches {
             .copied()
     }
 
+    /// Whether spans known empty cover all of `[start, end)` (`Some(true)`), part of
+    /// it (`Some(false)`) or none of it.
+    pub(super) fn empty_cover(&self, symbol: &str, start: i64, end: i64) -> Option<bool> {
+        // Spans are merged, so one covers the whole or none does.
+        self.empty_within(symbol, start, end)
+            .map(|(from, to)| from <= start && end <= to)
+    }
+
     /// Remembers that `symbol` has no candle opened in `[from, to)`.
     fn learn_empty(&self, symbol: &str, from: i64, to: i64) {
         if from >= to {

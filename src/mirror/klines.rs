@@ -133,7 +133,7 @@ impl MirrorState {
         let mut cursor = i64::MIN;
         let mut pages = 0;
         loop {
-            let slots = self.slots(&symbol, interval, query, current);
+            let (slots, partial) = self.slots(&symbol, interval, query, current);
             let closed: Vec<i64> = slots.iter().copied().filter(|s| *s < current).collect();
             let mut candles = match (closed.first(), closed.last()) {
                 (Some(first), Some(last)) => {
@@ -142,9 +142,30 @@ impl MirrorState {
                 }
                 _ => Vec::new(),
             };
-            candles.retain(|c| closed.binary_search(&c.open_time).is_ok());
+            candles.retain(|c| {
+                closed.binary_search(&c.open_time).is_ok()
+                    && partial.binary_search(&c.open_time).is_err()
+            });
+            let mut incomplete = None;
+            for slot in partial.iter().filter(|s| **s < current) {
+                match self
+                    .partial_bucket(&snapshot, position, interval, &base, *slot)
+                    .await?
+                {
+                    Some(bucket) => candles.extend(bucket),
+                    None => incomplete = incomplete.or(Some(*slot)),
+                }
+            }
+            candles.sort_by_key(|c| c.open_time);
             let held: Vec<i64> = candles.iter().map(|c| c.open_time).collect();
-            let missing = closed.iter().find(|s| held.binary_search(s).is_err());
+            let missing = closed
+                .iter()
+                .copied()
+                .find(|s| held.binary_search(s).is_err() && partial.binary_search(s).is_err())
+                .into_iter()
+                .chain(incomplete)
+                .min();
+            let missing = missing.as_ref();
             let fetch = missing.map(|m| (*m).max(cursor)).and_then(|from| {
                 let to = match (query.start_time, closed.last()) {
                     // The first rows from startTime: as far as the range may reach.
@@ -185,14 +206,16 @@ impl MirrorState {
 
     /// The open times of the rows `query` selects, oldest first, up to the bucket
     /// forming at `current`: from `startTime` the first `limit` (over spans the
-    /// exchange has no candles in), otherwise the `limit` ending at `endTime` or now.
+    /// exchange has no candles in), otherwise the `limit` ending at `endTime` or now;
+    /// and those of them partly in such a span (a listing's first bucket), which
+    /// Binance answers with the candles there are.
     fn slots(
         &self,
         symbol: &str,
         interval: &Interval,
         query: &KlinesQuery,
         current: i64,
-    ) -> Vec<i64> {
+    ) -> (Vec<i64>, Vec<i64>) {
         let len = interval.millis();
         let at_or_after = |t: i64| {
             let open = interval.open_time_containing(t);
@@ -201,34 +224,80 @@ impl MirrorState {
         let last = query.end_time.map_or(current, |end| {
             interval.open_time_containing(end).min(current)
         });
-        let empty = |slot: i64| self.inner.fetches.empty_within(symbol, slot, slot + len);
-        let mut slots = Vec::new();
+        let cover = |slot: i64| self.inner.fetches.empty_cover(symbol, slot, slot + len);
+        let (mut slots, mut partial) = (Vec::new(), Vec::new());
+        let mut take = |slot: i64, slots: &mut Vec<i64>| match cover(slot) {
+            Some(true) => false,
+            Some(false) => {
+                partial.push(slot);
+                slots.push(slot);
+                true
+            }
+            None => {
+                slots.push(slot);
+                true
+            }
+        };
         match query.start_time {
             Some(start) => {
                 let mut slot = at_or_after(start);
                 while slot <= last && slots.len() < query.limit {
-                    match empty(slot) {
-                        Some((_, to)) => slot = at_or_after(to).max(slot + len),
-                        None => {
-                            slots.push(slot);
-                            slot += len;
-                        }
-                    }
-                }
-            }
-            None => {
-                let count = i64::try_from(query.limit).unwrap_or(PAGE);
-                let first = (last - (count - 1) * len).max(0);
-                let mut slot = interval.open_time_containing(first).max(at_or_after(first));
-                while slot <= last {
-                    if empty(slot).is_none() {
-                        slots.push(slot);
+                    if !take(slot, &mut slots) {
+                        let skip_to = self
+                            .inner
+                            .fetches
+                            .empty_within(symbol, slot, slot + len)
+                            .map_or(slot + len, |(_, to)| interval.open_time_containing(to));
+                        slot = skip_to.max(slot + len);
+                        continue;
                     }
                     slot += len;
                 }
             }
+            None => {
+                let count = i64::try_from(query.limit).unwrap_or(PAGE);
+                let mut slot = at_or_after((last - (count - 1) * len).max(0));
+                while slot <= last {
+                    take(slot, &mut slots);
+                    slot += len;
+                }
+            }
         }
-        slots
+        (slots, partial)
+    }
+
+    /// The bucket of `interval` opened at `open`, part of which the exchange has no
+    /// candles in: `Some` once every base candle of the rest is held (`Some(None)`
+    /// when there is none), `None` while some are missing.
+    async fn partial_bucket(
+        &self,
+        snapshot: &Snapshot,
+        position: usize,
+        interval: &Interval,
+        base: &Interval,
+        open: i64,
+    ) -> Result<Option<Option<Candle>>, BinanceError> {
+        let symbol = &self.inner.reader.hub().symbols()[position];
+        let parts = self
+            .read(snapshot, position, base, open, open + interval.millis())
+            .await?;
+        let mut held = parts.iter().map(|c| c.open_time).peekable();
+        let mut minute = open;
+        while minute < open + interval.millis() {
+            let here = held.next_if_eq(&minute).is_some();
+            let empty = self
+                .inner
+                .fetches
+                .empty_cover(symbol, minute, minute + base.millis())
+                == Some(true);
+            if !here && !empty {
+                return Ok(None);
+            }
+            minute += base.millis();
+        }
+        Ok(Some(
+            (!parts.is_empty()).then(|| aggregate(interval, open, &parts)),
+        ))
     }
 
     /// Whole candles of `interval` opened in `[from, to)` through the read path.

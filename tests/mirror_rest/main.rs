@@ -182,6 +182,18 @@ async fn the_first_candle_ever_probe_gets_the_exchange_s_first_candle() {
     assert!(asked >= 1);
     let (_, asked) = mirrored(&fake, &app, &query).await;
     assert_eq!(asked, 0, "known now");
+
+    // At a longer interval the listing's first bucket holds only the minutes
+    // after it, as on Binance.
+    for interval in ["1h", "4h"] {
+        let query = format!("symbol={BTC}&interval={interval}&limit=3&startTime=0&endTime={now}");
+        let (rows, _) = mirrored(&fake, &app, &query).await;
+        let length = candlecast::candle::Interval::parse(interval).unwrap();
+        let first = length.open_time_containing(fake.history(BTC)[0].open_time);
+        assert_eq!(rows[0][0], json!(first), "{interval}");
+        let (_, asked) = mirrored(&fake, &app, &query).await;
+        assert_eq!(asked, 0, "{interval}: known now");
+    }
 }
 
 #[tokio::test]
