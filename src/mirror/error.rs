@@ -27,6 +27,16 @@ pub enum BinanceError {
         "Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."
     )]
     TooMuchWeight { limit: u32, retry_after_secs: u64 },
+    /// -1003 (418 or 429): the exchange banned this address until `until_ms`; no
+    /// request reaches it before then.
+    #[error(
+        "Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."
+    )]
+    Banned {
+        status: u16,
+        until_ms: i64,
+        retry_after_secs: u64,
+    },
     /// -2015 (403): an API key or signature; candlecast serves public data only.
     #[error(
         "Invalid API-key, IP, or permissions for action: candlecast serves public market data only; send signed requests to Binance."
@@ -46,7 +56,7 @@ impl BinanceError {
             BinanceError::InvalidValue(_) => -1130,
             BinanceError::InvalidInterval => -1120,
             BinanceError::InvalidSymbol => -1121,
-            BinanceError::TooMuchWeight { .. } => -1003,
+            BinanceError::TooMuchWeight { .. } | BinanceError::Banned { .. } => -1003,
             BinanceError::PublicOnly => -2015,
             BinanceError::Unavailable => -1001,
         }
@@ -56,6 +66,9 @@ impl BinanceError {
     pub fn status(&self) -> StatusCode {
         match self {
             BinanceError::TooMuchWeight { .. } => StatusCode::TOO_MANY_REQUESTS,
+            BinanceError::Banned { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::TOO_MANY_REQUESTS)
+            }
             BinanceError::PublicOnly => StatusCode::FORBIDDEN,
             BinanceError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::BAD_REQUEST,
@@ -73,6 +86,9 @@ impl IntoResponse for BinanceError {
             HeaderValue::from_static("application/json"),
         );
         if let BinanceError::TooMuchWeight {
+            retry_after_secs, ..
+        }
+        | BinanceError::Banned {
             retry_after_secs, ..
         } = self
         {

@@ -16,7 +16,7 @@ use tracing::warn;
 use super::MirrorState;
 use super::error::BinanceError;
 use crate::candle::Candle;
-use crate::exchange::klines_weight;
+use crate::exchange::{RestError, klines_weight};
 use crate::telemetry::Chain;
 
 /// How long a fetch waits for the next minute's budget before answering 429.
@@ -111,6 +111,7 @@ impl MirrorState {
 
     async fn fetch_uncached(&self, (symbol, from, to, limit): &PageKey) -> Page {
         let inner = &self.inner;
+        self.check_ban()?;
         let clock = inner.clock.clone();
         inner
             .budget
@@ -122,7 +123,10 @@ impl MirrorState {
             .await
             .map_err(|err| {
                 warn!(symbol, error = %Chain(&err), "mirror: cannot fetch klines from the exchange");
-                BinanceError::Unavailable
+                if let RestError::Status { status, retry_after, .. } = &err {
+                    self.banned(*status, retry_after.map(|d| d.as_secs()));
+                }
+                self.check_ban().err().unwrap_or(BinanceError::Unavailable)
             })?;
         let base = inner.reader.hub().intervals()[0].millis();
         // Binance answers the first rows at or after startTime: none opened between.

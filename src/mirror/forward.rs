@@ -47,7 +47,10 @@ pub(super) async fn forward(mirror: &MirrorState, path: &str, query: &str) -> Re
         .collect();
     let weight = weight_of(path, &params);
     let inner = &mirror.inner;
-    if let Err(refused) = inner.budget.try_spend(weight, inner.clock.now_ms()) {
+    if let Err(refused) = mirror
+        .check_ban()
+        .and_then(|()| inner.budget.try_spend(weight, inner.clock.now_ms()))
+    {
         return refused.into_response();
     }
     let mut url = inner.rest_url.clone();
@@ -79,6 +82,10 @@ pub(super) async fn forward(mirror: &MirrorState, path: &str, query: &str) -> Re
             kept.insert(name, value);
         }
     }
+    let retry_after = kept
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+    mirror.banned(status.as_u16(), retry_after);
     if let Some(used) = kept
         .get("x-mbx-used-weight-1m")
         .and_then(|v| v.to_str().ok()?.parse::<u32>().ok())

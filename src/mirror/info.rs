@@ -59,6 +59,7 @@ impl MirrorState {
     /// Reads exchangeInfo (weight 1) into the cache.
     async fn refresh_info(&self) -> Result<Arc<Listing>, BinanceError> {
         let inner = &self.inner;
+        self.check_ban()?;
         inner.budget.try_spend(1, inner.clock.now_ms())?;
         let mut url = inner.rest_url.clone();
         url.set_path(&format!(
@@ -86,6 +87,7 @@ impl MirrorState {
     /// Learns the exchange's clock from `GET /fapi/v1/time` (weight 1).
     async fn refresh_time(&self) -> Result<(), BinanceError> {
         let inner = &self.inner;
+        self.check_ban()?;
         inner.budget.try_spend(1, inner.clock.now_ms())?;
         let sent = inner.clock.local_ms();
         let server = inner

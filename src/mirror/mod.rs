@@ -76,6 +76,8 @@ struct Inner {
     /// Forwarding and exchangeInfo.
     http: reqwest::Client,
     budget: WeightBudget,
+    /// REST bans the exchange gave (shared with the ingest's client).
+    health: Arc<UpstreamHealth>,
     info: info::InfoCache,
     fetches: fetch::Fetches,
     polls: klines::PollCache,
@@ -91,7 +93,7 @@ impl MirrorState {
     pub fn new(parts: MirrorParts) -> Result<Self, RestError> {
         let hub = parts.reader.hub().clone();
         let base = hub.intervals()[0].clone();
-        let rest = RestClient::new(&parts.rest_url, base, parts.health)?;
+        let rest = RestClient::new(&parts.rest_url, base, Arc::clone(&parts.health))?;
         let http = reqwest::Client::builder()
             .user_agent(concat!("candlecast/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))
@@ -108,6 +110,7 @@ impl MirrorState {
                 rest,
                 http,
                 budget: WeightBudget::new(parts.weight_per_minute),
+                health: parts.health,
                 info: info::InfoCache::default(),
                 fetches: fetch::Fetches::default(),
                 polls: klines::PollCache::default(),
@@ -118,6 +121,33 @@ impl MirrorState {
     /// Now on the exchange's clock as the mirror knows it (ms since the epoch).
     pub fn exchange_now_ms(&self) -> i64 {
         self.inner.clock.now_ms()
+    }
+
+    /// Refuses, as Binance would, while the exchange bans this address: nothing
+    /// reaches it before the ban ends (DESIGN.md §5: ignoring one earns a longer one).
+    ///
+    /// # Errors
+    /// [`BinanceError::Banned`] while a ban is in force.
+    pub fn check_ban(&self) -> Result<(), BinanceError> {
+        match self.inner.health.rest_ban() {
+            None => Ok(()),
+            Some((status, until_ms)) => {
+                let left = until_ms - chrono::Utc::now().timestamp_millis();
+                Err(BinanceError::Banned {
+                    status,
+                    until_ms,
+                    retry_after_secs: u64::try_from((left + 999) / 1000).unwrap_or(1).max(1),
+                })
+            }
+        }
+    }
+
+    /// Notes a 429 or 418 from the exchange with its `Retry-After` (seconds).
+    fn banned(&self, status: u16, retry_after_secs: Option<u64>) {
+        if matches!(status, 418 | 429) {
+            let wait = std::time::Duration::from_secs(retry_after_secs.unwrap_or(60));
+            self.inner.health.rest_banned_for(status, wait);
+        }
     }
 
     /// The read path the mirror reads every candle through.

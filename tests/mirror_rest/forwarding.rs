@@ -115,3 +115,40 @@ async fn keyed_or_signed_requests_are_refused_not_forwarded() {
             .any(|p| p.contains("ticker") || p.contains("account"))
     );
 }
+
+#[tokio::test]
+async fn a_ban_from_the_exchange_is_passed_on_and_kept_to() {
+    let backend = Backend::sqlite();
+    let (fake, app) = mirror_on(&backend, 900, &[]).await;
+    let first = fake.history("BTCUSDT")[0].open_time;
+    fake.ban_rest(418, 30);
+    let not_held = format!("/fapi/v1/klines?symbol=BTCUSDT&interval=1m&startTime={first}&limit=10");
+    let answer = mirror_get(&app, &not_held).await;
+    assert_eq!(answer.status, 418, "{}", answer.body);
+    assert_eq!(answer.json()["code"], -1003);
+    let msg = answer.json()["msg"].as_str().unwrap().to_owned();
+    assert!(
+        msg.starts_with("Way too much request weight used; IP banned until "),
+        "{msg}"
+    );
+    let retry: u64 = answer.headers["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=30).contains(&retry), "{retry}");
+    // Nothing more reaches the exchange until the ban ends...
+    let forwarded = mirror_get(&app, "/fapi/v1/ticker/price?symbol=BTCUSDT").await;
+    assert_eq!(forwarded.status, 418);
+    assert!(!fake.rest_log().iter().any(|p| p.contains("ticker")));
+    // ...while what the service holds is still answered.
+    let now = this_minute();
+    let held = format!(
+        "/fapi/v1/klines?symbol=BTCUSDT&interval=1m&startTime={}&endTime={}",
+        now - 60 * MINUTE,
+        now - 31 * MINUTE
+    );
+    let answer = mirror_get(&app, &held).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert_eq!(answer.json().as_array().unwrap().len(), 30);
+}
