@@ -18,7 +18,7 @@ use super::MirrorState;
 use super::error::BinanceError;
 use super::forward::forward;
 use super::params::KlinesQuery;
-use super::rows::klines_json;
+use super::rows::{klines_json, with_last_row};
 use crate::candle::{Candle, Interval, aggregate};
 use crate::hub::Snapshot;
 use crate::read::Admission;
@@ -30,7 +30,7 @@ const POLL_CACHE_SIZE: usize = 1024;
 /// The largest page the exchange serves.
 const PAGE: i64 = 1500;
 
-/// What identifies the newest rows of a poll: the request and the state they show.
+/// What identifies the closed rows of a poll: the request and the closes it shows.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct PollKey {
     position: usize,
@@ -38,22 +38,32 @@ struct PollKey {
     limit: usize,
     current: i64,
     closed_version: u64,
-    forming_version: u64,
 }
 
-/// Poll answers (no `startTime`, no `endTime`) built once per newest state and
-/// shared by every request for the same rows.
+/// A poll's answer: its closed rows built once per close, the whole answer once
+/// per forming update.
+#[derive(Debug, Clone)]
+struct PollAnswer {
+    closed: Bytes,
+    /// Whether the rows reach the bucket still forming (its row goes last).
+    reaches_forming: bool,
+    forming_version: u64,
+    whole: Bytes,
+}
+
+/// Poll answers (no `startTime`, no `endTime`) shared by every request for the
+/// same rows: a forming update re-encodes one row, never the closed ones.
 #[derive(Default)]
 pub(super) struct PollCache {
-    answers: Mutex<HashMap<PollKey, Bytes>>,
+    answers: Mutex<HashMap<PollKey, PollAnswer>>,
 }
 
 impl PollCache {
-    fn get(&self, key: &PollKey) -> Option<Bytes> {
+    fn get(&self, key: &PollKey) -> Option<PollAnswer> {
         self.answers.lock().expect("poll lock").get(key).cloned()
     }
 
-    fn put(&self, key: PollKey, rows: Bytes) {
+    fn put(&self, key: PollKey, rows: PollAnswer) {
         let mut answers = self.answers.lock().expect("poll lock");
         if answers.len() >= POLL_CACHE_SIZE {
             answers.clear();
@@ -62,7 +72,7 @@ impl PollCache {
     }
 }
 
-/// The forming base candle and its version.
+/// The forming base candle and its version (bumped with each update).
 struct Forming {
     candle: Candle,
     version: u64,
@@ -124,10 +134,26 @@ impl MirrorState {
             limit: query.limit,
             current,
             closed_version: snapshot.frame(0, position).version,
-            forming_version: forming.as_ref().map_or(0, |f| f.version),
         });
-        if let Some(rows) = poll.as_ref().and_then(|key| inner.polls.get(key)) {
-            return Ok(Some(rows));
+        let forming_version = forming.as_ref().map_or(0, |f| f.version);
+        if let Some((key, mut answer)) = poll
+            .as_ref()
+            .and_then(|key| Some((key, inner.polls.get(key)?)))
+        {
+            if answer.forming_version != forming_version {
+                answer.whole = match (&forming, answer.reaches_forming) {
+                    (Some(forming), true) => {
+                        let bucket = self
+                            .forming_bucket(&snapshot, position, interval, &base, &forming.candle)
+                            .await?;
+                        with_last_row(&answer.closed, &bucket)
+                    }
+                    _ => answer.closed.clone(),
+                };
+                answer.forming_version = forming_version;
+                inner.polls.put(key.clone(), answer.clone());
+            }
+            return Ok(Some(answer.whole));
         }
         let len = interval.millis();
         let mut cursor = i64::MIN;
@@ -178,19 +204,27 @@ impl MirrorState {
                 (from < to).then_some((from, to))
             });
             let Some((from, to)) = fetch else {
-                if slots.last() == Some(&current)
-                    && let Some(forming) = &forming
-                {
-                    let bucket = self
-                        .forming_bucket(&snapshot, position, interval, &base, &forming.candle)
-                        .await?;
-                    candles.push(bucket);
-                }
-                let rows = klines_json(&candles);
+                let closed = klines_json(&candles);
+                let reaches_forming = slots.last() == Some(&current);
+                let whole = match (&forming, reaches_forming) {
+                    (Some(forming), true) => {
+                        let bucket = self
+                            .forming_bucket(&snapshot, position, interval, &base, &forming.candle)
+                            .await?;
+                        with_last_row(&closed, &bucket)
+                    }
+                    _ => closed.clone(),
+                };
                 if let Some(key) = poll.filter(|_| missing.is_none()) {
-                    inner.polls.put(key, rows.clone());
+                    let answer = PollAnswer {
+                        closed,
+                        reaches_forming,
+                        forming_version,
+                        whole: whole.clone(),
+                    };
+                    inner.polls.put(key, answer);
                 }
-                return Ok(Some(rows));
+                return Ok(Some(whole));
             };
             if inner.writer.is_none() || pages >= MAX_PAGES {
                 return Ok(None);

@@ -39,6 +39,20 @@ pub fn klines_json<'a>(candles: impl IntoIterator<Item = &'a Candle>) -> Bytes {
     Bytes::from(out)
 }
 
+/// `rows` (a JSON array of rows) with `last`'s row appended: the forming candle
+/// after closed rows built once.
+pub fn with_last_row(rows: &[u8], last: &Candle) -> Bytes {
+    let row = klines_json([last]);
+    let inner = &rows[1..rows.len() - 1];
+    let mut out = Vec::with_capacity(rows.len() + row.len());
+    out.extend_from_slice(&rows[..rows.len() - 1]);
+    if !inner.is_empty() {
+        out.push(b',');
+    }
+    out.extend_from_slice(&row[1..]);
+    Bytes::from(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -86,6 +100,12 @@ mod tests {
                 }
             }
         }
+        let spliced = with_last_row(&klines_json(&candles[..3]), &candles[3]);
+        assert_eq!(spliced, klines_json(&candles));
+        assert_eq!(
+            with_last_row(b"[]", &candles[0]),
+            klines_json(&candles[..1])
+        );
         assert_eq!(
             std::str::from_utf8(&klines_json(&candles[3..])).unwrap(),
             "[[1763791560000,\"84201.7\",\"84215.3\",\"84199.9\",\"84212\",\"12.334\",\

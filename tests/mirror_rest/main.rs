@@ -217,6 +217,28 @@ async fn the_last_row_is_the_candle_still_forming() {
         last, expected[0],
         "the forming candle, as the stream sent it"
     );
+    // A newer update of it replaces the last row; the closed rows stay as they were.
+    let before = mirror_get(&app, &query).await.json();
+    let mut forming = forming;
+    forming.close += 1.5;
+    forming.high = forming.high.max(forming.close);
+    forming.volume += 2.0;
+    fake.send_update(&forming, false);
+    let expected: Value =
+        serde_json::from_slice(&candlecast::mirror::klines_json([&forming])).unwrap();
+    let mut rows = Value::Null;
+    for _ in 0..100 {
+        rows = mirror_get(&app, &query).await.json();
+        if rows[2] == expected[0] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows[2], expected[0], "the newest update");
+    assert_eq!(
+        rows.as_array().unwrap()[..2],
+        before.as_array().unwrap()[..2]
+    );
 
     // 5m (not served): the bucket so far, its closed minutes and the forming one.
     let five = 5 * MINUTE;
