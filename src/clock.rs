@@ -39,6 +39,17 @@ impl Clock {
         }
     }
 
+    /// Another clock on this machine (sharing any test skew) that learns a trusted
+    /// clock of its own: the exchange's, beside the database's.
+    pub fn sibling(&self) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                local_skew_ms: self.inner.local_skew_ms,
+                ..Inner::default()
+            }),
+        }
+    }
+
     /// This machine's clock, ms since the epoch (UTC).
     pub fn local_ms(&self) -> i64 {
         chrono::Utc::now().timestamp_millis() + self.inner.local_skew_ms

@@ -32,6 +32,7 @@ use crate::health::{StoreHealth, UpstreamHealth};
 use crate::http::{self, AppState, Parts, Readiness};
 use crate::hub::Hub;
 use crate::metrics::Metrics;
+use crate::mirror::{MirrorParts, MirrorState};
 use crate::read::CandleReader;
 use crate::store::{self, Reachable, StoreWriter, Unacknowledged};
 use crate::telemetry::Chain;
@@ -179,6 +180,7 @@ impl App {
         // windows and the store, so no read misses a candle on its way.
         let unacknowledged = Unacknowledged::default();
         let mut store_recovered = None;
+        let mut mirror_writer = None;
         let startup_backfill = if config.ingest {
             let (writer, writer_task) = StoreWriter::spawn(
                 Arc::clone(&store),
@@ -189,6 +191,7 @@ impl App {
                 cancel.clone(),
             );
             store_recovered = Some(writer.lost_candles());
+            mirror_writer = Some(writer.clone());
             tasks.spawn(async move {
                 let _ = writer_task.await;
             });
@@ -248,8 +251,20 @@ impl App {
             cancel.clone(),
         ));
 
+        let reader = CandleReader::new(hub.clone(), unacknowledged, store);
+        let mirror = MirrorState::new(MirrorParts {
+            reader: reader.clone(),
+            writer: mirror_writer,
+            clock: clock.clone(),
+            rest_url: config.exchange.rest_url.clone(),
+            weight_per_minute: config.mirror_weight_per_minute,
+            health: Arc::clone(&health),
+        })
+        .map_err(StartError::Exchange)?;
+        tasks.spawn(mirror.clone().refresh_until(cancel.clone()));
         let state = AppState::new(Parts {
-            reader: CandleReader::new(hub.clone(), unacknowledged, store),
+            mirror: Some(mirror),
+            reader,
             hub,
             interval: config.interval.clone(),
             feed: config.feed.clone(),

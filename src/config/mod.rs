@@ -109,6 +109,9 @@ pub struct Config {
     pub feed: FeedOptions,
     /// `RUST_LOG`, `LOG_FORMAT`.
     pub log: LogOptions,
+    /// `MIRROR_WEIGHT_PER_MINUTE`: request weight the Binance mirror may spend on
+    /// the exchange per minute.
+    pub mirror_weight_per_minute: u32,
 }
 
 const DEFAULT_SYMBOLS: &str = "BTCUSDT,BNBUSDT,ETHUSDT,SOLUSDT,XRPUSDT";
@@ -225,6 +228,11 @@ impl Config {
                 max_age: seconds("UPSTREAM_MAX_AGE_SECS", 82_800, 86_000)?,
                 startup_backfill_timeout: Duration::from_secs(15),
             },
+            mirror_weight_per_minute: source.parse_or(
+                "MIRROR_WEIGHT_PER_MINUTE",
+                crate::mirror::DEFAULT_WEIGHT_PER_MINUTE,
+                |raw| parse_count(raw, 1, 2400).map(|n| u32::try_from(n).unwrap_or(2400)),
+            )?,
             feed: FeedOptions {
                 send_timeout: seconds("CLIENT_SEND_TIMEOUT_SECS", 10, 3600)?,
                 ping_every: seconds("CLIENT_PING_SECS", 30, 3600)?,

@@ -102,6 +102,8 @@ pub struct Parts {
     /// "Now" for judging candles: the database's clock when there is one, never
     /// this machine's alone (it may be minutes off the ingesters').
     pub clock: crate::clock::Clock,
+    /// Binance's own protocol (DESIGN.md §8), when served.
+    pub mirror: Option<crate::mirror::MirrorState>,
 }
 
 /// What handlers share: cheap handles only.
@@ -183,6 +185,9 @@ pub fn router(state: AppState, cors: &CorsOrigins) -> Router {
         .route("/api/v1/info", get(info::info));
     if let Some(cors) = cors.layer() {
         api = api.layer(cors);
+    }
+    if let Some(mirror) = state.parts.mirror.clone() {
+        api = api.merge(crate::mirror::router(mirror));
     }
     Router::new()
         .route("/", get(feed::feed))

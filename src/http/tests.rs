@@ -33,6 +33,7 @@ fn state(dir: &std::path::Path) -> AppState {
     );
     let store = Arc::new(SqliteStore::open(dir).unwrap());
     AppState::new(Parts {
+        mirror: None,
         reader: CandleReader::new(hub.clone(), Unacknowledged::default(), store),
         hub,
         interval: Interval::parse("1m").unwrap(),

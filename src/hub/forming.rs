@@ -37,7 +37,8 @@ pub struct FormingFrame {
 }
 
 impl FormingFrame {
-    /// The forming candle itself, for protocols that encode it their own way.
+    /// The forming candle itself (a longer interval's bucket so far), for
+    /// protocols that encode it their own way.
     pub fn candle(&self) -> &Candle {
         &self.candle
     }

@@ -72,6 +72,47 @@ impl CandleReader {
         Ok(Box::pin(older.chain(tail)))
     }
 
+    /// Every whole candle of any `interval` that is a multiple of the base (served or
+    /// not, e.g. `3m` or `2h` when `INTERVALS` lists neither) of the coin at
+    /// `position`, opened in `[from, to)`, oldest first: a served interval as
+    /// [`CandleReader::range`] reads it, any other folded from the base candles of
+    /// its whole buckets, read through the same path (base window, queue, store).
+    ///
+    /// # Errors
+    /// As [`CandleReader::range`].
+    pub async fn range_of(
+        &self,
+        snapshot: &Snapshot,
+        position: usize,
+        interval: &Interval,
+        from: i64,
+        to: i64,
+        admission: Admission,
+    ) -> Result<CandleStream, ReadError> {
+        let served = self.hub.intervals().iter().position(|i| i == interval);
+        if let Some(index) = served {
+            return self
+                .range(snapshot, position, index, from, to, admission)
+                .await;
+        }
+        let base = self.hub.intervals()[0].clone();
+        let (base_from, base_to) = whole_buckets(interval, from, to);
+        if base_from >= base_to {
+            return Ok(Box::pin(stream::empty()));
+        }
+        let base_candles = self
+            .range(snapshot, position, 0, base_from, base_to, admission)
+            .await?;
+        let mut folder = Folder::new(interval, &base);
+        let folded = base_candles.filter_map(move |candle| {
+            std::future::ready(match candle {
+                Ok(candle) => folder.add(candle).map(Ok),
+                Err(err) => Some(Err(err)),
+            })
+        });
+        Ok(Box::pin(folded))
+    }
+
     /// The open time (ms since the epoch, UTC) of the oldest base candle the service
     /// holds for the coin at `position`, in the store or in memory.
     ///

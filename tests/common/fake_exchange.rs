@@ -113,6 +113,10 @@ struct FakeState {
     history_minutes: i64,
     /// Set by [`FakeExchange::freeze`]: no wall-clock minute adds a candle any more.
     frozen: AtomicBool,
+    /// How long each klines request waits before it is answered (ms).
+    rest_delay_ms: std::sync::atomic::AtomicU64,
+    /// Every REST request, as `path?query`.
+    rest_log: Mutex<Vec<String>>,
 }
 
 /// Handle to a running fake exchange; it stops when dropped.
@@ -349,6 +353,8 @@ impl FakeExchange {
             lag_minutes,
             history_minutes,
             frozen: AtomicBool::new(false),
+            rest_delay_ms: std::sync::atomic::AtomicU64::new(0),
+            rest_log: Mutex::new(Vec::new()),
         });
         state.catch_up();
         let app = Router::new()
@@ -356,6 +362,11 @@ impl FakeExchange {
             .route("/fapi/v1/klines", get(rest::klines))
             .route("/fapi/v1/exchangeInfo", get(rest::exchange_info))
             .route("/fapi/v1/time", get(rest::server_time))
+            .route("/fapi/v1/ticker/price", get(rest::ticker_price))
+            .layer(axum::middleware::from_fn_with_state(
+                Arc::clone(&state),
+                log_rest,
+            ))
             .with_state(Arc::clone(&state));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -625,11 +636,38 @@ impl FakeExchange {
         });
     }
 
+    /// Every klines answer waits `ms` first (0: none), so tests can overlap requests.
+    pub fn set_rest_delay_ms(&self, ms: u64) {
+        self.state.rest_delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Every REST request so far (any endpoint), as `path?query`.
+    pub fn rest_log(&self) -> Vec<String> {
+        self.state.rest_log.lock().unwrap().clone()
+    }
+
     /// Sets the exchange's clock to the wall clock plus `offset` milliseconds (default
     /// 0): `/fapi/v1/time`, `serverTime` and the `E` of the fake's frames follow it.
     pub fn set_clock_offset_ms(&self, offset: i64) {
         self.state.clock_offset_ms.store(offset, Ordering::SeqCst);
     }
+}
+
+/// Logs every REST request (not the stream's upgrades) before it is answered.
+async fn log_rest(
+    State(state): State<Arc<FakeState>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let uri = request.uri();
+    if uri.path().starts_with("/fapi") || uri.path().starts_with("/futures") {
+        let logged = match uri.query() {
+            Some(query) => format!("{}?{query}", uri.path()),
+            None => uri.path().to_owned(),
+        };
+        state.rest_log.lock().unwrap().push(logged);
+    }
+    next.run(request).await
 }
 
 async fn stream(

@@ -1,7 +1,7 @@
 //! The fake's REST endpoints: `GET /fapi/v1/klines`, `/fapi/v1/exchangeInfo` and
 //! `/fapi/v1/time`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -98,14 +98,21 @@ pub(super) async fn klines(
         }
         return response;
     }
-    if query.get("interval").map(String::as_str) != Some("1m") {
+    let Some(interval) = query
+        .get("interval")
+        .and_then(|name| candlecast::candle::Interval::parse(name).ok())
+    else {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"code": -1120, "msg": "Invalid interval."})),
         )
             .into_response();
+    };
+    let delay = state.rest_delay_ms.load(Ordering::SeqCst);
+    if delay > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
     }
-    let history = state.history.lock().unwrap();
+    let history = state.history.lock().unwrap().clone();
     let Some(candles) = history.get(&symbol) else {
         state
             .rest_requests
@@ -124,33 +131,61 @@ pub(super) async fn klines(
         .min(state.page_cap.load(Ordering::SeqCst));
     // Closed by the exchange's clock, which runs with the closes tests send.
     let now = state.server_ms();
-    let mut rows: Vec<Candle> = candles
-        .iter()
-        .filter(|c| {
-            start_time.is_none_or(|s| c.open_time >= s) && end_time.is_none_or(|e| c.open_time <= e)
-        })
-        .take(take)
-        .cloned()
-        .collect();
-    let (closed_rows, mut open_rows): (Vec<Candle>, Vec<Candle>) =
-        rows.drain(..).partition(|c| c.close_time < now);
-    // Like Binance without endTime, end with the candle still open (its close time
-    // lies ahead); this fake appends it even past endTime, so the service's own
-    // "closed before now" filter is what keeps it out of the store.
     let current = now.div_euclid(MINUTE) * MINUTE;
-    if closed_rows.len() < take && open_rows.is_empty() && start_time.is_none_or(|s| current >= s) {
-        // Only when the history is current: a lagging fake has no candle open now.
-        if candles
-            .last()
-            .is_some_and(|c| c.open_time == current - MINUTE)
-        {
-            let mut open = next_candle(&symbol, current, candles.last());
+    // Like Binance, the candle still open comes last (its close time lies ahead);
+    // only when the history is current: a lagging fake has no candle open now.
+    let open_now = candles
+        .last()
+        .filter(|c| c.open_time == current - MINUTE)
+        .map(|last| {
+            let mut open = next_candle(&symbol, current, Some(last));
             // Nothing traded yet: unlike any closed candle here, it has no trades.
             (open.close, open.high, open.low) = (open.open, open.open, open.open);
             (open.volume, open.quote_volume, open.trades) = (0.0, 0.0, 0);
-            open_rows.push(open);
+            open
+        });
+    let rows: Vec<Candle> = if interval.name() == "1m" && start_time.is_some() {
+        // From startTime: this fake appends the open candle even past endTime, so
+        // the service's own "closed before now" filter is what keeps it out of the
+        // store.
+        let mut rows: Vec<Candle> = candles
+            .iter()
+            .filter(|c| {
+                start_time.is_none_or(|s| c.open_time >= s)
+                    && end_time.is_none_or(|e| c.open_time <= e)
+            })
+            .take(take)
+            .cloned()
+            .collect();
+        if rows.len() < take
+            && let Some(open) = open_now.filter(|_| start_time.is_none_or(|s| current >= s))
+        {
+            rows.push(open);
         }
-    }
+        rows
+    } else {
+        // Any interval, as Binance builds it: every minute of a bucket summed,
+        // the bucket still open last.
+        let mut buckets: BTreeMap<i64, Vec<Candle>> = BTreeMap::new();
+        for minute in candles.iter().chain(open_now.iter()) {
+            let open = interval.open_time_containing(minute.open_time);
+            buckets.entry(open).or_default().push(minute.clone());
+        }
+        let selected = buckets
+            .iter()
+            .filter(|(open, _)| {
+                start_time.is_none_or(|s| **open >= s) && end_time.is_none_or(|e| **open <= e)
+            })
+            .map(|(open, parts)| candlecast::candle::aggregate(&interval, *open, parts));
+        if start_time.is_some() {
+            selected.take(take).collect()
+        } else {
+            let all: Vec<Candle> = selected.collect();
+            all[all.len().saturating_sub(take)..].to_vec()
+        }
+    };
+    let (closed_rows, open_rows): (Vec<Candle>, Vec<Candle>) =
+        rows.into_iter().partition(|c| c.close_time < now);
     let body: Vec<Value> = closed_rows
         .iter()
         .chain(open_rows.iter())
@@ -167,6 +202,41 @@ pub(super) async fn klines(
         open_row: open_rows.into_iter().next(),
     });
     Json(body).into_response()
+}
+
+/// Any other public endpoint, for forwarding tests: `GET /fapi/v1/ticker/price`
+/// as Binance answers it, with Binance's weight headers.
+pub(super) async fn ticker_price(
+    Query(query): Query<HashMap<String, String>>,
+    State(state): State<Arc<FakeState>>,
+) -> Response {
+    let history = state.history.lock().unwrap().clone();
+    let price = |symbol: &str, candles: &Vec<Candle>| {
+        json!({
+            "symbol": symbol,
+            "price": format!("{}", candles.last().map_or(0.0, |c| c.close)),
+            "time": candles.last().map_or(0, |c| c.close_time),
+        })
+    };
+    let body = match query.get("symbol") {
+        Some(symbol) => match history.get(symbol) {
+            Some(candles) => price(symbol, candles),
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(json!({"code": -1121, "msg": "Invalid symbol."})),
+                )
+                    .into_response();
+            }
+        },
+        None => Value::Array(history.iter().map(|(s, c)| price(s, c)).collect()),
+    };
+    let mut response = Json(body).into_response();
+    let headers = response.headers_mut();
+    headers.insert("x-mbx-used-weight", "7".parse().unwrap());
+    headers.insert("x-mbx-used-weight-1m", "7".parse().unwrap());
+    headers.insert("x-fake-private", "not forwarded".parse().unwrap());
+    response
 }
 
 /// `{"serverTime": <ms>}` on the exchange's clock.

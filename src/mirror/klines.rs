@@ -1,0 +1,396 @@
+//! `GET /fapi/v1/klines` as Binance answers it (USD-M docs, "Kline/Candlestick
+//! Data"), for the followed symbols at any interval built from the base: the rows a
+//! request selects are read through the one read path; the closed ones it does not
+//! hold are fetched from the exchange once ([`super::fetch`]) and read again; the
+//! last row is the candle still forming when the range reaches it. Other symbols
+//! and intervals (`3d`, `1M`) are forwarded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use axum::extract::{RawQuery, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+
+use super::MirrorState;
+use super::error::BinanceError;
+use super::forward::forward;
+use super::params::KlinesQuery;
+use super::rows::{klines_json, with_last_row};
+use crate::candle::{Candle, Interval, aggregate};
+use crate::hub::Snapshot;
+use crate::read::Admission;
+
+/// Exchange pages one request may fetch before it is forwarded whole instead.
+const MAX_PAGES: usize = 20;
+/// Poll answers kept before the cache starts over.
+const POLL_CACHE_SIZE: usize = 1024;
+/// The largest page the exchange serves.
+const PAGE: i64 = 1500;
+
+/// What identifies the closed rows of a poll: the request and the closes it shows.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct PollKey {
+    position: usize,
+    interval: String,
+    limit: usize,
+    current: i64,
+    closed_version: u64,
+}
+
+/// A poll's answer: its closed rows built once per close, the whole answer once
+/// per forming update.
+#[derive(Debug, Clone)]
+struct PollAnswer {
+    closed: Bytes,
+    /// Whether the rows reach the bucket still forming (its row goes last).
+    reaches_forming: bool,
+    forming_version: u64,
+    whole: Bytes,
+}
+
+/// Poll answers (no `startTime`, no `endTime`) shared by every request for the
+/// same rows: a forming update re-encodes one row, never the closed ones.
+#[derive(Default)]
+pub(super) struct PollCache {
+    answers: Mutex<HashMap<PollKey, PollAnswer>>,
+}
+
+impl PollCache {
+    fn get(&self, key: &PollKey) -> Option<PollAnswer> {
+        self.answers.lock().expect("poll lock").get(key).cloned()
+    }
+
+    fn put(&self, key: PollKey, rows: PollAnswer) {
+        let mut answers = self.answers.lock().expect("poll lock");
+        if answers.len() >= POLL_CACHE_SIZE {
+            answers.clear();
+        }
+        answers.insert(key, rows);
+    }
+}
+
+/// The forming base candle and its version (bumped with each update).
+struct Forming {
+    candle: Candle,
+    version: u64,
+}
+
+/// `GET /fapi/v1/klines`.
+pub(super) async fn klines(State(mirror): State<MirrorState>, RawQuery(raw): RawQuery) -> Response {
+    let raw = raw.unwrap_or_default();
+    let query = match KlinesQuery::parse(&raw) {
+        Ok(query) => query,
+        Err(err) => return err.into_response(),
+    };
+    let hub = mirror.inner.reader.hub();
+    let position = hub.position(&query.symbol);
+    let interval = query.buildable_interval(&hub.intervals()[0]);
+    let (Some(position), Some(interval)) = (position, interval) else {
+        if position.is_none() && mirror.inner.info.lists(&query.symbol) == Some(false) {
+            return BinanceError::InvalidSymbol.into_response();
+        }
+        return forward(&mirror, "/fapi/v1/klines", &raw).await;
+    };
+    match mirror.serve_klines(position, &interval, &query).await {
+        Ok(Some(rows)) => {
+            let mut response = rows.into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Ok(None) => forward(&mirror, "/fapi/v1/klines", &raw).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+impl MirrorState {
+    /// The rows of `query` for the coin at `position`, fetching what is not held;
+    /// `None` when the request is better forwarded whole (more than [`MAX_PAGES`]
+    /// to fetch, or no store writer on this replica).
+    async fn serve_klines(
+        &self,
+        position: usize,
+        interval: &Interval,
+        query: &KlinesQuery,
+    ) -> Result<Option<Bytes>, BinanceError> {
+        let inner = &self.inner;
+        let hub = inner.reader.hub();
+        let base = hub.intervals()[0].clone();
+        let symbol = hub.symbols()[position].clone();
+        let snapshot = hub.snapshot();
+        let now = inner.clock.now_ms();
+        let forming = self.forming(position, &snapshot, &base, now);
+        // The bucket still forming: the forming base candle's, else the clock's.
+        let current =
+            interval.open_time_containing(forming.as_ref().map_or(now, |f| f.candle.open_time));
+        let poll = (query.start_time.is_none() && query.end_time.is_none()).then(|| PollKey {
+            position,
+            interval: interval.name().to_owned(),
+            limit: query.limit,
+            current,
+            closed_version: snapshot.frame(0, position).version,
+        });
+        let forming_version = forming.as_ref().map_or(0, |f| f.version);
+        if let Some((key, mut answer)) = poll
+            .as_ref()
+            .and_then(|key| Some((key, inner.polls.get(key)?)))
+        {
+            if answer.forming_version != forming_version {
+                answer.whole = match (&forming, answer.reaches_forming) {
+                    (Some(forming), true) => {
+                        let bucket = self
+                            .forming_bucket(&snapshot, position, interval, &base, &forming.candle)
+                            .await?;
+                        with_last_row(&answer.closed, &bucket)
+                    }
+                    _ => answer.closed.clone(),
+                };
+                answer.forming_version = forming_version;
+                inner.polls.put(key.clone(), answer.clone());
+            }
+            return Ok(Some(answer.whole));
+        }
+        let len = interval.millis();
+        let mut cursor = i64::MIN;
+        let mut pages = 0;
+        loop {
+            let (slots, partial) = self.slots(&symbol, interval, query, current);
+            let closed: Vec<i64> = slots.iter().copied().filter(|s| *s < current).collect();
+            let mut candles = match (closed.first(), closed.last()) {
+                (Some(first), Some(last)) => {
+                    self.read(&snapshot, position, interval, *first, last + len)
+                        .await?
+                }
+                _ => Vec::new(),
+            };
+            candles.retain(|c| {
+                closed.binary_search(&c.open_time).is_ok()
+                    && partial.binary_search(&c.open_time).is_err()
+            });
+            let mut incomplete = None;
+            for slot in partial.iter().filter(|s| **s < current) {
+                match self
+                    .partial_bucket(&snapshot, position, interval, &base, *slot)
+                    .await?
+                {
+                    Some(bucket) => candles.extend(bucket),
+                    None => incomplete = incomplete.or(Some(*slot)),
+                }
+            }
+            candles.sort_by_key(|c| c.open_time);
+            let held: Vec<i64> = candles.iter().map(|c| c.open_time).collect();
+            let missing = closed
+                .iter()
+                .copied()
+                .find(|s| held.binary_search(s).is_err() && partial.binary_search(s).is_err())
+                .into_iter()
+                .chain(incomplete)
+                .min();
+            let missing = missing.as_ref();
+            let fetch = missing.map(|m| (*m).max(cursor)).and_then(|from| {
+                let to = match (query.start_time, closed.last()) {
+                    // The first rows from startTime: as far as the range may reach.
+                    (Some(_), _) => query.end_time.map_or(current, |end| {
+                        (interval.open_time_containing(end) + len).min(current)
+                    }),
+                    (None, Some(last)) => last + len,
+                    (None, None) => from,
+                };
+                (from < to).then_some((from, to))
+            });
+            let Some((from, to)) = fetch else {
+                let closed = klines_json(&candles);
+                let reaches_forming = slots.last() == Some(&current);
+                let whole = match (&forming, reaches_forming) {
+                    (Some(forming), true) => {
+                        let bucket = self
+                            .forming_bucket(&snapshot, position, interval, &base, &forming.candle)
+                            .await?;
+                        with_last_row(&closed, &bucket)
+                    }
+                    _ => closed.clone(),
+                };
+                if let Some(key) = poll.filter(|_| missing.is_none()) {
+                    let answer = PollAnswer {
+                        closed,
+                        reaches_forming,
+                        forming_version,
+                        whole: whole.clone(),
+                    };
+                    inner.polls.put(key, answer);
+                }
+                return Ok(Some(whole));
+            };
+            if inner.writer.is_none() || pages >= MAX_PAGES {
+                return Ok(None);
+            }
+            let limit = ((to - from) / base.millis()).clamp(1, PAGE);
+            let page = self
+                .fetch_page(&symbol, from, to - 1, usize::try_from(limit).unwrap_or(1))
+                .await?;
+            cursor = page.last().map_or(to, |c| c.open_time + base.millis());
+            pages += 1;
+        }
+    }
+
+    /// The open times of the rows `query` selects, oldest first, up to the bucket
+    /// forming at `current`: from `startTime` the first `limit` (over spans the
+    /// exchange has no candles in), otherwise the `limit` ending at `endTime` or now;
+    /// and those of them partly in such a span (a listing's first bucket), which
+    /// Binance answers with the candles there are.
+    fn slots(
+        &self,
+        symbol: &str,
+        interval: &Interval,
+        query: &KlinesQuery,
+        current: i64,
+    ) -> (Vec<i64>, Vec<i64>) {
+        let len = interval.millis();
+        let at_or_after = |t: i64| {
+            let open = interval.open_time_containing(t);
+            if open < t { open + len } else { open }
+        };
+        let last = query.end_time.map_or(current, |end| {
+            interval.open_time_containing(end).min(current)
+        });
+        let cover = |slot: i64| self.inner.fetches.empty_cover(symbol, slot, slot + len);
+        let (mut slots, mut partial) = (Vec::new(), Vec::new());
+        let mut take = |slot: i64, slots: &mut Vec<i64>| match cover(slot) {
+            Some(true) => false,
+            Some(false) => {
+                partial.push(slot);
+                slots.push(slot);
+                true
+            }
+            None => {
+                slots.push(slot);
+                true
+            }
+        };
+        match query.start_time {
+            Some(start) => {
+                let mut slot = at_or_after(start);
+                while slot <= last && slots.len() < query.limit {
+                    if !take(slot, &mut slots) {
+                        let skip_to = self
+                            .inner
+                            .fetches
+                            .empty_within(symbol, slot, slot + len)
+                            .map_or(slot + len, |(_, to)| interval.open_time_containing(to));
+                        slot = skip_to.max(slot + len);
+                        continue;
+                    }
+                    slot += len;
+                }
+            }
+            None => {
+                let count = i64::try_from(query.limit).unwrap_or(PAGE);
+                let mut slot = at_or_after((last - (count - 1) * len).max(0));
+                while slot <= last {
+                    take(slot, &mut slots);
+                    slot += len;
+                }
+            }
+        }
+        (slots, partial)
+    }
+
+    /// The bucket of `interval` opened at `open`, part of which the exchange has no
+    /// candles in: `Some` once every base candle of the rest is held (`Some(None)`
+    /// when there is none), `None` while some are missing.
+    async fn partial_bucket(
+        &self,
+        snapshot: &Snapshot,
+        position: usize,
+        interval: &Interval,
+        base: &Interval,
+        open: i64,
+    ) -> Result<Option<Option<Candle>>, BinanceError> {
+        let symbol = &self.inner.reader.hub().symbols()[position];
+        let parts = self
+            .read(snapshot, position, base, open, open + interval.millis())
+            .await?;
+        let mut held = parts.iter().map(|c| c.open_time).peekable();
+        let mut minute = open;
+        while minute < open + interval.millis() {
+            let here = held.next_if_eq(&minute).is_some();
+            let empty = self
+                .inner
+                .fetches
+                .empty_cover(symbol, minute, minute + base.millis())
+                == Some(true);
+            if !here && !empty {
+                return Ok(None);
+            }
+            minute += base.millis();
+        }
+        Ok(Some(
+            (!parts.is_empty()).then(|| aggregate(interval, open, &parts)),
+        ))
+    }
+
+    /// Whole candles of `interval` opened in `[from, to)` through the read path.
+    async fn read(
+        &self,
+        snapshot: &Snapshot,
+        position: usize,
+        interval: &Interval,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<Candle>, BinanceError> {
+        let reader = &self.inner.reader;
+        let stream = reader
+            .range_of(snapshot, position, interval, from, to, Admission::Wait)
+            .await
+            .map_err(|_| BinanceError::Unavailable)?;
+        stream
+            .try_collect()
+            .await
+            .map_err(|_| BinanceError::Unavailable)
+    }
+
+    /// The forming base candle of the coin at `position`, unless the window already
+    /// holds it closed or it is older than the minute before `now`.
+    fn forming(
+        &self,
+        position: usize,
+        snapshot: &Snapshot,
+        base: &Interval,
+        now: i64,
+    ) -> Option<Forming> {
+        let frame = self.inner.forming.borrow().coins.get(position)?.clone()?;
+        let candle = frame.candle();
+        let closed = snapshot.frame(0, position).newest_open_time;
+        let recent = candle.open_time >= base.open_time_containing(now) - base.millis();
+        (recent && closed.is_none_or(|closed| candle.open_time > closed)).then(|| Forming {
+            candle: candle.clone(),
+            version: frame.version,
+        })
+    }
+
+    /// The bucket of `interval` that `forming` (a base candle) belongs to, so far:
+    /// its closed base candles, read through the read path, and `forming`.
+    async fn forming_bucket(
+        &self,
+        snapshot: &Snapshot,
+        position: usize,
+        interval: &Interval,
+        base: &Interval,
+        forming: &Candle,
+    ) -> Result<Candle, BinanceError> {
+        if interval == base {
+            return Ok(forming.clone());
+        }
+        let open = interval.open_time_containing(forming.open_time);
+        let mut parts = self
+            .read(snapshot, position, base, open, forming.open_time)
+            .await?;
+        parts.push(forming.clone());
+        Ok(aggregate(interval, open, &parts))
+    }
+}
