@@ -1,5 +1,6 @@
-//! The fake's REST endpoints: `GET /fapi/v1/klines`, `/fapi/v1/exchangeInfo` and
-//! `/fapi/v1/time`.
+//! The fake's REST endpoints: `GET /fapi/v1/klines` (any interval, built from the
+//! minutes by [`super::intervals`]), `/fapi/v1/exchangeInfo`, `/fapi/v1/time` and
+//! `/fapi/v1/ping`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use candlecast::candle::Candle;
 use serde_json::{Value, json};
 
+use super::intervals::{aggregate, interval_ms};
 use super::{FakeState, MINUTE, RestRequest, base_price, next_candle};
 
 /// Binance's `deliveryDate` of a perpetual contract (2100-12-25 08:00 UTC).
@@ -43,8 +45,10 @@ pub(super) async fn klines(
     let number = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
     let (start_time, end_time) = (number("startTime"), number("endTime"));
     let limit = number("limit").map(|l| l as usize);
+    let interval = query.get("interval").cloned().unwrap_or_default();
     let refused = |symbol: String, status: u16| RestRequest {
         symbol,
+        interval: interval.clone(),
         at: std::time::Instant::now(),
         status,
         start_time,
@@ -78,6 +82,7 @@ pub(super) async fn klines(
     if let Some((status, retry_after)) = failure {
         state.rest_requests.lock().unwrap().push(RestRequest {
             symbol,
+            interval,
             at: std::time::Instant::now(),
             status,
             start_time: query.get("startTime").and_then(|v| v.parse().ok()),
@@ -98,7 +103,7 @@ pub(super) async fn klines(
         }
         return response;
     }
-    if query.get("interval").map(String::as_str) != Some("1m") {
+    if interval_ms(&interval).is_none() {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"code": -1120, "msg": "Invalid interval."})),
@@ -124,6 +129,46 @@ pub(super) async fn klines(
         .min(state.page_cap.load(Ordering::SeqCst));
     // Closed by the exchange's clock, which runs with the closes tests send.
     let now = state.server_ms();
+    let (closed_rows, open_rows) = if interval == "1m" && start_time.is_some() {
+        minutes_from(candles, &symbol, (start_time, end_time), take, now)
+    } else {
+        newest_or_from(
+            candles,
+            &symbol,
+            &interval,
+            (start_time, end_time),
+            take,
+            now,
+        )
+    };
+    let body: Vec<Value> = closed_rows
+        .iter()
+        .chain(open_rows.iter())
+        .map(rest_row)
+        .collect();
+    state.rest_requests.lock().unwrap().push(RestRequest {
+        symbol,
+        interval,
+        at: std::time::Instant::now(),
+        status: 200,
+        start_time,
+        end_time,
+        limit,
+        closed_rows,
+        open_row: open_rows.into_iter().next(),
+    });
+    Json(body).into_response()
+}
+
+/// One-minute rows from `startTime`, as the service pages them: closed rows, then
+/// the candle still open if the page has room.
+fn minutes_from(
+    candles: &[Candle],
+    symbol: &str,
+    (start_time, end_time): (Option<i64>, Option<i64>),
+    take: usize,
+    now: i64,
+) -> (Vec<Candle>, Vec<Candle>) {
     let mut rows: Vec<Candle> = candles
         .iter()
         .filter(|c| {
@@ -139,34 +184,50 @@ pub(super) async fn klines(
     // "closed before now" filter is what keeps it out of the store.
     let current = now.div_euclid(MINUTE) * MINUTE;
     if closed_rows.len() < take && open_rows.is_empty() && start_time.is_none_or(|s| current >= s) {
-        // Only when the history is current: a lagging fake has no candle open now.
-        if candles
-            .last()
-            .is_some_and(|c| c.open_time == current - MINUTE)
-        {
-            let mut open = next_candle(&symbol, current, candles.last());
-            // Nothing traded yet: unlike any closed candle here, it has no trades.
-            (open.close, open.high, open.low) = (open.open, open.open, open.open);
-            (open.volume, open.quote_volume, open.trades) = (0.0, 0.0, 0);
-            open_rows.push(open);
-        }
+        open_rows.extend(forming_minute(candles, symbol, now));
     }
-    let body: Vec<Value> = closed_rows
-        .iter()
-        .chain(open_rows.iter())
-        .map(rest_row)
-        .collect();
-    state.rest_requests.lock().unwrap().push(RestRequest {
-        symbol,
-        at: std::time::Instant::now(),
-        status: 200,
-        start_time,
-        end_time,
-        limit,
-        closed_rows,
-        open_row: open_rows.into_iter().next(),
+    (closed_rows, open_rows)
+}
+
+/// Rows of any interval as Binance answers them: with `startTime`, the first `take`
+/// buckets opened from it; without, the `take` newest opened by `endTime` (or now),
+/// the last one the bucket still forming. Closed rows, then the open one.
+fn newest_or_from(
+    candles: &[Candle],
+    symbol: &str,
+    interval: &str,
+    (start_time, end_time): (Option<i64>, Option<i64>),
+    take: usize,
+    now: i64,
+) -> (Vec<Candle>, Vec<Candle>) {
+    let mut minutes = candles.to_vec();
+    minutes.extend(forming_minute(candles, symbol, now));
+    let in_range = aggregate(&minutes, interval).into_iter().filter(|c| {
+        start_time.is_none_or(|s| c.open_time >= s) && end_time.is_none_or(|e| c.open_time <= e)
     });
-    Json(body).into_response()
+    let rows: Vec<Candle> = if start_time.is_some() {
+        in_range.take(take).collect()
+    } else {
+        let all: Vec<Candle> = in_range.collect();
+        all[all.len().saturating_sub(take)..].to_vec()
+    };
+    rows.into_iter().partition(|c| c.close_time < now)
+}
+
+/// The minute open now, if the history is current (a lagging fake has none):
+/// nothing traded in it yet, unlike any closed candle here.
+fn forming_minute(candles: &[Candle], symbol: &str, now: i64) -> Option<Candle> {
+    let current = now.div_euclid(MINUTE) * MINUTE;
+    let last = candles.last().filter(|c| c.open_time == current - MINUTE)?;
+    let mut open = next_candle(symbol, current, Some(last));
+    (open.close, open.high, open.low) = (open.open, open.open, open.open);
+    (open.volume, open.quote_volume, open.trades) = (0.0, 0.0, 0);
+    Some(open)
+}
+
+/// `{}`, as Binance answers a ping.
+pub(super) async fn ping() -> Response {
+    Json(json!({})).into_response()
 }
 
 /// `{"serverTime": <ms>}` on the exchange's clock.
