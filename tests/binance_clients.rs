@@ -45,8 +45,8 @@ mod common;
 
 use candlecast::candle::Candle;
 use common::clients::{
-    self, assert_same_answers, assert_same_rows, binance_rows, ccxt_rows, klines_asked,
-    log_position,
+    self, assert_clock_within, assert_same_answers, assert_same_rows, binance_rows, ccxt_rows,
+    klines_asked, log_position, wall_ms,
 };
 use common::fake_exchange::intervals::aggregate;
 use common::*;
@@ -103,7 +103,9 @@ async fn the_clients_get_the_fakes_candles_from_the_fake_itself() {
     let history = fake.history(SYMBOL);
     assert_eq!(history.len(), HISTORY_MINUTES as usize);
 
+    let before = wall_ms();
     let ccxt = clients::ccxt(&base, ccxt_calls(&history)).await;
+    let run = (before, wall_ms());
     ccxt.assert_only_asked(&base);
     let markets = ccxt.ok(0);
     assert_eq!(markets, ccxt.ok(1));
@@ -121,8 +123,7 @@ async fn the_clients_get_the_fakes_candles_from_the_fake_itself() {
     assert_eq!(btc["precision"]["price"], 0.01);
     assert_eq!(btc["limits"]["cost"]["min"], 5.0);
     assert!(markets["ETH/USDT:USDT"].is_object());
-    let now = chrono::Utc::now().timestamp_millis();
-    assert!((ccxt.ok(2).as_i64().unwrap() - now).abs() < 5_000);
+    assert_clock_within(ccxt.ok(2), run, "fetch_time");
 
     let five = aggregate(&history, "5m");
     let hours = aggregate(&history, "1h");
@@ -180,6 +181,7 @@ async fn the_clients_get_the_fakes_candles_from_the_fake_itself() {
         )
     );
 
+    let before = wall_ms();
     let binance = clients::python_binance(&base, {
         let mut calls = json!([
             {"call": "futures_ping"},
@@ -194,9 +196,10 @@ async fn the_clients_get_the_fakes_candles_from_the_fake_itself() {
         calls
     })
     .await;
+    let run = (before, wall_ms());
     binance.assert_only_asked(&base);
     assert_eq!(binance.ok(0), &json!({}));
-    assert!((binance.ok(1)["serverTime"].as_i64().unwrap() - now).abs() < 5_000);
+    assert_clock_within(&binance.ok(1)["serverTime"], run, "futures_time");
     let at = |minute: usize| history[minute].open_time;
     let five_from: Vec<Candle> = five
         .iter()
@@ -260,9 +263,9 @@ async fn ccxt_reads_markets_and_candles_as_from_the_exchange(backend: Backend) {
     let (fake, app) = service_holding(&backend, 0).await;
     let history = fake.history(SYMBOL);
     let (position, exchange_infos) = (log_position(&fake), fake.exchange_info_requests());
-    let before = chrono::Utc::now().timestamp_millis();
+    let before = wall_ms();
     let mirrored = clients::ccxt(&base_of(app.addr), ccxt_calls(&history)).await;
-    let after = chrono::Utc::now().timestamp_millis();
+    let run = (before, wall_ms());
     let asked = klines_asked(
         &fake,
         position,
@@ -279,12 +282,7 @@ async fn ccxt_reads_markets_and_candles_as_from_the_exchange(backend: Backend) {
         "load_markets: the exchange's markets"
     );
     assert_eq!(mirrored_answers[1], direct_answers[1]);
-    // The fake's clock is the wall clock here.
-    let time = mirrored_answers[2].as_i64().unwrap();
-    assert!(
-        (before - 1_000..=after + 1_000).contains(&time),
-        "fetch_time: the exchange's clock, not {time} (between {before} and {after})"
-    );
+    assert_clock_within(mirrored_answers[2], run, "fetch_time");
     for index in 3..mirrored_answers.len() {
         assert_eq!(
             mirrored_answers[index], direct_answers[index],
@@ -312,10 +310,11 @@ async fn ccxt_reads_markets_and_candles_as_from_the_exchange_on_sqlite() {
     ccxt_reads_markets_and_candles_as_from_the_exchange(Backend::sqlite()).await;
 }
 
-/// python-binance through candlecast: the newest candles from the store, history
-/// the service never held fetched from the exchange once (each minute asked at most
-/// once) and stored, the probe answered with the exchange's first candle, and the
-/// same calls again cost the exchange nothing.
+/// python-binance through candlecast: ping and time, the newest candles from the
+/// store (1m, and 15m built from them), history the service never held fetched from
+/// the exchange once (each minute asked at most once) and stored, the probe answered
+/// with the exchange's first candle, and the same calls again cost the exchange
+/// nothing.
 async fn python_binance_reads_history_the_service_never_held(backend: Backend) {
     const HELD_FROM: usize = 2_400;
     let (fake, app) = service_holding(&backend, HELD_FROM).await;
@@ -327,6 +326,8 @@ async fn python_binance_reads_history_the_service_never_held(backend: Backend) {
     );
     let base = base_of(app.addr);
     let mut calls = json!([
+        {"call": "futures_ping"},
+        {"call": "futures_time"},
         {"call": "futures_klines", "symbol": SYMBOL, "interval": "1m", "limit": 500},
         {"call": "futures_klines", "symbol": SYMBOL, "interval": "15m", "limit": 20},
     ]);
@@ -336,10 +337,13 @@ async fn python_binance_reads_history_the_service_never_held(backend: Backend) {
         .extend(history_calls(&history).as_array().unwrap().clone());
     let whole = (history[0].open_time, history[history.len() - 1].close_time);
 
-    let position = log_position(&fake);
+    let (position, before) = (log_position(&fake), wall_ms());
     let first = clients::python_binance(&base, calls.clone()).await;
+    let run = (before, wall_ms());
     let fetched = klines_asked(&fake, position, SYMBOL, whole);
     first.assert_only_asked(&base);
+    assert_eq!(first.ok(0), &json!({}), "futures_ping");
+    assert_clock_within(&first.ok(1)["serverTime"], run, "futures_time");
     let direct = clients::python_binance(&fake.rest_url(), calls.clone()).await;
     assert_same_answers(&first, &direct);
     let mut minutes: Vec<i64> = fetched

@@ -129,6 +129,24 @@ pub async fn python_binance(base: &str, calls: Value) -> ClientRun {
     drive("python-binance", "binance_calls.py", base, calls).await
 }
 
+/// The wall clock, in epoch milliseconds.
+pub fn wall_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Asserts `time` (a client's answer of the exchange's clock, which in these tests
+/// is the wall clock) lies within a second of the run `[before, after]`.
+#[track_caller]
+pub fn assert_clock_within(time: &Value, (before, after): (i64, i64), what: &str) {
+    let time = time
+        .as_i64()
+        .unwrap_or_else(|| panic!("{what}: {time} is no time"));
+    assert!(
+        (before - 1_000..=after + 1_000).contains(&time),
+        "{what}: {time} is not the exchange's clock (between {before} and {after})"
+    );
+}
+
 /// `candles` as Binance's klines rows, as the fake serves them.
 pub fn binance_rows(candles: &[Candle]) -> Value {
     let row = |c: &Candle| {
@@ -156,11 +174,17 @@ pub fn ccxt_rows(candles: &[Candle]) -> Value {
     candles.iter().map(row).collect()
 }
 
-/// Asserts each call's rows in `mirrored` are the rows of the same call in `direct`.
+/// Asserts each klines call's rows in `mirrored` are the rows of the same call in
+/// `direct`.
 #[track_caller]
 pub fn assert_same_answers(mirrored: &ClientRun, direct: &ClientRun) {
     for (index, call) in mirrored.calls.iter().enumerate() {
-        assert_same_rows(mirrored.ok(index), direct.ok(index), &call.to_string());
+        if call["call"]
+            .as_str()
+            .is_some_and(|name| name.contains("klines"))
+        {
+            assert_same_rows(mirrored.ok(index), direct.ok(index), &call.to_string());
+        }
     }
 }
 
