@@ -299,9 +299,14 @@ async fn delivery_and_non_ascii_symbols_work_end_to_end() {
         assert_eq!(response.status(), 200);
         let rows: Vec<Value> = response.json().await.unwrap();
         assert_eq!(rows.len(), 3);
-        // As Binance without startTime: the newest rows (the last one still open).
-        let history = fake.history(symbol);
-        assert!(rows[0][0].as_i64().unwrap() >= history[history.len() - 3].open_time);
+        // Without startTime, Binance's newest rows: the last one the minute open now.
+        let wall_minute = now_ms().div_euclid(MINUTE) * MINUTE;
+        let newest = rows[2][0].as_i64().unwrap();
+        assert!(
+            (newest - wall_minute).abs() <= MINUTE,
+            "{newest} vs {wall_minute}"
+        );
+        assert_eq!(rows[1][0], newest - MINUTE);
         assert_eq!(fake.rest_requests().last().unwrap().symbol, symbol);
     }
 

@@ -1,6 +1,7 @@
 //! A fake Binance USD-M futures exchange over real sockets: the combined kline stream
-//! at `/market/stream`, and `GET /fapi/v1/klines`, `/fapi/v1/exchangeInfo` and
-//! `/fapi/v1/time`, with scripted candles.
+//! at `/market/stream`, and `GET /fapi/v1/klines` (any interval, built from its
+//! minutes), `/fapi/v1/exchangeInfo`, `/fapi/v1/time` and `/fapi/v1/ping`, with
+//! scripted candles.
 //!
 //! Its history is complete up to the current wall-clock minute (a new closed candle
 //! appears every minute, as on the real exchange), so the service's "closed before
@@ -27,6 +28,10 @@ use serde_json::json;
 use tokio::sync::broadcast;
 
 // By path, so the examples' `#[path]` include of this file finds it too.
+#[path = "fake_exchange/intervals.rs"]
+pub mod intervals;
+#[path = "fake_exchange/long_history.rs"]
+mod long_history;
 #[path = "fake_exchange/rest.rs"]
 mod rest;
 
@@ -36,12 +41,14 @@ pub const MINUTE: i64 = 60_000;
 #[derive(Debug, Clone)]
 pub struct RestRequest {
     pub symbol: String,
+    /// The `interval` asked for, as sent.
+    pub interval: String,
     pub at: std::time::Instant,
     pub status: u16,
     pub start_time: Option<i64>,
     pub end_time: Option<i64>,
     pub limit: Option<usize>,
-    /// Rows whose close time had passed when served.
+    /// Rows whose close time had passed when served (of the interval asked for).
     pub closed_rows: Vec<Candle>,
     /// The still-open candle, if it was appended.
     pub open_row: Option<Candle>,
@@ -363,6 +370,7 @@ impl FakeExchange {
             .route("/fapi/v1/exchangeInfo", get(rest::exchange_info))
             .route("/fapi/v1/time", get(rest::server_time))
             .route("/fapi/v1/ticker/price", get(rest::ticker_price))
+            .route("/fapi/v1/ping", get(rest::ping))
             .layer(axum::middleware::from_fn_with_state(
                 Arc::clone(&state),
                 log_rest,

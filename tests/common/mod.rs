@@ -4,6 +4,7 @@
 
 pub mod backfill;
 pub mod binary;
+pub mod clients;
 pub mod fake_exchange;
 pub mod mirror;
 pub mod mongo_server;

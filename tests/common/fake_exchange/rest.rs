@@ -1,7 +1,8 @@
-//! The fake's REST endpoints: `GET /fapi/v1/klines`, `/fapi/v1/exchangeInfo` and
-//! `/fapi/v1/time`.
+//! The fake's REST endpoints: `GET /fapi/v1/klines` (any interval, built from the
+//! minutes by [`super::intervals`]), `/fapi/v1/exchangeInfo`, `/fapi/v1/time` and
+//! `/fapi/v1/ping`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -12,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use candlecast::candle::Candle;
 use serde_json::{Value, json};
 
+use super::intervals::{aggregate, interval_ms};
 use super::{FakeState, MINUTE, RestRequest, base_price, next_candle};
 
 /// Binance's `deliveryDate` of a perpetual contract (2100-12-25 08:00 UTC).
@@ -43,8 +45,10 @@ pub(super) async fn klines(
     let number = |name: &str| query.get(name).and_then(|v| v.parse::<i64>().ok());
     let (start_time, end_time) = (number("startTime"), number("endTime"));
     let limit = number("limit").map(|l| l as usize);
+    let interval = query.get("interval").cloned().unwrap_or_default();
     let refused = |symbol: String, status: u16| RestRequest {
         symbol,
+        interval: interval.clone(),
         at: std::time::Instant::now(),
         status,
         start_time,
@@ -78,6 +82,7 @@ pub(super) async fn klines(
     if let Some((status, retry_after)) = failure {
         state.rest_requests.lock().unwrap().push(RestRequest {
             symbol,
+            interval,
             at: std::time::Instant::now(),
             status,
             start_time: query.get("startTime").and_then(|v| v.parse().ok()),
@@ -98,10 +103,7 @@ pub(super) async fn klines(
         }
         return response;
     }
-    let Some(interval) = query
-        .get("interval")
-        .and_then(|name| candlecast::candle::Interval::parse(name).ok())
-    else {
+    if interval_ms(&interval).is_none() {
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"code": -1120, "msg": "Invalid interval."})),
@@ -131,61 +133,18 @@ pub(super) async fn klines(
         .min(state.page_cap.load(Ordering::SeqCst));
     // Closed by the exchange's clock, which runs with the closes tests send.
     let now = state.server_ms();
-    let current = now.div_euclid(MINUTE) * MINUTE;
-    // Like Binance, the candle still open comes last (its close time lies ahead);
-    // only when the history is current: a lagging fake has no candle open now.
-    let open_now = candles
-        .last()
-        .filter(|c| c.open_time == current - MINUTE)
-        .map(|last| {
-            let mut open = next_candle(&symbol, current, Some(last));
-            // Nothing traded yet: unlike any closed candle here, it has no trades.
-            (open.close, open.high, open.low) = (open.open, open.open, open.open);
-            (open.volume, open.quote_volume, open.trades) = (0.0, 0.0, 0);
-            open
-        });
-    let rows: Vec<Candle> = if interval.name() == "1m" && start_time.is_some() {
-        // From startTime: this fake appends the open candle even past endTime, so
-        // the service's own "closed before now" filter is what keeps it out of the
-        // store.
-        let mut rows: Vec<Candle> = candles
-            .iter()
-            .filter(|c| {
-                start_time.is_none_or(|s| c.open_time >= s)
-                    && end_time.is_none_or(|e| c.open_time <= e)
-            })
-            .take(take)
-            .cloned()
-            .collect();
-        if rows.len() < take
-            && let Some(open) = open_now.filter(|_| start_time.is_none_or(|s| current >= s))
-        {
-            rows.push(open);
-        }
-        rows
+    let (closed_rows, open_rows) = if interval == "1m" && start_time.is_some() {
+        minutes_from(candles, &symbol, (start_time, end_time), take, now)
     } else {
-        // Any interval, as Binance builds it: every minute of a bucket summed,
-        // the bucket still open last.
-        let mut buckets: BTreeMap<i64, Vec<Candle>> = BTreeMap::new();
-        for minute in candles.iter().chain(open_now.iter()) {
-            let open = interval.open_time_containing(minute.open_time);
-            buckets.entry(open).or_default().push(minute.clone());
-        }
-        let selected = buckets
-            .iter()
-            .filter(|(open, _)| {
-                start_time.is_none_or(|s| **open >= s) && end_time.is_none_or(|e| **open <= e)
-            })
-            .map(|(open, parts)| candlecast::candle::aggregate(&interval, *open, parts));
-        if start_time.is_some() {
-            selected.take(take).collect()
-        } else {
-            let all: Vec<Candle> = selected.collect();
-            all[all.len().saturating_sub(take)..].to_vec()
-        }
+        newest_or_from(
+            candles,
+            &symbol,
+            &interval,
+            (start_time, end_time),
+            take,
+            now,
+        )
     };
-    let (closed_rows, open_rows): (Vec<Candle>, Vec<Candle>) =
-        rows.into_iter().partition(|c| c.close_time < now);
     let body: Vec<Value> = closed_rows
         .iter()
         .chain(open_rows.iter())
@@ -193,6 +152,7 @@ pub(super) async fn klines(
         .collect();
     state.rest_requests.lock().unwrap().push(RestRequest {
         symbol,
+        interval,
         at: std::time::Instant::now(),
         status: 200,
         start_time,
@@ -202,6 +162,76 @@ pub(super) async fn klines(
         open_row: open_rows.into_iter().next(),
     });
     Json(body).into_response()
+}
+
+/// One-minute rows from `startTime`, as the service pages them: closed rows, then
+/// the candle still open if the page has room.
+fn minutes_from(
+    candles: &[Candle],
+    symbol: &str,
+    (start_time, end_time): (Option<i64>, Option<i64>),
+    take: usize,
+    now: i64,
+) -> (Vec<Candle>, Vec<Candle>) {
+    let mut rows: Vec<Candle> = candles
+        .iter()
+        .filter(|c| {
+            start_time.is_none_or(|s| c.open_time >= s) && end_time.is_none_or(|e| c.open_time <= e)
+        })
+        .take(take)
+        .cloned()
+        .collect();
+    let (closed_rows, mut open_rows): (Vec<Candle>, Vec<Candle>) =
+        rows.drain(..).partition(|c| c.close_time < now);
+    // Like Binance without endTime, end with the candle still open (its close time
+    // lies ahead); this fake appends it even past endTime, so the service's own
+    // "closed before now" filter is what keeps it out of the store.
+    let current = now.div_euclid(MINUTE) * MINUTE;
+    if closed_rows.len() < take && open_rows.is_empty() && start_time.is_none_or(|s| current >= s) {
+        open_rows.extend(forming_minute(candles, symbol, now));
+    }
+    (closed_rows, open_rows)
+}
+
+/// Rows of any interval as Binance answers them: with `startTime`, the first `take`
+/// buckets opened from it; without, the `take` newest opened by `endTime` (or now),
+/// the last one the bucket still forming. Closed rows, then the open one.
+fn newest_or_from(
+    candles: &[Candle],
+    symbol: &str,
+    interval: &str,
+    (start_time, end_time): (Option<i64>, Option<i64>),
+    take: usize,
+    now: i64,
+) -> (Vec<Candle>, Vec<Candle>) {
+    let mut minutes = candles.to_vec();
+    minutes.extend(forming_minute(candles, symbol, now));
+    let in_range = aggregate(&minutes, interval).into_iter().filter(|c| {
+        start_time.is_none_or(|s| c.open_time >= s) && end_time.is_none_or(|e| c.open_time <= e)
+    });
+    let rows: Vec<Candle> = if start_time.is_some() {
+        in_range.take(take).collect()
+    } else {
+        let all: Vec<Candle> = in_range.collect();
+        all[all.len().saturating_sub(take)..].to_vec()
+    };
+    rows.into_iter().partition(|c| c.close_time < now)
+}
+
+/// The minute open now, if the history is current (a lagging fake has none):
+/// nothing traded in it yet, unlike any closed candle here.
+fn forming_minute(candles: &[Candle], symbol: &str, now: i64) -> Option<Candle> {
+    let current = now.div_euclid(MINUTE) * MINUTE;
+    let last = candles.last().filter(|c| c.open_time == current - MINUTE)?;
+    let mut open = next_candle(symbol, current, Some(last));
+    (open.close, open.high, open.low) = (open.open, open.open, open.open);
+    (open.volume, open.quote_volume, open.trades) = (0.0, 0.0, 0);
+    Some(open)
+}
+
+/// `{}`, as Binance answers a ping.
+pub(super) async fn ping() -> Response {
+    Json(json!({})).into_response()
 }
 
 /// Any other public endpoint, for forwarding tests: `GET /fapi/v1/ticker/price`
