@@ -356,20 +356,27 @@ async fn python_binance_reads_history_the_service_never_held(backend: Backend) {
     minutes.sort_unstable();
     minutes.dedup();
     assert_eq!(minutes.len(), asked, "a minute fetched twice: {fetched:#?}");
-    let held: std::collections::BTreeSet<i64> = backend
-        .stored(SYMBOL)
-        .await
-        .iter()
-        .map(|c| c.open_time)
-        .collect();
-    for range in [100..=1_600, 2_000..=2_900] {
-        let missing: Vec<usize> = range
+    // Fetched rows reach the store through the write queue: give it its moment.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let held: std::collections::BTreeSet<i64> = backend
+            .stored(SYMBOL)
+            .await
+            .iter()
+            .map(|c| c.open_time)
+            .collect();
+        let missing: Vec<usize> = (100..=1_600)
+            .chain(2_000..=2_900)
             .filter(|&m| !held.contains(&history[m].open_time))
             .collect();
+        if missing.is_empty() {
+            break;
+        }
         assert!(
-            missing.is_empty(),
+            tokio::time::Instant::now() < deadline,
             "fetched history is stored: minutes {missing:?} are not"
         );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
     let position = log_position(&fake);

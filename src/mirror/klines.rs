@@ -156,10 +156,30 @@ impl MirrorState {
             return Ok(Some(answer.whole));
         }
         let len = interval.millis();
+        // Without endTime, the newest rows end at the newest candle there is: the one
+        // forming, else the newest closed one the service holds (it fetched up to the
+        // exchange's present at startup and follows its stream), not an empty span
+        // the clock alone says should be there.
+        let newest_closed = snapshot.frame(0, position).newest_open_time;
+        let newest = match (&forming, newest_closed) {
+            (None, Some(closed)) => interval.open_time_containing(closed).min(current),
+            _ => current,
+        };
+        // With nothing forming, the newest bucket may be one whose last base candles
+        // have not come: Binance answers it as far as it goes, like the forming one.
+        let unfinished = newest_closed
+            .map(|closed| closed + base.millis())
+            .filter(|end| forming.is_none() && *end < newest + len);
         let mut cursor = i64::MIN;
         let mut pages = 0;
         loop {
-            let (slots, partial) = self.slots(&symbol, interval, query, current);
+            let (slots, mut partial) = self.slots(&symbol, interval, query, current, newest);
+            if unfinished.is_some()
+                && slots.last() == Some(&newest)
+                && partial.last() != Some(&newest)
+            {
+                partial.push(newest);
+            }
             let closed: Vec<i64> = slots.iter().copied().filter(|s| *s < current).collect();
             let mut candles = match (closed.first(), closed.last()) {
                 (Some(first), Some(last)) => {
@@ -173,9 +193,17 @@ impl MirrorState {
                     && partial.binary_search(&c.open_time).is_err()
             });
             let mut incomplete = None;
-            for slot in partial.iter().filter(|s| **s < current) {
+            let answered_partly =
+                |slot: i64| slot < current || (unfinished.is_some() && slot == newest);
+            for slot in partial.iter().filter(|s| answered_partly(**s)) {
                 match self
-                    .partial_bucket(&snapshot, position, interval, &base, *slot)
+                    .partial_bucket(
+                        &snapshot,
+                        position,
+                        (interval, &base),
+                        *slot,
+                        unfinished.filter(|_| *slot == newest),
+                    )
                     .await?
                 {
                     Some(bucket) => candles.extend(bucket),
@@ -240,7 +268,8 @@ impl MirrorState {
 
     /// The open times of the rows `query` selects, oldest first, up to the bucket
     /// forming at `current`: from `startTime` the first `limit` (over spans the
-    /// exchange has no candles in), otherwise the `limit` ending at `endTime` or now;
+    /// exchange has no candles in), otherwise the `limit` ending at `endTime` or, without
+    /// it, at `newest` (the newest candle there is);
     /// and those of them partly in such a span (a listing's first bucket), which
     /// Binance answers with the candles there are.
     fn slots(
@@ -249,6 +278,7 @@ impl MirrorState {
         interval: &Interval,
         query: &KlinesQuery,
         current: i64,
+        newest: i64,
     ) -> (Vec<i64>, Vec<i64>) {
         let len = interval.millis();
         let at_or_after = |t: i64| {
@@ -288,36 +318,56 @@ impl MirrorState {
                     slot += len;
                 }
             }
+            // The `limit` newest rows the exchange has ending at `endTime` or now, as
+            // Binance answers them: spans it has no candles in (a halt, after a
+            // delisting) are passed over, not answered as fewer rows.
             None => {
-                let count = i64::try_from(query.limit).unwrap_or(PAGE);
-                let mut slot = at_or_after((last - (count - 1) * len).max(0));
-                while slot <= last {
-                    take(slot, &mut slots);
-                    slot += len;
+                let mut slot = if query.end_time.is_some() {
+                    last
+                } else {
+                    newest
+                };
+                while slot >= 0 && slots.len() < query.limit {
+                    if !take(slot, &mut slots) {
+                        let skip_to = self
+                            .inner
+                            .fetches
+                            .empty_within(symbol, slot, slot + len)
+                            .map_or(slot - len, |(from, _)| at_or_after(from) - len);
+                        slot = skip_to.min(slot - len);
+                        continue;
+                    }
+                    slot -= len;
                 }
+                slots.reverse();
+                partial.reverse();
             }
         }
         (slots, partial)
     }
 
     /// The bucket of `interval` opened at `open`, part of which the exchange has no
-    /// candles in: `Some` once every base candle of the rest is held (`Some(None)`
-    /// when there is none), `None` while some are missing.
+    /// candles in, or (with `until`, ms since the epoch) whose base candles from
+    /// `until` on have not come yet: `Some` once every other base candle is held
+    /// (`Some(None)` when there is none), `None` while some are missing.
     async fn partial_bucket(
         &self,
         snapshot: &Snapshot,
         position: usize,
-        interval: &Interval,
-        base: &Interval,
+        (interval, base): (&Interval, &Interval),
         open: i64,
+        until: Option<i64>,
     ) -> Result<Option<Option<Candle>>, BinanceError> {
         let symbol = &self.inner.reader.hub().symbols()[position];
+        let end = until.map_or(open + interval.millis(), |until| {
+            until.min(open + interval.millis())
+        });
         let parts = self
             .read(snapshot, position, base, open, open + interval.millis())
             .await?;
         let mut held = parts.iter().map(|c| c.open_time).peekable();
         let mut minute = open;
-        while minute < open + interval.millis() {
+        while minute < end {
             let here = held.next_if_eq(&minute).is_some();
             let empty = self
                 .inner
