@@ -156,17 +156,21 @@ async fn a_dotenv_file_points_it_at_mongodb() {
         "{messages:?}"
     );
 
-    let (code, output, dir) = running.terminate().await;
-    assert_eq!(code, 0, "{output}");
     let backend = Backend::Mongo {
         uri: mongo_test_uri(),
         database,
     };
+    // Stored before the stop, not raced against the shutdown's write grace.
+    let mut stored = Vec::new();
     for symbol in SYMBOLS {
+        stored.push(backend.wait_for_at_least(symbol, 11).await);
+    }
+    let (code, output, dir) = running.terminate().await;
+    assert_eq!(code, 0, "{output}");
+    for (symbol, stored) in SYMBOLS.iter().zip(stored) {
         assert!(
-            backend.stored(symbol).await.len() >= 11,
-            "{symbol} stored in MongoDB: {}\n{output}",
-            backend.stored(symbol).await.len()
+            stored >= 11,
+            "{symbol} stored in MongoDB: {stored}\n{output}"
         );
     }
     assert!(

@@ -31,6 +31,15 @@ async fn mongo_url_alone_puts_the_candles_in_mongodb() {
     let address = running.wait_for_address().await;
     let mut client = Client::connect(&format!("ws://{address}/")).await;
     client.next_n(5).await;
+    let backend = Backend::Mongo {
+        uri: mongo_test_uri(),
+        database,
+    };
+    // Stored before the stop, not raced against the shutdown's write grace.
+    let stored: Vec<usize> = futures_util::future::join_all(
+        SYMBOLS.iter().map(|symbol| backend.wait_for_at_least(symbol, 11)),
+    )
+    .await;
 
     let (code, output, dir) = running.terminate().await;
     assert_eq!(code, 0, "{output}");
@@ -51,12 +60,7 @@ async fn mongo_url_alone_puts_the_candles_in_mongodb() {
     assert!(!output.contains("Pg5ecret"), "no password: {output}");
     assert!(!output.contains("embedded SQLite"), "{output}");
     assert!(!dir.path().join("data").exists(), "nothing under ./data");
-    let backend = Backend::Mongo {
-        uri: mongo_test_uri(),
-        database,
-    };
-    for symbol in SYMBOLS {
-        let stored = backend.stored(symbol).await.len();
+    for (symbol, stored) in SYMBOLS.iter().zip(stored) {
         assert!(stored >= 11, "{symbol}: {stored} in MongoDB\n{output}");
     }
 }

@@ -157,6 +157,19 @@ impl Backend {
         self.wait_for_stored_within(30, symbol, expected).await
     }
 
+    /// Waits (up to 30 s, for a loaded machine) until `symbol` has at least `count`
+    /// stored candles; returns how many it has.
+    pub async fn wait_for_at_least(&self, symbol: &str, count: usize) -> usize {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let stored = self.stored(symbol).await.len();
+            if stored >= count || tokio::time::Instant::now() > deadline {
+                return stored;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// [`Backend::wait_for_stored`] with a chosen patience.
     pub async fn wait_for_stored_within(
         &self,
