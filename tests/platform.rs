@@ -37,7 +37,9 @@ async fn mongo_url_alone_puts_the_candles_in_mongodb() {
     };
     // Stored before the stop, not raced against the shutdown's write grace.
     let stored: Vec<usize> = futures_util::future::join_all(
-        SYMBOLS.iter().map(|symbol| backend.wait_for_at_least(symbol, 11)),
+        SYMBOLS
+            .iter()
+            .map(|symbol| backend.wait_for_at_least(symbol, 11)),
     )
     .await;
 

@@ -5,9 +5,6 @@
 //! last row is the candle still forming when the range reaches it. Other symbols
 //! and intervals (`3d`, `1M`) are forwarded.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
@@ -18,6 +15,7 @@ use super::MirrorState;
 use super::error::BinanceError;
 use super::forward::forward;
 use super::params::KlinesQuery;
+use super::poll::{PollAnswer, PollKey};
 use super::rows::{klines_json, with_last_row};
 use crate::candle::{Candle, Interval, aggregate};
 use crate::hub::Snapshot;
@@ -25,52 +23,8 @@ use crate::read::Admission;
 
 /// Exchange pages one request may fetch before it is forwarded whole instead.
 const MAX_PAGES: usize = 20;
-/// Poll answers kept before the cache starts over.
-const POLL_CACHE_SIZE: usize = 1024;
 /// The largest page the exchange serves.
 const PAGE: i64 = 1500;
-
-/// What identifies the closed rows of a poll: the request and the closes it shows.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct PollKey {
-    position: usize,
-    interval: String,
-    limit: usize,
-    current: i64,
-    closed_version: u64,
-}
-
-/// A poll's answer: its closed rows built once per close, the whole answer once
-/// per forming update.
-#[derive(Debug, Clone)]
-struct PollAnswer {
-    closed: Bytes,
-    /// Whether the rows reach the bucket still forming (its row goes last).
-    reaches_forming: bool,
-    forming_version: u64,
-    whole: Bytes,
-}
-
-/// Poll answers (no `startTime`, no `endTime`) shared by every request for the
-/// same rows: a forming update re-encodes one row, never the closed ones.
-#[derive(Default)]
-pub(super) struct PollCache {
-    answers: Mutex<HashMap<PollKey, PollAnswer>>,
-}
-
-impl PollCache {
-    fn get(&self, key: &PollKey) -> Option<PollAnswer> {
-        self.answers.lock().expect("poll lock").get(key).cloned()
-    }
-
-    fn put(&self, key: PollKey, rows: PollAnswer) {
-        let mut answers = self.answers.lock().expect("poll lock");
-        if answers.len() >= POLL_CACHE_SIZE {
-            answers.clear();
-        }
-        answers.insert(key, rows);
-    }
-}
 
 /// The forming base candle and its version (bumped with each update).
 struct Forming {

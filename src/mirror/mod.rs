@@ -16,6 +16,7 @@ mod forward;
 mod info;
 mod klines;
 mod params;
+mod poll;
 mod rows;
 pub mod stream;
 mod weights;
@@ -82,7 +83,7 @@ struct Inner {
     health: Arc<UpstreamHealth>,
     info: info::InfoCache,
     fetches: fetch::Fetches,
-    polls: klines::PollCache,
+    polls: poll::PollCache,
     /// Held so the hub keeps publishing forming candles.
     forming: watch::Receiver<Arc<FormingSnapshot>>,
 }
@@ -115,7 +116,7 @@ impl MirrorState {
                 health: parts.health,
                 info: info::InfoCache::default(),
                 fetches: fetch::Fetches::default(),
-                polls: klines::PollCache::default(),
+                polls: poll::PollCache::default(),
             }),
         })
     }
