@@ -101,7 +101,7 @@ fn socket_config() -> WebSocketConfig {
 }
 
 /// Why a client's connection ended early.
-enum Failed {
+pub(super) enum Failed {
     Gone,
     /// The send timed out; `mid_frame`: the socket was left part way through a frame,
     /// so no close frame can follow.
@@ -112,7 +112,7 @@ enum Failed {
 
 /// Sends `messages` as one batch (one write), within the send timeout; nothing at
 /// all when there are none.
-async fn send_batch(
+pub(super) async fn send_batch(
     socket: &mut Socket,
     messages: Vec<Utf8Bytes>,
     state: &AppState,
@@ -346,7 +346,7 @@ async fn forming_changed(live: Option<&mut LiveFeed>) -> Option<()> {
     }
 }
 
-async fn on_failed(socket: &mut Socket, failed: Failed, state: &AppState) {
+pub(super) async fn on_failed(socket: &mut Socket, failed: Failed, state: &AppState) {
     if let Failed::TooSlow { mid_frame } = failed {
         state.parts.metrics.slow_clients_closed.inc();
         Noisy::SlowClient.note(&format_args!(

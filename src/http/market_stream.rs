@@ -12,7 +12,7 @@
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use axum::extract::ws::{Utf8Bytes, close_code};
+use axum::extract::ws::close_code;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -23,7 +23,7 @@ use tracing::{Instrument, debug, info_span};
 
 use super::closing::{answer_close, close};
 use super::error::HttpError;
-use super::frames::Outgoing;
+use super::feed::{on_failed, send_batch};
 use super::handshake::BadHandshake;
 use super::upgrade::{Socket, Upgrade};
 use super::{AppState, Slot};
@@ -110,36 +110,6 @@ fn open(
     }))
 }
 
-/// Why a connection ended early.
-enum Ended {
-    Gone,
-    TooSlow,
-}
-
-/// Writes `messages` as whole text frames within the send timeout, after whatever
-/// control frame (a pong) the websocket layer holds.
-async fn send(
-    socket: &mut Socket,
-    messages: Vec<Utf8Bytes>,
-    state: &AppState,
-) -> Result<(), Ended> {
-    let mut outgoing = Outgoing::new(messages);
-    let sending = async {
-        socket.flush().await.map_err(|_| ())?;
-        outgoing.write_to(socket.get_mut()).await.map_err(|_| ())
-    };
-    match tokio::time::timeout(state.parts.feed.send_timeout, sending).await {
-        Ok(Ok(())) => {
-            let metrics = &state.parts.metrics;
-            metrics.messages_sent.inc_by(outgoing.messages() as u64);
-            metrics.bytes_sent.inc_by(outgoing.payload_bytes() as u64);
-            Ok(())
-        }
-        Ok(Err(())) => Err(Ended::Gone),
-        Err(_) => Err(Ended::TooSlow),
-    }
-}
-
 async fn serve(
     mut socket: Socket,
     state: AppState,
@@ -205,13 +175,10 @@ async fn serve(
                 }
             }
         };
-        match send(&mut socket, batch, &state).await {
-            Ok(()) => {}
-            Err(Ended::Gone) => return,
-            Err(Ended::TooSlow) => {
-                state.parts.metrics.slow_clients_closed.inc();
-                return;
-            }
+        // The same send as `/`: a timed-out send is finished or the connection is
+        // dropped without a close frame, never a frame cut in two.
+        if let Err(failed) = send_batch(&mut socket, batch, &state).await {
+            return on_failed(&mut socket, failed, &state).await;
         }
     }
 }
