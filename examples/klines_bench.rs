@@ -15,17 +15,15 @@
 //! each to the floor; and how many requests reached the exchange (it must be none).
 //! Everything stays on 127.0.0.1 and stops by itself.
 
+mod common;
 #[path = "../tests/common/fake_exchange.rs"]
 mod fake_exchange;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, bail};
-use candlecast::store::{CandleStore, SqliteStore};
-use fake_exchange::{FakeExchange, MINUTE};
+use anyhow::bail;
+use fake_exchange::FakeExchange;
 use tokio::task::JoinSet;
 
 const SYMBOLS: [&str; 5] = ["BTCUSDT", "BNBUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"];
@@ -38,57 +36,15 @@ async fn main() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args().nth(2).map_or(Ok(10), |n| n.parse())?;
     let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("data"))?;
-    for symbol in SYMBOLS {
-        let recent = fake.history(symbol);
-        let first = recent[0].open_time;
-        let older: Vec<_> = (1..=1000)
-            .rev()
-            .map(|back| {
-                let mut candle = recent[back as usize % recent.len()].clone();
-                candle.open_time = first - back * MINUTE;
-                candle.close_time = candle.open_time + MINUTE - 1;
-                candle
-            })
-            .collect();
-        store.upsert(&older).await?;
-        store.upsert(&recent).await?;
-    }
-    drop(store);
-
-    let binary = std::env::current_exe()?
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|release| release.join("candlecast"))
-        .context("locating target/release")?;
-    if !binary.exists() {
-        bail!(
-            "{} is missing: run `cargo build --release` first",
-            binary.display()
-        );
-    }
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut server = Command::new(&binary)
-        .env_clear()
-        .current_dir(dir.path())
-        .env("PORT", port.to_string())
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("BINANCE_WS_URL", fake.ws_url())
-        .env("BINANCE_REST_URL", fake.rest_url())
-        .env("INTERVALS", "1m")
-        .env("HISTORY_MAX", "1000")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            bail!("the server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    common::seed(&fake, &SYMBOLS, dir.path(), 1000).await?;
+    let (server, addr) = common::start_release(
+        &fake,
+        dir.path(),
+        &[
+            ("INTERVALS", "1m".to_owned()),
+            ("HISTORY_MAX", "1000".to_owned()),
+        ],
+    )?;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let client = reqwest::Client::builder()
@@ -128,11 +84,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let asked = fake.rest_requests().len() - asked_before;
     println!("requests that reached the exchange during the load: {asked}");
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(server.id().to_string())
-        .status();
-    let _ = server.wait();
+    common::stop(server);
     Ok(())
 }
 
@@ -154,7 +106,7 @@ async fn run(
 ) -> anyhow::Result<Case> {
     let total = u64::from(rate) * seconds;
     let spacing = Duration::from_secs(1) / rate.max(1);
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = common::cpu_seconds(pid);
     let start = tokio::time::Instant::now();
     let urls: Arc<[String]> = urls.into();
     let mut requests = JoinSet::new();
@@ -178,7 +130,7 @@ async fn run(
     while let Some(done) = requests.join_next().await {
         latencies.push(done??);
     }
-    let cpu = cpu_seconds(pid) - cpu_before;
+    let cpu = common::cpu_seconds(pid) - cpu_before;
     latencies.sort();
     let at = |q: f64| {
         let index = ((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len());
@@ -190,22 +142,4 @@ async fn run(
         max_ms: at(1.0),
         cpu_per_request_us: cpu / total as f64 * 1e6,
     })
-}
-
-/// User plus system CPU seconds of process `pid` (Linux, 100 ticks a second).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -12,15 +12,14 @@
 //! (p50 / p99 / max), the whole burst's wall time and the server's CPU seconds.
 //! Everything stays on 127.0.0.1 and stops by itself.
 
+mod common;
 #[path = "../tests/common/fake_exchange.rs"]
 mod fake_exchange;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Command, Stdio};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
-use candlecast::store::{CandleStore, SqliteStore};
+use anyhow::Context;
 use fake_exchange::{FakeExchange, MINUTE};
 use futures_util::StreamExt;
 use tokio::task::JoinSet;
@@ -34,58 +33,17 @@ async fn main() -> anyhow::Result<()> {
     let fake = FakeExchange::start_lagging(&SYMBOLS, 30).await;
     // 1,500 minutes per symbol in the store: far more than the 100-candle window.
     let dir = tempfile::tempdir()?;
-    let store = SqliteStore::open(&dir.path().join("data"))?;
-    for symbol in SYMBOLS {
-        let recent = fake.history(symbol);
-        let first = recent[0].open_time;
-        let older: Vec<_> = (1..=1400)
-            .rev()
-            .map(|back| {
-                let mut candle = recent[back as usize % recent.len()].clone();
-                candle.open_time = first - back * MINUTE;
-                candle.close_time = candle.open_time + MINUTE - 1;
-                candle
-            })
-            .collect();
-        store.upsert(&older).await?;
-        store.upsert(&recent).await?;
-    }
-    drop(store);
+    common::seed(&fake, &SYMBOLS, dir.path(), 1400).await?;
     let newest = fake.history("BTCUSDT").last().context("history")?.open_time;
 
-    let binary = std::env::current_exe()?
-        .parent()
-        .and_then(|examples| examples.parent())
-        .map(|release| release.join("candlecast"))
-        .context("locating target/release")?;
-    if !binary.exists() {
-        bail!(
-            "{} is missing: run `cargo build --release` first",
-            binary.display()
-        );
-    }
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut server = Command::new(&binary)
-        .env_clear()
-        .current_dir(dir.path())
-        .env("PORT", port.to_string())
-        .env("BIND_ADDR", "127.0.0.1")
-        .env("BINANCE_WS_URL", fake.ws_url())
-        .env("BINANCE_REST_URL", fake.rest_url())
-        .env("INTERVALS", "1m")
-        .env("MAX_CONNECTIONS", (clients + 100).to_string())
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()?;
-    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        if Instant::now() > deadline {
-            bail!("the server did not start");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (server, addr) = common::start_release(
+        &fake,
+        dir.path(),
+        &[
+            ("INTERVALS", "1m".to_owned()),
+            ("MAX_CONNECTIONS", (clients + 100).to_string()),
+        ],
+    )?;
     tokio::time::sleep(Duration::from_secs(1)).await;
 
     println!("{clients} clients resuming at once, five coins each, SQLite store");
@@ -98,7 +56,7 @@ async fn main() -> anyhow::Result<()> {
         ("900 min back", "store", 900),
     ] {
         let since = newest - back * MINUTE;
-        let cpu_before = cpu_seconds(server.id());
+        let cpu_before = common::cpu_seconds(server.id());
         let started = Instant::now();
         let mut burst = JoinSet::new();
         let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
@@ -115,7 +73,7 @@ async fn main() -> anyhow::Result<()> {
             latencies.push(done??);
         }
         let wall = started.elapsed();
-        let cpu = cpu_seconds(server.id()) - cpu_before;
+        let cpu = common::cpu_seconds(server.id()) - cpu_before;
         latencies.sort();
         let at = |q: f64| {
             latencies[((latencies.len() as f64 * q).ceil() as usize).clamp(1, latencies.len()) - 1]
@@ -129,11 +87,7 @@ async fn main() -> anyhow::Result<()> {
             cpu
         );
     }
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(server.id().to_string())
-        .status();
-    let _ = server.wait();
+    common::stop(server);
     Ok(())
 }
 
@@ -155,22 +109,4 @@ async fn resume(addr: SocketAddr, since: i64) -> anyhow::Result<Duration> {
 
 fn ms(duration: Duration) -> f64 {
     duration.as_secs_f64() * 1000.0
-}
-
-/// User plus system CPU seconds of process `pid` (Linux, 100 ticks a second).
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit(')')
-        .next()
-        .unwrap_or("")
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
 }
