@@ -322,10 +322,10 @@ async fn forming_updates_are_conflated_to_one_per_250_ms_with_the_newest_state()
     assert_eq!(k["T"], bucket + 3 * MINUTE - 1);
     assert_eq!(k["i"], "3m");
     assert_eq!(k["x"], false);
-    assert_eq!(k["o"], decimal(parts[0].open));
-    assert_eq!(k["c"], decimal(last.close));
+    assert_eq!(k["o"], btc_price(parts[0].open));
+    assert_eq!(k["c"], btc_price(last.close));
     let high = parts.iter().map(|c| c.high).fold(f64::MIN, f64::max);
-    assert_eq!(k["h"], decimal(high));
+    assert_eq!(k["h"], btc_price(high));
     assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
 }
 

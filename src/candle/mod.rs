@@ -9,6 +9,7 @@ mod decimal_sum;
 pub mod indicators;
 mod instant;
 mod interval;
+mod notation;
 
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
@@ -18,6 +19,7 @@ pub use decimal_sum::DecimalSum;
 pub use indicators::{BadIndicator, Indicator, IndicatorValue};
 pub use instant::{BadInstant, parse_instant, utc_date};
 pub use interval::{Interval, UnknownInterval};
+pub use notation::{Notation, Notations, Scale, decimals_of};
 
 /// One candle of one symbol at one interval, as Binance reports it.
 #[derive(Debug, Clone, PartialEq)]

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Deserializer};
 
-use crate::candle::{Candle, InvalidCandle};
+use crate::candle::{Candle, InvalidCandle, Notation, Scale, decimals_of};
 
 /// Why a frame or row was not a usable candle.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +25,8 @@ pub struct KlineUpdate {
     pub closed: bool,
     /// `E`: when the exchange sent it, ms since the epoch on the exchange's clock.
     pub event_time: Option<i64>,
+    /// How the frame's strings are written (its decimals per kind of value).
+    pub notation: Notation,
 }
 
 /// What a text frame that is not a kline event is, for counting and logging:
@@ -67,26 +69,26 @@ struct StreamKline {
     symbol: String,
     #[serde(rename = "i")]
     interval: String,
-    #[serde(rename = "o", deserialize_with = "number_or_string")]
-    open: f64,
-    #[serde(rename = "c", deserialize_with = "number_or_string")]
-    close: f64,
-    #[serde(rename = "h", deserialize_with = "number_or_string")]
-    high: f64,
-    #[serde(rename = "l", deserialize_with = "number_or_string")]
-    low: f64,
-    #[serde(rename = "v", deserialize_with = "number_or_string")]
-    volume: f64,
+    #[serde(rename = "o")]
+    open: Number,
+    #[serde(rename = "c")]
+    close: Number,
+    #[serde(rename = "h")]
+    high: Number,
+    #[serde(rename = "l")]
+    low: Number,
+    #[serde(rename = "v")]
+    volume: Number,
     #[serde(rename = "n")]
     trades: i64,
     #[serde(rename = "x")]
     closed: bool,
-    #[serde(rename = "q", deserialize_with = "number_or_string")]
-    quote_volume: f64,
-    #[serde(rename = "V", deserialize_with = "number_or_string")]
-    taker_buy_volume: f64,
-    #[serde(rename = "Q", deserialize_with = "number_or_string")]
-    taker_buy_quote_volume: f64,
+    #[serde(rename = "q")]
+    quote_volume: Number,
+    #[serde(rename = "V")]
+    taker_buy_volume: Number,
+    #[serde(rename = "Q")]
+    taker_buy_quote_volume: Number,
 }
 
 /// A row of `GET /fapi/v1/klines`:
@@ -94,33 +96,71 @@ struct StreamKline {
 #[derive(Debug, Deserialize)]
 pub struct RestKline(
     i64,
-    #[serde(deserialize_with = "number_or_string")] f64,
-    #[serde(deserialize_with = "number_or_string")] f64,
-    #[serde(deserialize_with = "number_or_string")] f64,
-    #[serde(deserialize_with = "number_or_string")] f64,
-    #[serde(deserialize_with = "number_or_string")] f64,
+    Number,
+    Number,
+    Number,
+    Number,
+    Number,
     i64,
-    #[serde(deserialize_with = "number_or_string")] f64,
+    Number,
     i64,
-    #[serde(deserialize_with = "number_or_string")] f64,
-    #[serde(deserialize_with = "number_or_string")] f64,
+    Number,
+    Number,
     serde::de::IgnoredAny,
 );
 
-/// Binance sends prices and volumes as strings ("84201.70") to keep their precision.
-fn number_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<f64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw<'a> {
-        Number(f64),
-        Text(&'a str),
-        Owned(String),
+/// A price or volume: Binance sends strings ("84201.70") to keep their precision;
+/// a JSON number is read too. The string's decimals are kept so the candle can be
+/// written back as the exchange wrote it ([`Notation`]).
+#[derive(Debug, Clone, Copy)]
+struct Number {
+    value: f64,
+    /// Digits after the point of the string; `None` for a JSON number.
+    decimals: Option<u8>,
+}
+
+impl<'de> Deserialize<'de> for Number {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw<'a> {
+            Number(f64),
+            Text(&'a str),
+            Owned(String),
+        }
+        let parse = |text: &str| {
+            let value = text
+                .trim()
+                .parse::<f64>()
+                .map_err(serde::de::Error::custom)?;
+            Ok(Number {
+                value,
+                decimals: Some(decimals_of(text)),
+            })
+        };
+        match Raw::deserialize(deserializer)? {
+            Raw::Number(value) => Ok(Number {
+                value,
+                decimals: None,
+            }),
+            Raw::Text(text) => parse(text),
+            Raw::Owned(text) => parse(&text),
+        }
     }
-    let parse = |text: &str| text.trim().parse::<f64>().map_err(serde::de::Error::custom);
-    match Raw::deserialize(deserializer)? {
-        Raw::Number(n) => Ok(n),
-        Raw::Text(text) => parse(text),
-        Raw::Owned(text) => parse(&text),
+}
+
+/// The notation shown by one candle's strings: prices, base volumes, quote volumes.
+fn notation_of(prices: [Number; 4], quantities: [Number; 2], quotes: [Number; 2]) -> Notation {
+    fn scale(numbers: &[Number]) -> Scale {
+        numbers
+            .iter()
+            .filter_map(|n| n.decimals)
+            .fold(Scale::Unknown, Scale::observe)
+    }
+    Notation {
+        price: scale(&prices),
+        quantity: scale(&quantities),
+        quote: scale(&quotes),
     }
 }
 
@@ -138,14 +178,14 @@ impl KlineUpdate {
             interval: k.interval,
             open_time: k.open_time,
             close_time: k.close_time,
-            open: k.open,
-            high: k.high,
-            low: k.low,
-            close: k.close,
-            volume: k.volume,
-            quote_volume: k.quote_volume,
-            taker_buy_volume: k.taker_buy_volume,
-            taker_buy_quote_volume: k.taker_buy_quote_volume,
+            open: k.open.value,
+            high: k.high.value,
+            low: k.low.value,
+            close: k.close.value,
+            volume: k.volume.value,
+            quote_volume: k.quote_volume.value,
+            taker_buy_volume: k.taker_buy_volume.value,
+            taker_buy_quote_volume: k.taker_buy_quote_volume.value,
             trades: k.trades,
         };
         candle.validate()?;
@@ -153,6 +193,11 @@ impl KlineUpdate {
             candle,
             closed: k.closed,
             event_time,
+            notation: notation_of(
+                [k.open, k.high, k.low, k.close],
+                [k.volume, k.taker_buy_volume],
+                [k.quote_volume, k.taker_buy_quote_volume],
+            ),
         })
     }
 }
@@ -164,19 +209,28 @@ impl RestKline {
             symbol: symbol.to_uppercase(),
             interval: interval.to_owned(),
             open_time: self.0,
-            open: self.1,
-            high: self.2,
-            low: self.3,
-            close: self.4,
-            volume: self.5,
+            open: self.1.value,
+            high: self.2.value,
+            low: self.3.value,
+            close: self.4.value,
+            volume: self.5.value,
             close_time: self.6,
-            quote_volume: self.7,
+            quote_volume: self.7.value,
             trades: self.8,
-            taker_buy_volume: self.9,
-            taker_buy_quote_volume: self.10,
+            taker_buy_volume: self.9.value,
+            taker_buy_quote_volume: self.10.value,
         };
         candle.validate()?;
         Ok(candle)
+    }
+
+    /// How the row's strings are written (its decimals per kind of value).
+    pub fn notation(&self) -> Notation {
+        notation_of(
+            [self.1, self.2, self.3, self.4],
+            [self.5, self.9],
+            [self.7, self.10],
+        )
     }
 }
 
@@ -211,6 +265,20 @@ mod tests {
         assert_eq!(c.taker_buy_volume, 80.551);
         assert_eq!(c.taker_buy_quote_volume, 6782976.414);
         assert_eq!(c.trades, 6437);
+    }
+
+    #[test]
+    fn the_strings_decimals_are_kept_per_kind_of_value() {
+        let update = KlineUpdate::from_combined_frame(FIXTURE_CLOSED).unwrap();
+        assert_eq!(update.notation, Notation::from_precisions(2, 3));
+        let rows: Vec<RestKline> = serde_json::from_str(FIXTURE_REST).unwrap();
+        assert_eq!(rows[1].notation(), Notation::from_precisions(2, 3));
+        let shortest = FIXTURE_CLOSED.replace(r#""c":"84201.70""#, r#""c":"84201.7""#);
+        let update = KlineUpdate::from_combined_frame(&shortest).unwrap();
+        assert_eq!(update.notation.price, Scale::Shortest);
+        let numbers = FIXTURE_CLOSED.replace(r#""v":"171.904""#, r#""v":171.904"#);
+        let update = KlineUpdate::from_combined_frame(&numbers).unwrap();
+        assert_eq!(update.notation.quantity, Scale::Fixed(3), "V still tells");
     }
 
     #[test]

@@ -178,7 +178,8 @@ impl Exchange {
             &options.rest_url,
             market.interval.clone(),
             Arc::clone(&sinks.health),
-        )?;
+        )?
+        .with_notations(Arc::clone(sinks.hub.notations()));
         Ok(Self {
             stream_url: stream_url(&options.ws_url, &market.symbols, &market.interval),
             market,

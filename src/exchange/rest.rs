@@ -10,7 +10,7 @@ use url::Url;
 
 use super::kline::{ParseError, RestKline};
 use super::pace::{Pacer, klines_weight};
-use crate::candle::{Candle, Interval};
+use crate::candle::{Candle, Interval, Notations};
 use crate::health::UpstreamHealth;
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::telemetry::Chain;
@@ -115,6 +115,8 @@ pub struct RestClient {
     health: Arc<UpstreamHealth>,
     /// Spaces every request by its weight, when set (the backfill command).
     pacer: Option<Arc<Pacer>>,
+    /// Where the rows' decimals are learned, when set (the service's clients).
+    notations: Option<Arc<Notations>>,
 }
 
 impl RestClient {
@@ -140,6 +142,7 @@ impl RestClient {
             interval,
             health,
             pacer: None,
+            notations: None,
         })
     }
 
@@ -147,6 +150,13 @@ impl RestClient {
     /// its turn on `pacer`, by its request weight.
     pub fn with_pacer(mut self, pacer: Arc<Pacer>) -> Self {
         self.pacer = Some(pacer);
+        self
+    }
+
+    /// The same client teaching `notations` how each row it reads writes its
+    /// decimals.
+    pub fn with_notations(mut self, notations: Arc<Notations>) -> Self {
+        self.notations = Some(notations);
         self
     }
 
@@ -304,6 +314,11 @@ impl RestClient {
             ("limit", limit.to_string()),
         ]);
         let rows: Vec<RestKline> = self.get_json(request, &self.klines_url).await?;
+        if let Some(notations) = &self.notations {
+            for row in &rows {
+                notations.learn(&symbol.to_uppercase(), row.notation());
+            }
+        }
         rows.into_iter()
             .map(|row| row.into_candle(symbol, self.interval.name()))
             .collect::<Result<_, _>>()

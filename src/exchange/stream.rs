@@ -230,6 +230,9 @@ impl Exchange {
                 if !self.is_possible(&update.candle, "stream") {
                     return;
                 }
+                self.hub
+                    .notations()
+                    .learn(&update.candle.symbol, update.notation);
                 batch.klines += 1;
                 let newest = batch
                     .seen

@@ -22,7 +22,7 @@ mod views;
 mod window;
 
 use crate::candle::indicators::MAX_PERIOD;
-use crate::candle::{BucketBuilder, Candle, Indicator, Interval};
+use crate::candle::{BucketBuilder, Candle, Indicator, Interval, Notations};
 use views::{Slot, Views};
 use window::Window;
 
@@ -133,6 +133,9 @@ struct HubInner {
     views: Views,
     published: watch::Sender<Arc<Snapshot>>,
     forming: watch::Sender<Arc<FormingSnapshot>>,
+    /// How the exchange writes each symbol's decimals, learned by the exchange
+    /// client, read by whoever writes candles in Binance's own format.
+    notations: Arc<Notations>,
 }
 
 /// What the exchange reader changes, under one lock.
@@ -215,6 +218,7 @@ impl Hub {
                 views: Views::default(),
                 published,
                 forming,
+                notations: Arc::default(),
             }),
         }
     }
@@ -222,6 +226,11 @@ impl Hub {
     /// The configured symbols, in client order.
     pub fn symbols(&self) -> &[String] {
         &self.inner.symbols
+    }
+
+    /// How the exchange writes each followed symbol's prices and volumes.
+    pub fn notations(&self) -> &Arc<Notations> {
+        &self.inner.notations
     }
 
     /// The served intervals, shortest (the ingested base) first.

@@ -22,15 +22,21 @@ pub enum BinanceError {
     /// -1121: no such symbol.
     #[error("Invalid symbol.")]
     InvalidSymbol,
+    /// -1101: a parameter sent twice.
+    #[error("Duplicate values for a parameter detected.")]
+    Duplicate,
+    /// -1023: `startTime` after `endTime`.
+    #[error("Start time is greater than end time.")]
+    StartAfterEnd,
     /// -1003 (429): the request would take the service over its weight budget.
     #[error(
-        "Too much request weight used; current limit is {limit} request weight per 1 MINUTE. Please use WebSocket Streams for live updates to avoid polling the API."
+        "Too many requests; current limit is {limit} requests per minute. Please use the websocket for live updates to avoid polling the API."
     )]
     TooMuchWeight { limit: u32, retry_after_secs: u64 },
     /// -1003 (418 or 429): the exchange banned this address until `until_ms`; no
     /// request reaches it before then.
     #[error(
-        "Way too much request weight used; IP banned until {until_ms}. Please use WebSocket Streams for live updates to avoid bans."
+        "Way too many requests; IP banned until {until_ms}. Please use the websocket for live updates to avoid bans."
     )]
     Banned {
         status: u16,
@@ -56,6 +62,8 @@ impl BinanceError {
             BinanceError::InvalidValue(_) => -1130,
             BinanceError::InvalidInterval => -1120,
             BinanceError::InvalidSymbol => -1121,
+            BinanceError::Duplicate => -1101,
+            BinanceError::StartAfterEnd => -1023,
             BinanceError::TooMuchWeight { .. } | BinanceError::Banned { .. } => -1003,
             BinanceError::PublicOnly => -2015,
             BinanceError::Unavailable => -1001,

@@ -26,22 +26,36 @@ pub(super) async fn forward_any(
     headers: HeaderMap,
     uri: Uri,
 ) -> Response<Body> {
-    let query = uri.query().unwrap_or_default();
-    if method != Method::GET || is_private(&headers, query) {
+    if method != Method::GET {
         return BinanceError::PublicOnly.into_response();
     }
-    forward(&mirror, uri.path(), query).await
+    forward(
+        &mirror,
+        &headers,
+        uri.path(),
+        uri.query().unwrap_or_default(),
+    )
+    .await
 }
 
 /// Whether the request carries an API key or a signature: private, never forwarded.
-pub(super) fn is_private(headers: &HeaderMap, query: &str) -> bool {
+fn is_private(headers: &HeaderMap, query: &str) -> bool {
     headers.contains_key(API_KEY_HEADER)
         || url::form_urlencoded::parse(query.as_bytes()).any(|(name, _)| name == "signature")
 }
 
 /// `GET {BINANCE_REST_URL}{path}?{query}`, answered verbatim, after spending its
-/// weight; Binance's 429 when the budget has none left.
-pub(super) async fn forward(mirror: &MirrorState, path: &str, query: &str) -> Response<Body> {
+/// weight; Binance's 429 when the budget has none left; 403 (-2015) for a request
+/// with an API key or a signature (`headers` are the client's).
+pub(super) async fn forward(
+    mirror: &MirrorState,
+    headers: &HeaderMap,
+    path: &str,
+    query: &str,
+) -> Response<Body> {
+    if is_private(headers, query) {
+        return BinanceError::PublicOnly.into_response();
+    }
     let params: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
         .into_owned()
         .collect();

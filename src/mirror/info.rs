@@ -3,7 +3,7 @@
 //! exchange's clock as the service knows it, and the exchange's own exchangeInfo,
 //! cached byte for byte and refreshed in the background.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -16,6 +16,7 @@ use tracing::debug;
 
 use super::MirrorState;
 use super::error::BinanceError;
+use crate::candle::Notation;
 use crate::telemetry::Chain;
 
 /// How often exchangeInfo and the exchange's clock are read again.
@@ -40,6 +41,11 @@ impl InfoCache {
         cached.as_ref().map(|l| l.symbols.contains(symbol))
     }
 
+    /// Whether exchangeInfo was never read.
+    pub(super) fn is_empty(&self) -> bool {
+        self.cached.read().expect("info lock").is_none()
+    }
+
     fn get(&self) -> Option<Arc<Listing>> {
         self.cached.read().expect("info lock").clone()
     }
@@ -53,11 +59,16 @@ struct Symbols {
 #[derive(serde::Deserialize)]
 struct Named {
     symbol: String,
+    /// Decimals of the contract's prices and quantities: how its klines pad them.
+    #[serde(rename = "pricePrecision")]
+    price_precision: Option<u8>,
+    #[serde(rename = "quantityPrecision")]
+    quantity_precision: Option<u8>,
 }
 
 impl MirrorState {
     /// Reads exchangeInfo (weight 1) into the cache.
-    async fn refresh_info(&self) -> Result<Arc<Listing>, BinanceError> {
+    pub(super) async fn refresh_info(&self) -> Result<Arc<Listing>, BinanceError> {
         let inner = &self.inner;
         self.check_ban()?;
         inner.budget.try_spend(1, inner.clock.now_ms())?;
@@ -76,6 +87,15 @@ impl MirrorState {
         })?;
         let parsed: Symbols =
             serde_json::from_slice(&body).map_err(|_| BinanceError::Unavailable)?;
+        let notations: HashMap<String, Notation> = parsed
+            .symbols
+            .iter()
+            .filter_map(|s| {
+                let notation = Notation::from_precisions(s.price_precision?, s.quantity_precision?);
+                Some((s.symbol.clone(), notation))
+            })
+            .collect();
+        inner.reader.hub().notations().list(notations);
         let listing = Arc::new(Listing {
             body,
             symbols: parsed.symbols.into_iter().map(|s| s.symbol).collect(),
@@ -143,7 +163,8 @@ pub(super) async fn exchange_info(State(mirror): State<MirrorState>) -> Response
     json(listing.body.clone())
 }
 
-fn json(body: Bytes) -> Response {
+/// `body` as an `application/json` answer.
+pub(super) fn json(body: Bytes) -> Response {
     let mut response = body.into_response();
     response.headers_mut().insert(
         header::CONTENT_TYPE,

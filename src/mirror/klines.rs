@@ -6,7 +6,7 @@
 //! and intervals (`3d`, `1M`) are forwarded.
 
 use axum::extract::{RawQuery, State};
-use axum::http::{HeaderValue, header};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::TryStreamExt;
@@ -14,10 +14,11 @@ use futures_util::TryStreamExt;
 use super::MirrorState;
 use super::error::BinanceError;
 use super::forward::forward;
+use super::info::json;
 use super::params::KlinesQuery;
 use super::poll::{PollAnswer, PollKey};
 use super::rows::{klines_json, with_last_row};
-use crate::candle::{Candle, Interval, aggregate};
+use crate::candle::{Candle, Interval, Notation, aggregate};
 use crate::hub::Snapshot;
 use crate::read::Admission;
 
@@ -33,7 +34,11 @@ struct Forming {
 }
 
 /// `GET /fapi/v1/klines`.
-pub(super) async fn klines(State(mirror): State<MirrorState>, RawQuery(raw): RawQuery) -> Response {
+pub(super) async fn klines(
+    State(mirror): State<MirrorState>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Response {
     let raw = raw.unwrap_or_default();
     let query = match KlinesQuery::parse(&raw) {
         Ok(query) => query,
@@ -46,18 +51,16 @@ pub(super) async fn klines(State(mirror): State<MirrorState>, RawQuery(raw): Raw
         if position.is_none() && mirror.inner.info.lists(&query.symbol) == Some(false) {
             return BinanceError::InvalidSymbol.into_response();
         }
-        return forward(&mirror, "/fapi/v1/klines", &raw).await;
+        return forward(&mirror, &headers, "/fapi/v1/klines", &raw).await;
     };
+    // A replica that has not seen the exchange's strings yet writes decimals as
+    // exchangeInfo lists them: read it first if it never was.
+    if hub.notations().of(&query.symbol) == Notation::default() && mirror.inner.info.is_empty() {
+        let _ = mirror.refresh_info().await;
+    }
     match mirror.serve_klines(position, &interval, &query).await {
-        Ok(Some(rows)) => {
-            let mut response = rows.into_response();
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
-        Ok(None) => forward(&mirror, "/fapi/v1/klines", &raw).await,
+        Ok(Some(rows)) => json(rows),
+        Ok(None) => forward(&mirror, &headers, "/fapi/v1/klines", &raw).await,
         Err(err) => err.into_response(),
     }
 }
@@ -76,6 +79,7 @@ impl MirrorState {
         let hub = inner.reader.hub();
         let base = hub.intervals()[0].clone();
         let symbol = hub.symbols()[position].clone();
+        let notation = hub.notations().of(&symbol);
         let snapshot = hub.snapshot();
         let now = inner.clock.now_ms();
         let forming = self.forming(position, &snapshot, &base, now);
@@ -88,6 +92,7 @@ impl MirrorState {
             limit: query.limit,
             current,
             closed_version: snapshot.frame(0, position).version,
+            notation,
         });
         let forming_version = forming.as_ref().map_or(0, |f| f.version);
         if let Some((key, mut answer)) = poll
@@ -100,7 +105,7 @@ impl MirrorState {
                         let bucket = self
                             .forming_bucket(&snapshot, position, interval, &base, &forming.candle)
                             .await?;
-                        with_last_row(&answer.closed, &bucket)
+                        with_last_row(&answer.closed, &bucket, notation)
                     }
                     _ => answer.closed.clone(),
                 };
@@ -186,14 +191,14 @@ impl MirrorState {
                 (from < to).then_some((from, to))
             });
             let Some((from, to)) = fetch else {
-                let closed = klines_json(&candles);
+                let closed = klines_json(&candles, notation);
                 let reaches_forming = slots.last() == Some(&current);
                 let whole = match (&forming, reaches_forming) {
                     (Some(forming), true) => {
                         let bucket = self
                             .forming_bucket(&snapshot, position, interval, &base, &forming.candle)
                             .await?;
-                        with_last_row(&closed, &bucket)
+                        with_last_row(&closed, &bucket, notation)
                     }
                     _ => closed.clone(),
                 };
@@ -222,10 +227,9 @@ impl MirrorState {
 
     /// The open times of the rows `query` selects, oldest first, up to the bucket
     /// forming at `current`: from `startTime` the first `limit` (over spans the
-    /// exchange has no candles in), otherwise the `limit` ending at `endTime` or, without
-    /// it, at `newest` (the newest candle there is);
-    /// and those of them partly in such a span (a listing's first bucket), which
-    /// Binance answers with the candles there are.
+    /// exchange has no candles in), else the `limit` ending at `endTime` or at `newest`
+    /// (the newest candle there is); and those of them partly in such a span (a
+    /// listing's first bucket), which Binance answers with the candles there are.
     fn slots(
         &self,
         symbol: &str,
@@ -276,11 +280,7 @@ impl MirrorState {
             // Binance answers them: spans it has no candles in (a halt, after a
             // delisting) are passed over, not answered as fewer rows.
             None => {
-                let mut slot = if query.end_time.is_some() {
-                    last
-                } else {
-                    newest
-                };
+                let mut slot = query.end_time.map_or(newest, |_| last);
                 while slot >= 0 && slots.len() < query.limit {
                     if !take(slot, &mut slots) {
                         let skip_to = self

@@ -96,7 +96,8 @@ impl MirrorState {
     pub fn new(parts: MirrorParts) -> Result<Self, RestError> {
         let hub = parts.reader.hub().clone();
         let base = hub.intervals()[0].clone();
-        let rest = RestClient::new(&parts.rest_url, base, Arc::clone(&parts.health))?;
+        let rest = RestClient::new(&parts.rest_url, base, Arc::clone(&parts.health))?
+            .with_notations(Arc::clone(hub.notations()));
         let http = reqwest::Client::builder()
             .user_agent(concat!("candlecast/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(std::time::Duration::from_secs(10))

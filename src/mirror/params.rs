@@ -28,18 +28,22 @@ pub struct KlinesQuery {
 }
 
 impl KlinesQuery {
-    /// Reads the raw query string; the first of repeated parameters counts.
+    /// Reads the raw query string.
     ///
     /// # Errors
-    /// [`BinanceError`] -1102 for a missing `symbol` or `interval`, -1100 for a
-    /// number that is not one, -1130 for a `limit` outside 1–1,500, -1120 for an
-    /// interval Binance does not have.
+    /// [`BinanceError`] -1101 for a parameter sent twice, -1102 for a missing
+    /// `symbol` or `interval`, -1100 for a number that is not one, -1130 for a
+    /// `limit` outside 1–1,500, -1120 for an interval Binance does not have, -1023
+    /// for a `startTime` after the `endTime`.
     pub fn parse(raw: &str) -> Result<Self, BinanceError> {
         let mut params: HashMap<String, String> = HashMap::new();
         for (name, value) in url::form_urlencoded::parse(raw.as_bytes()) {
-            params
-                .entry(name.into_owned())
-                .or_insert_with(|| value.into_owned());
+            if params
+                .insert(name.into_owned(), value.into_owned())
+                .is_some()
+            {
+                return Err(BinanceError::Duplicate);
+            }
         }
         let mandatory = |name: &'static str| match params.get(name) {
             Some(value) if !value.is_empty() => Ok(value.clone()),
@@ -75,6 +79,11 @@ impl KlinesQuery {
         };
         if !BINANCE_INTERVALS.contains(&interval.as_str()) {
             return Err(BinanceError::InvalidInterval);
+        }
+        if let (Some(start), Some(end)) = (start_time, end_time)
+            && start > end
+        {
+            return Err(BinanceError::StartAfterEnd);
         }
         Ok(Self {
             symbol,
@@ -120,6 +129,12 @@ mod tests {
         assert_eq!(err("symbol=BTCUSDT&interval=1m&limit=1501"), -1130);
         assert_eq!(err("symbol=BTCUSDT&interval=1m&limit=abc"), -1100);
         assert_eq!(err("symbol=BTCUSDT&interval=1m&startTime=-5"), -1100);
+        assert_eq!(err("symbol=BTCUSDT&symbol=ETHUSDT&interval=1m"), -1101);
+        assert_eq!(
+            err("symbol=BTCUSDT&interval=1m&startTime=2&endTime=1"),
+            -1023
+        );
+        assert!(KlinesQuery::parse("symbol=BTCUSDT&interval=1m&startTime=2&endTime=2").is_ok());
         let base = Interval::parse("1m").unwrap();
         let built = |i: &str| {
             KlinesQuery::parse(&format!("symbol=X&interval={i}"))

@@ -7,6 +7,8 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
+use crate::candle::Notation;
+
 /// Poll answers kept before the cache starts over.
 const POLL_CACHE_SIZE: usize = 1024;
 
@@ -18,6 +20,8 @@ pub(super) struct PollKey {
     pub(super) limit: usize,
     pub(super) current: i64,
     pub(super) closed_version: u64,
+    /// How the symbol's decimals are written, which may still be learned.
+    pub(super) notation: Notation,
 }
 
 /// A poll's answer: its closed rows built once per close, the whole answer once

@@ -35,6 +35,10 @@ mod long_history;
 #[path = "fake_exchange/rest.rs"]
 mod rest;
 
+// Not every test binary compares rows with the fake's own.
+#[allow(unused_imports)]
+pub use rest::rest_row;
+
 pub const MINUTE: i64 = 60_000;
 
 /// What the fake served on one REST request.
@@ -156,6 +160,50 @@ fn base_price(symbol: &str) -> f64 {
     }
 }
 
+/// The decimals of `symbol`'s prices and quantities, as its exchangeInfo lists
+/// them (`pricePrecision`, `quantityPrecision`); quote volumes carry both.
+pub fn precisions(symbol: &str) -> (usize, usize) {
+    if base_price(symbol) < 10.0 {
+        (4, 3)
+    } else {
+        (2, 3)
+    }
+}
+
+/// `value` as Binance writes it: padded to `decimals` (`"84250.00"`). A value
+/// with more digits than that (a test's own candle) is written in full instead,
+/// so the fake never changes a value it is given.
+pub fn exchange_decimal(value: f64, decimals: usize) -> String {
+    let padded = format!("{value:.decimals$}");
+    if padded.parse::<f64>() == Ok(value) {
+        padded
+    } else {
+        format!("{value}")
+    }
+}
+
+/// `candle`'s prices, base volumes and quote volumes as the fake writes them.
+pub fn exchange_decimals(candle: &Candle) -> [String; 8] {
+    let (price, quantity) = precisions(&candle.symbol);
+    let quote = price + quantity;
+    [
+        exchange_decimal(candle.open, price),
+        exchange_decimal(candle.high, price),
+        exchange_decimal(candle.low, price),
+        exchange_decimal(candle.close, price),
+        exchange_decimal(candle.volume, quantity),
+        exchange_decimal(candle.quote_volume, quote),
+        exchange_decimal(candle.taker_buy_volume, quantity),
+        exchange_decimal(candle.taker_buy_quote_volume, quote),
+    ]
+}
+
+/// `value` rounded to `decimals` places.
+fn round_to(value: f64, decimals: usize) -> f64 {
+    let scale = 10f64.powi(decimals as i32);
+    (value * scale).round() / scale
+}
+
 /// A deterministic candle following `previous` (or opening the series at `open_time`).
 fn next_candle(symbol: &str, open_time: i64, previous: Option<&Candle>) -> Candle {
     let open = previous.map_or(base_price(symbol), |p| p.close);
@@ -167,21 +215,22 @@ fn next_candle(symbol: &str, open_time: i64, previous: Option<&Candle>) -> Candl
     } else {
         ((step.wrapping_mul(2_654_435_761) % 401) as f64 - 200.0) / 100_000.0
     };
-    let scale = if open < 10.0 { 10_000.0 } else { 100.0 };
-    let close = ((open * (1.0 + change)) * scale).round() / scale;
+    let (price, quantity) = precisions(symbol);
+    let close = round_to(open * (1.0 + change), price);
+    let quote = |volume: f64| round_to(volume * close, price + quantity);
     Candle {
         symbol: symbol.to_owned(),
         interval: "1m".to_owned(),
         open_time,
         close_time: open_time + MINUTE - 1,
         open,
-        high: open.max(close) * 1.0005,
-        low: open.min(close) * 0.9995,
+        high: round_to(open.max(close) * 1.0005, price),
+        low: round_to(open.min(close) * 0.9995, price),
         close,
         volume: 100.0 + (step % 97) as f64,
-        quote_volume: (100.0 + (step % 97) as f64) * close,
+        quote_volume: quote(100.0 + (step % 97) as f64),
         taker_buy_volume: 50.0,
-        taker_buy_quote_volume: 50.0 * close,
+        taker_buy_quote_volume: quote(50.0),
         trades: 1_000 + (step % 500) as i64,
     }
 }
@@ -215,6 +264,7 @@ pub fn event_time_for(candle: &Candle, closed: bool, now: i64) -> i64 {
 
 /// Like [`kline_frame`], with event time `E` = `event_time` (epoch milliseconds).
 pub fn kline_frame_at(candle: &Candle, closed: bool, event_time: i64) -> String {
+    let [o, h, l, c, v, q, taker_v, taker_q] = exchange_decimals(candle);
     json!({
         "stream": format!("{}@kline_{}", candle.symbol.to_lowercase(), candle.interval),
         "data": {
@@ -224,11 +274,8 @@ pub fn kline_frame_at(candle: &Candle, closed: bool, event_time: i64) -> String 
             "k": {
                 "t": candle.open_time, "T": candle.close_time, "s": candle.symbol, "i": candle.interval,
                 "f": 100, "L": 200,
-                "o": format!("{}", candle.open), "c": format!("{}", candle.close),
-                "h": format!("{}", candle.high), "l": format!("{}", candle.low),
-                "v": format!("{}", candle.volume), "n": candle.trades, "x": closed,
-                "q": format!("{}", candle.quote_volume), "V": format!("{}", candle.taker_buy_volume),
-                "Q": format!("{}", candle.taker_buy_quote_volume), "B": "0"
+                "o": o, "c": c, "h": h, "l": l, "v": v, "n": candle.trades, "x": closed,
+                "q": q, "V": taker_v, "Q": taker_q, "B": "0"
             }
         }
     })

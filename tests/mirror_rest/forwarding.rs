@@ -70,9 +70,12 @@ async fn the_weight_budget_answers_binance_s_429_instead_of_the_exchange() {
     }
     let refused = refused.expect("the budget ran out");
     assert_eq!(refused.json()["code"], -1003);
-    assert!(refused.json()["msg"].as_str().unwrap().starts_with(
-        "Too much request weight used; current limit is 12 request weight per 1 MINUTE."
-    ));
+    // USD-M's own wording ("Error Codes", -1003).
+    assert_eq!(
+        refused.json()["msg"],
+        "Too many requests; current limit is 12 requests per minute. Please use the \
+         websocket for live updates to avoid polling the API."
+    );
     let retry: u64 = refused.headers["retry-after"]
         .to_str()
         .unwrap()
@@ -98,7 +101,20 @@ async fn keyed_or_signed_requests_are_refused_not_forwarded() {
     )
     .await;
     let signed = get_at(&base, "/fapi/v2/account?timestamp=1&signature=abc", &[]).await;
-    for answer in [keyed, signed] {
+    // Klines candlecast does not build itself are forwarded, so refused the same.
+    let keyed_klines = get_at(
+        &base,
+        "/fapi/v1/klines?symbol=BTCUSDT&interval=3d&limit=2",
+        &[("X-MBX-APIKEY", "k")],
+    )
+    .await;
+    let signed_klines = get_at(
+        &base,
+        "/fapi/v1/klines?symbol=BTCUSDT&interval=1M&signature=abc",
+        &[],
+    )
+    .await;
+    for answer in [keyed, signed, keyed_klines, signed_klines] {
         assert_eq!(answer.status, 403);
         assert_eq!(answer.json()["code"], -2015);
         assert!(
@@ -108,12 +124,10 @@ async fn keyed_or_signed_requests_are_refused_not_forwarded() {
                 .contains("public market data only")
         );
     }
-    assert!(
-        !fake
-            .rest_log()
-            .iter()
-            .any(|p| p.contains("ticker") || p.contains("account"))
-    );
+    assert!(!fake.rest_log().iter().any(|p| p.contains("ticker")
+        || p.contains("account")
+        || p.contains("interval=3d")
+        || p.contains("interval=1M")));
 }
 
 #[tokio::test]
@@ -128,7 +142,8 @@ async fn a_ban_from_the_exchange_is_passed_on_and_kept_to() {
     assert_eq!(answer.json()["code"], -1003);
     let msg = answer.json()["msg"].as_str().unwrap().to_owned();
     assert!(
-        msg.starts_with("Way too much request weight used; IP banned until "),
+        msg.starts_with("Way too many requests; IP banned until ")
+            && msg.ends_with(". Please use the websocket for live updates to avoid bans."),
         "{msg}"
     );
     let retry: u64 = answer.headers["retry-after"]

@@ -151,6 +151,45 @@ async fn a_range_not_held_is_fetched_once_stored_and_then_held_on_sqlite() {
     a_range_not_held_is_fetched_once_stored_and_then_held(Backend::sqlite()).await;
 }
 
+/// A follower never reads the exchange's kline strings (it has no upstream): it
+/// writes each symbol's decimals as exchangeInfo lists them, digit for digit
+/// what the exchange writes, XRP's four price decimals as BTC's two.
+#[tokio::test]
+async fn a_follower_writes_the_exchange_s_decimals_from_its_listing() {
+    let backend = Backend::mongo();
+    let (fake, _ingester) = mirror_on(&backend, 120, &[]).await;
+    let history = fake.history("XRPUSDT");
+    let newest = history[history.len() - 15].open_time;
+    for symbol in [BTC, "XRPUSDT"] {
+        let stored = &fake.history(symbol)[history.len() - 15];
+        assert!(
+            backend_catches_up(&backend, stored).await,
+            "stored: {stored:?}"
+        );
+    }
+    let follower = TestApp::spawn(config_for(&fake, &backend, &[("INGEST", "false")])).await;
+    for symbol in [BTC, "XRPUSDT"] {
+        let query = format!("symbol={symbol}&interval=5m&endTime={newest}&limit=12");
+        let before = fake.rest_requests().len();
+        let (ours, theirs) = (
+            mirror_get(&follower, &format!("/fapi/v1/klines?{query}")).await,
+            exchange_get(&fake, &format!("/fapi/v1/klines?{query}")).await,
+        );
+        assert_eq!(ours.body, theirs.body, "{symbol}: byte for byte");
+        assert!(ours.body.contains(".000\""), "padded: {}", ours.body);
+        let asked: Vec<_> = fake.rest_requests()[before..]
+            .iter()
+            .filter(|r| r.symbol == symbol)
+            .map(|r| (r.interval.clone(), r.start_time, r.end_time, r.limit))
+            .collect();
+        assert_eq!(
+            asked.len(),
+            1,
+            "only the test's own request reached the exchange: {asked:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn two_identical_requests_share_one_exchange_request() {
     let backend = Backend::sqlite();
@@ -211,12 +250,8 @@ async fn the_last_row_is_the_candle_still_forming() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let expected = candlecast::mirror::klines_json([&forming]);
-    let expected: Value = serde_json::from_slice(&expected).unwrap();
-    assert_eq!(
-        last, expected[0],
-        "the forming candle, as the stream sent it"
-    );
+    let expected = common::fake_exchange::rest_row(&forming);
+    assert_eq!(last, expected, "the forming candle, as the stream sent it");
     // A newer update of it replaces the last row; the closed rows stay as they were.
     let before = mirror_get(&app, &query).await.json();
     let mut forming = forming;
@@ -224,17 +259,16 @@ async fn the_last_row_is_the_candle_still_forming() {
     forming.high = forming.high.max(forming.close);
     forming.volume += 2.0;
     fake.send_update(&forming, false);
-    let expected: Value =
-        serde_json::from_slice(&candlecast::mirror::klines_json([&forming])).unwrap();
+    let expected = common::fake_exchange::rest_row(&forming);
     let mut rows = Value::Null;
     for _ in 0..100 {
         rows = mirror_get(&app, &query).await.json();
-        if rows[2] == expected[0] {
+        if rows[2] == expected {
             break;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(rows[2], expected[0], "the newest update");
+    assert_eq!(rows[2], expected, "the newest update");
     assert_eq!(
         rows.as_array().unwrap()[..2],
         before.as_array().unwrap()[..2]
@@ -257,9 +291,7 @@ async fn the_last_row_is_the_candle_still_forming() {
     )
     .await
     .json();
-    let expected: Value =
-        serde_json::from_slice(&candlecast::mirror::klines_json([&bucket])).unwrap();
-    assert_eq!(rows[1], expected[0]);
+    assert_eq!(rows[1], common::fake_exchange::rest_row(&bucket));
 }
 
 #[tokio::test]
@@ -288,6 +320,16 @@ async fn errors_are_binance_s() {
             "symbol=BTCUSDT&interval=1m&limit=ten",
             -1100,
             "Illegal characters found in parameter 'limit'; legal range is '^[0-9]{1,20}$'.",
+        ),
+        (
+            "symbol=BTCUSDT&interval=1m&startTime=1763791500000&endTime=1763791440000",
+            -1023,
+            "Start time is greater than end time.",
+        ),
+        (
+            "symbol=BTCUSDT&interval=1m&symbol=ETHUSDT",
+            -1101,
+            "Duplicate values for a parameter detected.",
         ),
     ];
     for (query, code, msg) in cases {

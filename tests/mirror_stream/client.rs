@@ -98,8 +98,10 @@ pub async fn start(intervals: &str) -> (FakeExchange, TestApp, Backend) {
     (fake, app, backend)
 }
 
-pub fn decimal(value: f64) -> Value {
-    Value::String(format!("{value}"))
+/// A BTCUSDT price as the fake exchange writes it (padded to its precision).
+pub fn btc_price(value: f64) -> Value {
+    let (price, _) = fake_exchange::precisions("BTCUSDT");
+    Value::String(fake_exchange::exchange_decimal(value, price))
 }
 
 /// Asserts `event` is Binance's kline event for `candle` (`closed` or forming).
@@ -128,16 +130,18 @@ pub fn assert_kline_body(k: &Value, candle: &Candle, interval: &str, closed: boo
     assert_eq!(k["t"], candle.open_time, "{k}");
     assert_eq!(k["T"], candle.close_time);
     assert_eq!(k["i"], interval);
-    assert_eq!(k["o"], decimal(candle.open));
-    assert_eq!(k["c"], decimal(candle.close));
-    assert_eq!(k["h"], decimal(candle.high));
-    assert_eq!(k["l"], decimal(candle.low));
-    assert_eq!(k["v"], decimal(candle.volume));
+    // Digit for digit as the fake exchange writes the candle.
+    let [o, h, l, c, v, q, taker_v, taker_q] = fake_exchange::exchange_decimals(candle);
+    assert_eq!(k["o"], o);
+    assert_eq!(k["c"], c);
+    assert_eq!(k["h"], h);
+    assert_eq!(k["l"], l);
+    assert_eq!(k["v"], v);
     assert_eq!(k["n"], candle.trades);
     assert_eq!(k["x"], closed);
-    assert_eq!(k["q"], decimal(candle.quote_volume));
-    assert_eq!(k["V"], decimal(candle.taker_buy_volume));
-    assert_eq!(k["Q"], decimal(candle.taker_buy_quote_volume));
+    assert_eq!(k["q"], q);
+    assert_eq!(k["V"], taker_v);
+    assert_eq!(k["Q"], taker_q);
     assert_eq!(k["B"], "0");
     assert_eq!(k["f"], 0);
     assert_eq!(k["L"], candle.trades - 1);

@@ -79,12 +79,12 @@ pub async fn every_close_once(backend: Backend) {
             let k = &event["k"];
             assert_eq!(k["T"], open + span - 1);
             assert_eq!(k["i"], format!("{length}m"));
-            assert_eq!(k["o"], decimal(parts[0].open));
-            assert_eq!(k["c"], decimal(parts[parts.len() - 1].close));
+            assert_eq!(k["o"], btc_price(parts[0].open));
+            assert_eq!(k["c"], btc_price(parts[parts.len() - 1].close));
             let high = parts.iter().map(|c| c.high).fold(f64::MIN, f64::max);
             let low = parts.iter().map(|c| c.low).fold(f64::MAX, f64::min);
-            assert_eq!(k["h"], decimal(high));
-            assert_eq!(k["l"], decimal(low));
+            assert_eq!(k["h"], btc_price(high));
+            assert_eq!(k["l"], btc_price(low));
             assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
             let volume: f64 = k["v"].as_str().unwrap().parse().unwrap();
             let expected: f64 = parts.iter().map(|c| c.volume).sum();
@@ -135,10 +135,10 @@ pub async fn a_repaired_minute_completes_its_bucket() {
     let k = &closes[0]["k"];
     let parts = [&first, &skipped, &last];
     assert_eq!(k["t"], first.open_time);
-    assert_eq!(k["o"], decimal(first.open));
-    assert_eq!(k["c"], decimal(last.close));
+    assert_eq!(k["o"], btc_price(first.open));
+    assert_eq!(k["c"], btc_price(last.close));
     let high = parts.iter().map(|c| c.high).fold(f64::MIN, f64::max);
-    assert_eq!(k["h"], decimal(high));
+    assert_eq!(k["h"], btc_price(high));
     assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
     let more = client
         .events_until(Duration::from_millis(500), |_, d| d["k"]["x"] == true)
@@ -185,9 +185,9 @@ pub async fn the_open_bucket_is_read_back_beyond_the_window() {
         .collect();
     assert_eq!(parts.len(), 15);
     let k = &event["k"];
-    assert_eq!(k["o"], decimal(parts[0].open));
-    assert_eq!(k["c"], decimal(parts[14].close));
+    assert_eq!(k["o"], btc_price(parts[0].open));
+    assert_eq!(k["c"], btc_price(parts[14].close));
     let low = parts.iter().map(|c| c.low).fold(f64::MAX, f64::min);
-    assert_eq!(k["l"], decimal(low));
+    assert_eq!(k["l"], btc_price(low));
     assert_eq!(k["n"], parts.iter().map(|c| c.trades).sum::<i64>());
 }

@@ -2,8 +2,8 @@
 //! Streams", "Continuous Contract Kline/Candlestick Streams"): each event once, into
 //! shared bytes, raw and (on first use) wrapped for combined connections.
 //!
-//! Prices and volumes are decimal strings: each `f64` as its shortest round-trip
-//! decimal (`84201.7`, never an exponent). Binance's `f`/`L` are the first and last
+//! Prices and volumes are decimal strings written as the exchange writes that
+//! symbol's ([`Notation`]: `"84201.70"`; never an exponent). Binance's `f`/`L` are the first and last
 //! trade ids, which candlecast does not keep: it sends `f` = 0 and `L` = `n` − 1, so
 //! `L − f + 1 = n` holds as it does on Binance.
 
@@ -13,7 +13,7 @@ use axum::extract::ws::Utf8Bytes;
 use serde::Serialize;
 
 use super::name::{StreamKind, StreamName};
-use crate::candle::Candle;
+use crate::candle::{Candle, Notation, Scale};
 
 /// One event of one stream, encoded once and shared by every subscriber.
 #[derive(Debug)]
@@ -29,8 +29,15 @@ pub struct Event {
 impl Event {
     /// The event of `stream` for `candle` (`closed`: its final update), stamped
     /// `event_time` (ms since the epoch, on the exchange's clock).
-    pub fn new(stream: Arc<StreamName>, candle: &Candle, closed: bool, event_time: i64) -> Self {
-        let raw = encode(&stream, candle, closed, event_time);
+    /// Its prices and volumes are written in `notation`.
+    pub fn new(
+        stream: Arc<StreamName>,
+        candle: &Candle,
+        notation: Notation,
+        closed: bool,
+        event_time: i64,
+    ) -> Self {
+        let raw = encode(&stream, candle, notation, closed, event_time);
         Self {
             stream,
             raw: Utf8Bytes::from(raw),
@@ -56,14 +63,14 @@ impl Event {
     }
 }
 
-/// A price or volume as Binance writes it: a decimal string.
-struct Decimal(f64);
+/// A price or volume as Binance writes it: a decimal string of its scale.
+struct Decimal(f64, Scale);
 
 impl Serialize for Decimal {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        // Rust's `Display` of an f64 is the shortest decimal that reads back to the
-        // same value, without an exponent.
-        serializer.collect_str(&self.0)
+        let mut text = String::with_capacity(24);
+        self.1.write(&mut text, self.0);
+        serializer.serialize_str(&text)
     }
 }
 
@@ -116,7 +123,16 @@ struct ContinuousEvent<'a> {
     k: Kline<'a>,
 }
 
-fn encode(stream: &StreamName, candle: &Candle, closed: bool, event_time: i64) -> String {
+fn encode(
+    stream: &StreamName,
+    candle: &Candle,
+    notation: Notation,
+    closed: bool,
+    event_time: i64,
+) -> String {
+    let price = |value| Decimal(value, notation.price);
+    let quantity = |value| Decimal(value, notation.quantity);
+    let quote = |value| Decimal(value, notation.quote);
     let continuous = stream.kind != StreamKind::Kline;
     let k = Kline {
         t: candle.open_time,
@@ -125,16 +141,16 @@ fn encode(stream: &StreamName, candle: &Candle, closed: bool, event_time: i64) -
         i: &stream.interval,
         f: 0,
         last_trade: candle.trades - 1,
-        o: Decimal(candle.open),
-        c: Decimal(candle.close),
-        h: Decimal(candle.high),
-        l: Decimal(candle.low),
-        v: Decimal(candle.volume),
+        o: price(candle.open),
+        c: price(candle.close),
+        h: price(candle.high),
+        l: price(candle.low),
+        v: quantity(candle.volume),
         n: candle.trades,
         x: closed,
-        q: Decimal(candle.quote_volume),
-        taker_buy_volume: Decimal(candle.taker_buy_volume),
-        taker_buy_quote_volume: Decimal(candle.taker_buy_quote_volume),
+        q: quote(candle.quote_volume),
+        taker_buy_volume: quantity(candle.taker_buy_volume),
+        taker_buy_quote_volume: quote(candle.taker_buy_quote_volume),
         ignore: "0",
     };
     let encoded = if continuous {
@@ -181,10 +197,12 @@ mod tests {
     #[test]
     fn a_kline_event_has_binances_fields_in_binances_order() {
         let name = Arc::new(StreamName::parse("btcusdt@kline_1m").unwrap());
-        let event = Event::new(name, &candle(), true, 1_763_791_560_012);
+        let padded = Notation::from_precisions(2, 3);
+        let event = Event::new(name, &candle(), padded, true, 1_763_791_560_012);
+        // fixtures/kline-combined-closed.json's values, decimals and all.
         assert_eq!(
             event.raw.as_str(),
-            r#"{"e":"kline","E":1763791560012,"s":"BTCUSDT","k":{"t":1763791500000,"T":1763791559999,"s":"BTCUSDT","i":"1m","f":0,"L":6436,"o":"84210.1","c":"84201.7","h":"84230","l":"84188","v":"171.904","n":6437,"x":true,"q":"14475520.1047","V":"80.551","Q":"6782976.414","B":"0"}}"#
+            r#"{"e":"kline","E":1763791560012,"s":"BTCUSDT","k":{"t":1763791500000,"T":1763791559999,"s":"BTCUSDT","i":"1m","f":0,"L":6436,"o":"84210.10","c":"84201.70","h":"84230.00","l":"84188.00","v":"171.904","n":6437,"x":true,"q":"14475520.10470","V":"80.551","Q":"6782976.41400","B":"0"}}"#
         );
         assert_eq!(
             event.payload(true).as_str(),
@@ -198,7 +216,7 @@ mod tests {
     #[test]
     fn a_continuous_event_names_the_pair_and_contract_and_no_symbol_in_k() {
         let name = Arc::new(StreamName::parse("btcusdt_perpetual@continuousKline_1m").unwrap());
-        let event = Event::new(name, &candle(), false, 1);
+        let event = Event::new(name, &candle(), Notation::default(), false, 1);
         let json: serde_json::Value = serde_json::from_str(event.raw.as_str()).unwrap();
         assert_eq!(json["e"], "continuous_kline");
         assert_eq!(json["ps"], "BTCUSDT");
@@ -210,17 +228,11 @@ mod tests {
 
     #[test]
     fn tiny_and_large_values_are_plain_decimals() {
-        assert_eq!(
-            serde_json::to_string(&Decimal(1e-7)).unwrap(),
-            r#""0.0000001""#
-        );
-        assert_eq!(
-            serde_json::to_string(&Decimal(2e21)).unwrap(),
-            r#""2000000000000000000000""#
-        );
-        assert_eq!(
-            serde_json::to_string(&Decimal(0.1 + 0.2)).unwrap(),
-            r#""0.30000000000000004""#
-        );
+        let shortest = |value| serde_json::to_string(&Decimal(value, Scale::Shortest)).unwrap();
+        assert_eq!(shortest(1e-7), r#""0.0000001""#);
+        assert_eq!(shortest(2e21), r#""2000000000000000000000""#);
+        assert_eq!(shortest(0.1 + 0.2), r#""0.30000000000000004""#);
+        let fixed = serde_json::to_string(&Decimal(0.1 + 0.2, Scale::Fixed(5))).unwrap();
+        assert_eq!(fixed, r#""0.30000""#);
     }
 }

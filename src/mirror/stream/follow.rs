@@ -123,7 +123,8 @@ impl Follow {
                     for candle in stream.closed(&snapshot) {
                         let event_time = clock.now_ms().max(candle.close_time + 1);
                         let name = Arc::clone(&feed.name);
-                        feed.publish(Event::new(name, &candle, true, event_time));
+                        let notation = stream.hub.notations().of(&candle.symbol);
+                        feed.publish(Event::new(name, &candle, notation, true, event_time));
                     }
                 }
                 changed = forming.changed() => {
@@ -140,7 +141,8 @@ impl Follow {
                     let Some(candle) = stream.take_forming() else { continue };
                     let event_time = clock.now_ms().max(candle.open_time);
                     let name = Arc::clone(&feed.name);
-                    feed.publish(Event::new(name, &candle, false, event_time));
+                    let notation = stream.hub.notations().of(&candle.symbol);
+                    feed.publish(Event::new(name, &candle, notation, false, event_time));
                 }
             }
         }

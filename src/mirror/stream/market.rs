@@ -11,6 +11,7 @@ use super::follow::Follow;
 use super::name::{StreamKind, StreamName};
 use crate::clock::Clock;
 use crate::hub::Hub;
+use crate::mirror::buildable_interval;
 use crate::read::CandleReader;
 
 /// Cheap to clone; clones share the feeds.
@@ -43,7 +44,8 @@ impl Market {
 
     /// Subscribes `sink` to `name`'s events. `None` when candlecast has nothing to
     /// send for that stream (a symbol `SYMBOLS` does not follow, a quarterly
-    /// contract, `1M`, an interval that is not a whole multiple of `INTERVAL`):
+    /// contract, `3d`, `1M`, an interval that is not a whole multiple of
+    /// `INTERVAL`):
     /// Binance too accepts a subscription it will never send anything on.
     pub fn join(&self, name: &StreamName, sink: &Sink) -> Option<FeedHandle> {
         let hub = &self.inner.hub;
@@ -51,11 +53,9 @@ impl Market {
         if name.kind == StreamKind::ContinuousQuarter {
             return None;
         }
-        let interval = name.fixed_interval()?;
-        let base = hub.intervals()[0].millis();
-        if interval.millis() < base || interval.millis() % base != 0 {
-            return None;
-        }
+        // The intervals the REST klines build, by the same rule (`3d` and `1M` are
+        // Binance's own buckets, forwarded there, silent here).
+        let interval = buildable_interval(&name.interval, &hub.intervals()[0])?;
         let mut feeds = self.inner.feeds.lock().expect("market lock poisoned");
         if let Some(feed) = feeds.get(name.as_str()).and_then(Weak::upgrade) {
             return Some(feed.join(sink));

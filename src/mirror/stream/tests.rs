@@ -77,11 +77,13 @@ async fn streams_that_cannot_be_built_are_accepted_and_silent() {
     let (sink, _inbox) = inbox(1);
     let names = [
         "btcusdt@kline_1M",
+        // Binance's own 3-day buckets: forwarded on REST, not built here either.
+        "btcusdt@kline_3d",
         "btcusdt_next_quarter@continuousKline_1m",
         "btcusdt@kline_1w",
     ];
     let session = Session::open(market.clone(), sink, names, false).unwrap();
-    assert_eq!(session.streams(), 3);
+    assert_eq!(session.streams(), 4);
     assert_eq!(market.feeds(), 1, "only the weekly stream is built");
 }
 

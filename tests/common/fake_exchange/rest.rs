@@ -14,24 +14,35 @@ use candlecast::candle::Candle;
 use serde_json::{Value, json};
 
 use super::intervals::{aggregate, interval_ms};
-use super::{FakeState, MINUTE, RestRequest, base_price, next_candle};
+use super::{FakeState, MINUTE, RestRequest, exchange_decimals, next_candle, precisions};
 
 /// Binance's `deliveryDate` of a perpetual contract (2100-12-25 08:00 UTC).
 const PERPETUAL_DELIVERY: i64 = 4_133_404_800_000;
 
-fn rest_row(c: &Candle) -> Value {
+/// A klines row as Binance writes it, decimals padded to the symbol's precisions.
+pub fn rest_row(c: &Candle) -> Value {
+    let [
+        open,
+        high,
+        low,
+        close,
+        volume,
+        quote,
+        taker_volume,
+        taker_quote,
+    ] = exchange_decimals(c);
     json!([
         c.open_time,
-        format!("{}", c.open),
-        format!("{}", c.high),
-        format!("{}", c.low),
-        format!("{}", c.close),
-        format!("{}", c.volume),
+        open,
+        high,
+        low,
+        close,
+        volume,
         c.close_time,
-        format!("{}", c.quote_volume),
+        quote,
         c.trades,
-        format!("{}", c.taker_buy_volume),
-        format!("{}", c.taker_buy_quote_volume),
+        taker_volume,
+        taker_quote,
         "0"
     ])
 }
@@ -359,11 +370,8 @@ fn symbol_info(symbol: &str, contract_type: &str) -> Value {
         .find(|q| pair.len() > q.len() && pair.ends_with(q))
         .unwrap_or("USDT");
     let base = pair.strip_suffix(quote).unwrap_or(pair);
-    let (precision, tick) = if base_price(symbol) < 10.0 {
-        (4, "0.0001")
-    } else {
-        (2, "0.01")
-    };
+    let (precision, quantity_precision) = precisions(symbol);
+    let tick = if precision == 4 { "0.0001" } else { "0.01" };
     let filters = json!([
         {"filterType": "PRICE_FILTER", "minPrice": tick, "maxPrice": "4529764", "tickSize": tick},
         {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
@@ -394,7 +402,7 @@ fn symbol_info(symbol: &str, contract_type: &str) -> Value {
         "quoteAsset": quote,
         "marginAsset": quote,
         "pricePrecision": precision,
-        "quantityPrecision": 3,
+        "quantityPrecision": quantity_precision,
         "baseAssetPrecision": 8,
         "quotePrecision": 8,
     });
