@@ -150,7 +150,7 @@ impl Follower {
     }
 
     async fn reload(&self) {
-        for symbol in self.hub.symbols() {
+        for symbol in self.hub.symbols().iter() {
             match self
                 .store
                 .latest_until(

@@ -172,10 +172,12 @@ fn serve_client(
         // Keeps this view's renderings shared while the client is connected.
         let _held = hub.hold(view.clone());
         let mut live = live.then(|| {
-            let slots = hub.symbols().len();
+            let intervals = hub.intervals().len();
             LiveFeed::new(
                 hub.subscribe_forming(),
-                positions.iter().map(|p| view.interval * slots + p),
+                positions
+                    .iter()
+                    .map(|p| crate::hub::slot(intervals, view.interval, *p)),
                 state.parts.feed.live_interval,
             )
         });

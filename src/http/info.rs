@@ -16,7 +16,7 @@ pub async fn info(State(state): State<AppState>) -> Json<Value> {
     let hub = &parts.hub;
     let intervals: Vec<&str> = hub.intervals().iter().map(|i| i.name()).collect();
     Json(json!({
-        "symbols": hub.symbols(),
+        "symbols": hub.followed(),
         "intervals": intervals,
         "base_interval": intervals[0],
         "history_len": hub.default_view().limit,

@@ -20,7 +20,7 @@ pub async fn metrics(State(state): State<AppState>) -> Result<Response, HttpErro
     let now = parts.clock.now_ms();
     // Every configured symbol has a series; NaN while none of its candles is held
     // (a symbol the exchange refused, a store and exchange both away).
-    for symbol in parts.hub.symbols() {
+    for symbol in parts.hub.symbols().iter() {
         let age = parts.hub.newest(symbol).map_or(f64::NAN, |newest| {
             let closed_at = newest.open_time + parts.interval.millis();
             (now - closed_at) as f64 / 1000.0

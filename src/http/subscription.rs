@@ -41,7 +41,8 @@ pub const MAX_RESUME: i64 = 1000;
 
 /// Which coins a websocket client wants, in which order, and how.
 pub(super) struct Subscription {
-    /// Positions in `SYMBOLS`.
+    /// Positions of the coins among the hub's; plain `/`: `SYMBOLS` (the five
+    /// majors with `SYMBOLS=*`).
     pub(super) positions: Vec<usize>,
     pub(super) view: View,
     /// Whether the client also gets the candle still forming.
@@ -62,7 +63,7 @@ impl Subscription {
         now_ms: i64,
     ) -> Result<Self, HttpError> {
         let mut subscription = Subscription {
-            positions: (0..hub.symbols().len()).collect(),
+            positions: hub.plain_positions(),
             view: hub.default_view(),
             live: false,
             since: None,

@@ -2,16 +2,21 @@
 //! held, the minutes missing from a window, a held candle (which a REST row never
 //! replaces).
 
-use super::{Hub, Newest};
+use super::{Hub, Newest, slot};
 use crate::candle::Candle;
 
 impl Hub {
+    /// Where `symbol`'s base window sits, if the hub holds the coin.
+    fn base_slot(&self, symbol: &str) -> Option<usize> {
+        Some(slot(self.inner.intervals.len(), 0, self.position(symbol)?))
+    }
+
     /// The newest candle held for `symbol`, and whether its window is full (holds
     /// `HISTORY_MAX` candles plus the one before them).
     pub fn newest(&self, symbol: &str) -> Option<Newest> {
-        let position = *self.inner.positions.get(symbol)?;
+        let at = self.base_slot(symbol)?;
         let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
-        let window = &ledger.windows[position];
+        let window = &ledger.windows[at];
         window.candles.back().map(|c| Newest {
             open_time: c.open_time,
             window_full: window.candles.len() > window.capacity,
@@ -21,20 +26,20 @@ impl Hub {
     /// The open time of the oldest base candle held for `symbol` (ms since the
     /// epoch, UTC), among the window and the closes behind it.
     pub fn oldest(&self, symbol: &str) -> Option<i64> {
-        let position = *self.inner.positions.get(symbol)?;
+        let at = self.base_slot(symbol)?;
         let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
-        ledger.windows[position].oldest_open_time()
+        ledger.windows[at].oldest_open_time()
     }
 
     /// Open times (ms since the epoch, UTC) of the candles missing from `symbol`'s
     /// base window between its oldest candle (or `from`, if later) and `until`
     /// (exclusive), on a grid of `step` ms. Empty when nothing is held yet.
     pub fn missing(&self, symbol: &str, from: i64, until: i64, step: i64) -> Vec<i64> {
-        let Some(&position) = self.inner.positions.get(symbol) else {
+        let Some(at) = self.base_slot(symbol) else {
             return Vec::new();
         };
         let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
-        let candles = &ledger.windows[position].candles;
+        let candles = &ledger.windows[at].candles;
         let Some(oldest) = candles.front().map(|c| c.open_time) else {
             return Vec::new();
         };
@@ -53,9 +58,9 @@ impl Hub {
 
     /// The base candle of `symbol` opened at `open_time`, if the window holds it.
     pub fn candle_at(&self, symbol: &str, open_time: i64) -> Option<Candle> {
-        let position = *self.inner.positions.get(symbol)?;
+        let at = self.base_slot(symbol)?;
         let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
-        let candles = &ledger.windows[position].candles;
+        let candles = &ledger.windows[at].candles;
         let found = candles
             .binary_search_by_key(&open_time, |c| c.open_time)
             .ok()?;

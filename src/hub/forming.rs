@@ -7,10 +7,10 @@ use std::sync::{Arc, OnceLock};
 use axum::extract::ws::Utf8Bytes;
 
 use super::message::{FormingMessage, StoredCandle};
-use super::{Hub, Ledger};
+use super::{Hub, Ledger, slot};
 use crate::candle::Candle;
 
-/// The newest forming candle of every (interval, coin), laid out like
+/// The newest forming candle of every (coin, interval), laid out like
 /// [`super::Snapshot::coins`]; `None` until the exchange sent one.
 #[derive(Debug, Clone)]
 pub struct FormingSnapshot {
@@ -67,25 +67,26 @@ impl Hub {
         if self.inner.forming.receiver_count() == 0 {
             return;
         }
-        let symbols = self.inner.symbols.len();
+        let intervals = self.inner.intervals.len();
         let base = self.inner.intervals[0].name();
         let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
         let Ledger { windows, builders } = &*ledger;
         let mut updates: Vec<(usize, Candle)> = Vec::new();
         for candle in candles.iter().filter(|c| c.interval == base) {
-            let Some(&position) = self.inner.positions.get(&candle.symbol) else {
+            let Some(position) = self.position(&candle.symbol) else {
                 continue;
             };
-            if windows[position]
+            let at = slot(intervals, 0, position);
+            if windows[at]
                 .newest_open_time()
                 .is_some_and(|closed| candle.open_time <= closed)
             {
                 continue;
             }
-            updates.retain(|(index, _)| index % symbols != position);
-            updates.push((position, candle.clone()));
+            updates.retain(|(index, _)| index / intervals != position);
+            updates.push((at, candle.clone()));
             for (k, builder) in builders[position].iter().enumerate() {
-                updates.push(((k + 1) * symbols + position, builder.forming(candle)));
+                updates.push((slot(intervals, k + 1, position), builder.forming(candle)));
             }
         }
         drop(ledger);

@@ -135,8 +135,8 @@ fn forming_candles_reach_only_their_listeners_and_never_after_the_close() {
     hub.forming(&[minute("BTCUSDT", 2, 15.0)]);
     assert!(forming.has_changed().unwrap());
     let snapshot = forming.borrow_and_update().clone();
-    let one = snapshot.coins[0].as_ref().unwrap();
-    let five = snapshot.coins[2].as_ref().unwrap();
+    let one = snapshot.coins[slot(2, 0, 0)].as_ref().unwrap();
+    let five = snapshot.coins[slot(2, 1, 0)].as_ref().unwrap();
     assert_eq!(one.open_time, T0 + 2 * MINUTE);
     let five: serde_json::Value = serde_json::from_str(five.text().as_str()).unwrap();
     assert_eq!(five["coin"], "BTCUSDT");

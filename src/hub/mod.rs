@@ -8,8 +8,7 @@
 //! each coin instead of queueing old ones. Candles still forming go out on a
 //! separate channel ([`FormingSnapshot`]) that only `live=true` clients watch.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use axum::extract::ws::Utf8Bytes;
 use chrono_tz::Tz;
@@ -18,6 +17,7 @@ use tokio::sync::watch;
 mod base;
 mod forming;
 mod message;
+mod symbols;
 mod views;
 mod window;
 
@@ -74,19 +74,31 @@ impl WindowOptions {
     }
 }
 
-/// Every (interval, coin) current message: interval-major, coins in `SYMBOLS` order,
-/// so the base interval's coins come first.
+/// Every (coin, interval) current message, coin-major ([`slot`]): a coin added
+/// later appends its frames, so no index ever moves.
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub coins: Vec<CoinFrame>,
-    symbols: usize,
+    intervals: usize,
 }
 
 impl Snapshot {
     /// The frame of the coin at `position` at the served interval `interval`.
     pub fn frame(&self, interval: usize, position: usize) -> &CoinFrame {
-        &self.coins[interval * self.symbols + position]
+        &self.coins[slot(self.intervals, interval, position)]
     }
+
+    /// How many coins the snapshot holds.
+    pub fn symbols(&self) -> usize {
+        self.coins.len() / self.intervals
+    }
+}
+
+/// Where the window of the coin at `position` at served interval `interval` sits in
+/// every per-window vector (windows, frames, forming candles, cached renderings),
+/// given `intervals` served intervals.
+pub fn slot(intervals: usize, interval: usize, position: usize) -> usize {
+    position * intervals + interval
 }
 
 /// One (coin, interval) window, its plain message and versions that change with it.
@@ -123,10 +135,13 @@ pub struct Hub {
 }
 
 struct HubInner {
-    symbols: Vec<String>,
-    positions: HashMap<String, usize>,
+    /// The coins, in position order; grows when a contract is listed.
+    symbols: RwLock<symbols::Symbols>,
     intervals: Vec<Interval>,
     history_max: usize,
+    /// Candles a window keeps in all (shown, the one before, indicator warm-up).
+    depth: usize,
+    time_zone: Tz,
     default_view: View,
     ledger: Mutex<Ledger>,
     /// Held views' messages, rendered once per coin version and shared.
@@ -140,7 +155,7 @@ struct HubInner {
 
 /// What the exchange reader changes, under one lock.
 struct Ledger {
-    /// Copy on write, interval-major like [`Snapshot::coins`]: a published snapshot
+    /// Copy on write, coin-major like [`Snapshot::coins`]: a published snapshot
     /// keeps the windows it was built from.
     windows: Vec<Arc<Window>>,
     /// Per coin, one builder per served interval after the base.
@@ -158,74 +173,38 @@ impl Hub {
             interval: 0,
             indicators: Arc::new([]),
         };
-        let depth = history_max + 1 + INDICATOR_WARMUP;
-        let windows: Vec<Arc<Window>> = intervals
-            .iter()
-            .flat_map(|interval| {
-                symbols.iter().map(move |symbol| {
-                    let zone = options.time_zone;
-                    Arc::new(Window::new(
-                        symbol.clone(),
-                        interval.clone(),
-                        history_max,
-                        depth,
-                        zone,
-                    ))
-                })
-            })
-            .collect();
-        let builders = symbols
-            .iter()
-            .map(|_| {
-                intervals[1..]
-                    .iter()
-                    .map(|interval| BucketBuilder::new(interval.clone(), &intervals[0]))
-                    .collect()
-            })
-            .collect();
         let snapshot = Snapshot {
-            coins: windows
-                .iter()
-                .enumerate()
-                .map(|(index, window)| CoinFrame {
-                    version: 0,
-                    shown_version: 0,
-                    text: if index < symbols.len() {
-                        window.render(&default_view)
-                    } else {
-                        Utf8Bytes::from_static("")
-                    },
-                    newest_open_time: None,
-                    window: Arc::clone(window),
-                })
-                .collect(),
-            symbols: symbols.len(),
+            coins: Vec::new(),
+            intervals: intervals.len(),
         };
         let (published, _) = watch::channel(Arc::new(snapshot));
-        let (forming, _) = watch::channel(Arc::new(FormingSnapshot::empty(windows.len())));
-        Self {
+        let (forming, _) = watch::channel(Arc::new(FormingSnapshot::empty(0)));
+        let hub = Self {
             inner: Arc::new(HubInner {
-                symbols: symbols.to_vec(),
-                positions: symbols
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| (s.clone(), i))
-                    .collect(),
+                symbols: RwLock::new(symbols::Symbols::default()),
                 intervals: intervals.to_vec(),
                 history_max,
+                depth: history_max + 1 + INDICATOR_WARMUP,
+                time_zone: options.time_zone,
                 default_view,
-                ledger: Mutex::new(Ledger { windows, builders }),
+                ledger: Mutex::new(Ledger {
+                    windows: Vec::new(),
+                    builders: Vec::new(),
+                }),
                 views: Views::default(),
                 published,
                 forming,
                 notations: Arc::default(),
             }),
-        }
+        };
+        hub.add_symbols(symbols);
+        hub
     }
 
-    /// The configured symbols, in client order.
-    pub fn symbols(&self) -> &[String] {
-        &self.inner.symbols
+    /// Every coin the hub holds, in position order: `SYMBOLS` in client order, then
+    /// contracts listed since (with `SYMBOLS=*`), followed or let go.
+    pub fn symbols(&self) -> Arc<[String]> {
+        Arc::clone(&self.inner.symbols.read().expect("symbols lock").names)
     }
 
     /// How the exchange writes each followed symbol's prices and volumes.
@@ -248,7 +227,7 @@ impl Hub {
     /// Candles of other symbols or intervals are ignored; a candle already held with
     /// the same values changes nothing. Returns how many windows changed.
     pub fn apply(&self, candles: &[Candle]) -> usize {
-        let symbols = self.inner.symbols.len();
+        let intervals = self.inner.intervals.len();
         let base = self.inner.intervals[0].name();
         let mut ledger = self.inner.ledger.lock().expect("hub lock poisoned");
         let Ledger { windows, builders } = &mut *ledger;
@@ -257,16 +236,13 @@ impl Hub {
             if candle.interval != base {
                 continue;
             }
-            let Some(&position) = self.inner.positions.get(&candle.symbol) else {
+            let Some(position) = self.position(&candle.symbol) else {
                 continue;
             };
-            merge(
-                &mut changed[position],
-                &mut windows[position],
-                candle.clone(),
-            );
+            let at = slot(intervals, 0, position);
+            merge(&mut changed[at], &mut windows[at], candle.clone());
             for (k, builder) in builders[position].iter_mut().enumerate() {
-                let index = (k + 1) * symbols + position;
+                let index = slot(intervals, k + 1, position);
                 let bucket_open = builder.interval().open_time_containing(candle.open_time);
                 // A bucket settled long ago (its base candles let go) stays as built.
                 if !builder.is_pending(bucket_open) && windows[index].holds(bucket_open) {
@@ -286,7 +262,7 @@ impl Hub {
                     frame.version += 1;
                     if change.shown {
                         frame.shown_version += 1;
-                        if index < symbols {
+                        if index.is_multiple_of(intervals) {
                             frame.text = windows[index].render(&self.inner.default_view);
                         }
                     }
@@ -298,9 +274,10 @@ impl Hub {
         count
     }
 
-    /// The position of `symbol` in `SYMBOLS`, if configured.
+    /// The position of `symbol` among the coins held, if it is one.
     pub fn position(&self, symbol: &str) -> Option<usize> {
-        self.inner.positions.get(symbol).copied()
+        let symbols = self.inner.symbols.read().expect("symbols lock");
+        symbols.positions.get(symbol).copied()
     }
 
     /// The view plain `/` clients get.
@@ -318,8 +295,7 @@ impl Hub {
     pub fn hold(&self, view: View) -> HeldView {
         let cached = view != self.inner.default_view;
         if cached {
-            let slots = self.inner.symbols.len() * self.inner.intervals.len();
-            self.inner.views.hold(view.clone(), slots);
+            self.inner.views.hold(view.clone());
         }
         HeldView::new(self.clone(), view, cached)
     }
@@ -337,7 +313,7 @@ impl Hub {
         if *view == self.inner.default_view {
             return frame.text.clone();
         }
-        let index = view.interval * self.inner.symbols.len() + position;
+        let index = slot(self.inner.intervals.len(), view.interval, position);
         match self.inner.views.slot(view, index, frame.version_for(view)) {
             Slot::Shared(rendering) => rendering
                 .text

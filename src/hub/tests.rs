@@ -298,3 +298,57 @@ fn a_client_gets_exactly_its_snapshot_even_when_a_newer_rendering_is_cached() {
         serde_json::json!([3.0, 2.0])
     );
 }
+
+#[test]
+fn a_coin_added_later_gets_windows_of_its_own_and_moves_no_other() {
+    let hub =
+        new_hub(&["BTCUSDT", "ETHUSDT"], &["1m", "5m"], 3, 3).with_plain(&["ETHUSDT".to_owned()]);
+    let view = view(3, Format::Candles);
+    let _held = hub.hold(view.clone());
+    hub.apply(&[candle("ETHUSDT", 0, 1.0, 2.0)]);
+    let before = hub.message(&hub.snapshot(), 1, &view);
+    let mut closes = hub.subscribe();
+    closes.borrow_and_update();
+
+    let added = hub.add_symbols(&["SOLUSDT".to_owned(), "ETHUSDT".to_owned()]);
+    assert_eq!(added, ["SOLUSDT"], "a coin held is not added twice");
+    assert_eq!(hub.position("SOLUSDT"), Some(2));
+    assert_eq!(&*hub.symbols(), ["BTCUSDT", "ETHUSDT", "SOLUSDT"]);
+    assert!(
+        closes.has_changed().unwrap(),
+        "the new frames are published"
+    );
+    let snapshot = hub.snapshot();
+    assert_eq!((snapshot.symbols(), snapshot.coins.len()), (3, 6));
+    assert_eq!(hub.message(&snapshot, 1, &view), before, "ETH's index kept");
+
+    // Its candles land in its own windows, 5m buckets included.
+    let sol: Vec<Candle> = (0..5).map(|m| candle("SOLUSDT", m, 5.0, 6.0)).collect();
+    hub.apply(&sol);
+    let snapshot = hub.snapshot();
+    let last = hub.window_candles(&snapshot, 0, 2).pop().unwrap();
+    assert_eq!(last.open_time, T0 + 4 * MINUTE);
+    assert_eq!(hub.window_candles(&snapshot, 1, 2).len(), 1);
+    assert_eq!(hub.window_candles(&snapshot, 0, 1).len(), 1);
+    assert!(hub.window_candles(&snapshot, 0, 0).is_empty());
+    let message: serde_json::Value =
+        serde_json::from_str(hub.message(&snapshot, 2, &view).as_str()).unwrap();
+    assert_eq!(message["coin"], "SOLUSDT");
+    assert_eq!(
+        hub.newest("SOLUSDT").map(|n| n.open_time),
+        Some(T0 + 4 * MINUTE)
+    );
+
+    // Plain `/` stays with what it was given; a coin let go keeps its windows.
+    assert_eq!(hub.plain_positions(), [1]);
+    assert!(hub.let_go("BTCUSDT"));
+    assert!(!hub.let_go("BTCUSDT"));
+    assert_eq!(hub.followed(), ["ETHUSDT", "SOLUSDT"]);
+    assert_eq!(hub.position("BTCUSDT"), Some(0));
+    hub.add_symbols(&["BTCUSDT".to_owned()]);
+    assert_eq!(
+        hub.followed(),
+        ["BTCUSDT", "ETHUSDT", "SOLUSDT"],
+        "listed again"
+    );
+}

@@ -40,12 +40,12 @@ pub(super) enum Slot {
 }
 
 impl Views {
-    pub(super) fn hold(&self, view: View, coins: usize) {
+    pub(super) fn hold(&self, view: View) {
         let mut held = self.held.lock().expect("views lock poisoned");
         held.entry(view)
             .or_insert_with(|| Held {
                 holders: 0,
-                coins: vec![None; coins],
+                coins: Vec::new(),
             })
             .holders += 1;
     }
@@ -60,13 +60,17 @@ impl Views {
         }
     }
 
-    /// The slot for coin `position` at `version` in `view`.
-    pub(super) fn slot(&self, view: &View, position: usize, version: u64) -> Slot {
+    /// The slot for the window at `index` ([`super::slot`]) at `version` in `view`.
+    pub(super) fn slot(&self, view: &View, index: usize, version: u64) -> Slot {
         let mut held = self.held.lock().expect("views lock poisoned");
         let Some(entry) = held.get_mut(view) else {
             return Slot::Own;
         };
-        let cached = &mut entry.coins[position];
+        // Grown on demand: coins are added while clients hold views.
+        if entry.coins.len() <= index {
+            entry.coins.resize(index + 1, None);
+        }
+        let cached = &mut entry.coins[index];
         match cached {
             Some(rendering) if rendering.version == version => Slot::Shared(Arc::clone(rendering)),
             Some(rendering) if rendering.version > version => Slot::Own,

@@ -19,7 +19,7 @@ use super::params::KlinesQuery;
 use super::poll::{PollAnswer, PollKey};
 use super::rows::{klines_json, with_last_row};
 use crate::candle::{Candle, Interval, Notation, aggregate};
-use crate::hub::Snapshot;
+use crate::hub::{Snapshot, slot};
 use crate::read::Admission;
 
 /// Exchange pages one request may fetch before it is forwarded whole instead.
@@ -367,7 +367,8 @@ impl MirrorState {
         base: &Interval,
         now: i64,
     ) -> Option<Forming> {
-        let frame = self.inner.forming.borrow().coins.get(position)?.clone()?;
+        let at = slot(self.inner.reader.hub().intervals().len(), 0, position);
+        let frame = self.inner.forming.borrow().coins.get(at)?.clone()?;
         let candle = frame.candle();
         let closed = snapshot.frame(0, position).newest_open_time;
         let recent = candle.open_time >= base.open_time_containing(now) - base.millis();

@@ -15,7 +15,7 @@ use super::event::Event;
 use super::feed::Feed;
 use crate::candle::{BucketBuilder, Candle, Interval};
 use crate::clock::Clock;
-use crate::hub::{FormingSnapshot, Hub, Snapshot};
+use crate::hub::{FormingSnapshot, Hub, Snapshot, slot};
 use crate::read::{Admission, CandleReader};
 use tracing::warn;
 
@@ -61,7 +61,7 @@ impl Follow {
     /// The stream of the coin at `position` at `interval` (a whole multiple of the
     /// hub's base interval).
     pub(super) fn new(hub: Hub, position: usize, interval: &Interval) -> Self {
-        let symbols = hub.symbols().len();
+        let intervals = hub.intervals().len();
         let mut closes = hub.subscribe();
         let forming = hub.subscribe_forming();
         let snapshot = Arc::clone(&closes.borrow_and_update());
@@ -78,9 +78,9 @@ impl Follow {
             // The served window may still be empty while its deep history loads.
             Source::Served(k) => (
                 snapshot.frame(*k, position).newest_open_time.max(from_base),
-                k * symbols + position,
+                slot(intervals, *k, position),
             ),
-            Source::Built(_) => (from_base, position),
+            Source::Built(_) => (from_base, slot(intervals, 0, position)),
         };
         Self {
             closes,
