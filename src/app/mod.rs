@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info, info_span, warn};
 
 mod follow;
+mod listing;
 mod serve;
 pub mod signals;
 mod start;
@@ -98,11 +99,9 @@ impl App {
         // Each wait below is raced against `stop`: a signal during start-up ends it
         // within the exit deadline, whatever the database or exchange is doing.
         let stopped = || StartError::Stopped;
-        if config.ingest {
-            until_cancelled(&stop, start::check_symbols_listed(&config))
-                .await
-                .ok_or_else(stopped)??;
-        }
+        let symbols = until_cancelled(&stop, start::symbols_at_start(&config))
+            .await
+            .ok_or_else(stopped)??;
         let metrics = Arc::new(Metrics::new());
         let health = Arc::new(UpstreamHealth::default());
         let store_health = Arc::new(StoreHealth::default());
@@ -118,10 +117,12 @@ impl App {
             warn!(error = %Chain(&err), "cannot read the database's clock yet; using this machine's");
         }
         let window_len = config.windows.window_len();
-        let hub = Hub::new(&config.symbols, &config.intervals, &config.windows);
+        let hub =
+            Hub::new(&symbols, &config.intervals, &config.windows).with_plain(&config.symbols);
         // A database that is away leaves the windows empty: the exchange fills them.
         if reachable == Reachable::Yes {
-            let loading = warm::load_windows(&store, &hub, &config, window_len, clock.now_ms());
+            let coins = (&*hub.symbols(), &config.interval);
+            let loading = warm::load_windows(&store, &hub, coins, window_len, clock.now_ms());
             until_cancelled(&stop, loading).await.ok_or_else(stopped)?;
         }
 
@@ -196,7 +197,7 @@ impl App {
                 let _ = writer_task.await;
             });
             let market = Market {
-                symbols: config.symbols.clone(),
+                symbols: symbols.clone(),
                 interval: config.interval.clone(),
                 longest: config.intervals.last().unwrap_or(&config.interval).clone(),
                 window_len,
@@ -251,7 +252,7 @@ impl App {
             cancel.clone(),
         ));
 
-        let reader = CandleReader::new(hub.clone(), unacknowledged, store);
+        let reader = CandleReader::new(hub.clone(), unacknowledged, Arc::clone(&store));
         let mirror = MirrorState::new(MirrorParts {
             reader: reader.clone(),
             writer: mirror_writer,
@@ -262,6 +263,8 @@ impl App {
         })
         .map_err(StartError::Exchange)?;
         tasks.spawn(mirror.clone().refresh_until(cancel.clone()));
+        let listing = listing::Listing::new(&config, &hub, &store, &clock, &health, &metrics);
+        listing.start(config.follow_all, &tasks, &cancel);
         let state = AppState::new(Parts {
             mirror: Some(mirror),
             reader,
@@ -346,7 +349,7 @@ impl App {
 
         // Stopped before serving: no listening line; the server returns at once.
         if !cancel.is_cancelled() {
-            info!(%address, symbols = ?config.symbols, interval = %config.interval, "serving websocket clients on /");
+            info!(%address, symbols = ?config.symbols, follow_all = config.follow_all, interval = %config.interval, "serving websocket clients on /");
         }
         let clients = state.clients().clone();
         let limits = http::ServeLimits {

@@ -2,14 +2,15 @@
 //! configured symbols against the exchange's list, opening the store, and the
 //! first backfill that serving waits for.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{Config, ConfigError};
-use crate::exchange::{RestError, SymbolCheck, check_symbols};
+use crate::exchange::{RestError, SymbolCheck, check_symbols, trading_symbols};
 use crate::health::UpstreamHealth;
 use crate::metrics::Metrics;
 use crate::store::{Reachable, StoreBackend, StoreError};
@@ -66,9 +67,38 @@ impl AppError {
     }
 }
 
+/// The coins to hold at start, in position order: `SYMBOLS` as configured (an
+/// ingester checks them, [`check_symbols_listed`]); with `SYMBOLS=*`, the five
+/// majors (plain `/` sends them whatever the exchange says) and then every other
+/// contract it lists as `TRADING`. When the list cannot be read, the majors alone:
+/// the listing task adds the rest once the exchange answers.
+pub(super) async fn symbols_at_start(config: &Config) -> Result<Vec<String>, StartError> {
+    if !config.follow_all {
+        if config.ingest {
+            check_symbols_listed(config).await?;
+        }
+        return Ok(config.symbols.clone());
+    }
+    let health = Arc::new(UpstreamHealth::default());
+    let mut symbols = config.symbols.clone();
+    match trading_symbols(&config.exchange, &config.interval, health).await {
+        Ok(trading) => {
+            symbols.extend(trading.into_iter().filter(|s| !config.symbols.contains(s)));
+            info!(
+                symbols = symbols.len(),
+                "SYMBOLS=*: following every contract the exchange lists as TRADING"
+            );
+        }
+        Err(err) => {
+            warn!(error = %Chain(&err), "SYMBOLS=*: cannot read the exchange's list yet; starting with the five majors, the rest follow once it answers");
+        }
+    }
+    Ok(symbols)
+}
+
 /// Checks `SYMBOLS` against the exchange's list: one it does not list is a
 /// configuration error naming it. When the list cannot be read, startup goes on.
-pub(super) async fn check_symbols_listed(config: &Config) -> Result<(), StartError> {
+async fn check_symbols_listed(config: &Config) -> Result<(), StartError> {
     if let SymbolCheck::Unlisted(unlisted) =
         check_symbols(&config.exchange, &config.interval, &config.symbols).await
     {

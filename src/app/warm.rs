@@ -35,18 +35,19 @@ pub fn buckets_start(longest: &Interval, window_len: usize, now_ms: i64) -> i64 
     longest.open_time_containing(now_ms) - longest.millis() * buckets
 }
 
-/// Loads each symbol's stored base window (the newest `window_len + 1` candles
-/// closed by now). A symbol whose read fails starts empty: the exchange fills it.
+/// Loads the stored base window (the newest `window_len + 1` candles closed by
+/// now) of each of `symbols`. A symbol whose read fails starts empty: the exchange
+/// fills it.
 pub(super) async fn load_windows(
     store: &Arc<dyn CandleStore>,
     hub: &Hub,
-    config: &Config,
+    (symbols, base): (&[String], &Interval),
     window_len: usize,
     now: i64,
 ) {
-    for symbol in &config.symbols {
+    for symbol in symbols {
         match store
-            .latest_until(symbol, config.interval.name(), window_len + 1, now)
+            .latest_until(symbol, base.name(), window_len + 1, now)
             .await
         {
             Ok(candles) => {

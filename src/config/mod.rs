@@ -92,8 +92,14 @@ pub struct Config {
     /// `INGEST`: connect to the exchange and write (true), or only follow the
     /// database's change stream (false; needs `MONGO_URI`).
     pub ingest: bool,
-    /// `SYMBOLS`: upper case, in the order clients receive them.
+    /// `SYMBOLS`: upper case, in the order clients receive them; with `SYMBOLS=*`,
+    /// the five majors plain `/` keeps sending ([`MAJORS`]).
     pub symbols: Vec<String>,
+    /// `SYMBOLS=*`: follow every contract the exchange lists as `TRADING`.
+    pub follow_all: bool,
+    /// `SYMBOLS_REFRESH_SECS`: how often the exchange's list is read again when
+    /// following all of it (default 300).
+    pub symbols_refresh: Duration,
     /// `INTERVAL`: the kline interval ingested, the base every other is built from.
     pub interval: Interval,
     /// `INTERVALS`: the intervals served, shortest first; the first is `INTERVAL`.
@@ -115,6 +121,9 @@ pub struct Config {
 }
 
 const DEFAULT_SYMBOLS: &str = "BTCUSDT,BNBUSDT,ETHUSDT,SOLUSDT,XRPUSDT";
+/// The five majors, in client order: `SYMBOLS`' default, and what plain `/` sends
+/// when `SYMBOLS=*` follows the whole exchange.
+pub const MAJORS: [&str; 5] = ["BTCUSDT", "BNBUSDT", "ETHUSDT", "SOLUSDT", "XRPUSDT"];
 const DEFAULT_WS_URL: &str = "wss://fstream.binance.com/market/stream";
 const DEFAULT_REST_URL: &str = "https://fapi.binance.com";
 /// Binance returns at most 1500 klines per request; a window longer than that could
@@ -166,6 +175,7 @@ impl Config {
         let intervals = source.parse_or("INTERVALS", default_intervals(&interval), |raw| {
             parse_intervals(raw, &interval)
         })?;
+        let follow_all = lookup("SYMBOLS").is_some_and(|raw| raw.trim() == "*");
         let config = Self {
             port: source.parse_or("PORT", 8080, parse_port)?,
             bind_addr: source.parse_or("BIND_ADDR", IpAddr::from([0u16; 8]), |raw| {
@@ -187,11 +197,17 @@ impl Config {
                 "false" | "0" | "no" | "off" => Ok(false),
                 _ => Err(expected(format!("expected true or false, got {raw:?}"))),
             })?,
-            symbols: source.parse_or(
-                "SYMBOLS",
-                parse_symbols(DEFAULT_SYMBOLS).unwrap_or_default(),
-                parse_symbols,
-            )?,
+            symbols: if follow_all {
+                MAJORS.map(str::to_owned).to_vec()
+            } else {
+                source.parse_or(
+                    "SYMBOLS",
+                    parse_symbols(DEFAULT_SYMBOLS).unwrap_or_default(),
+                    parse_symbols,
+                )?
+            },
+            follow_all,
+            symbols_refresh: seconds("SYMBOLS_REFRESH_SECS", 300, 86_400)?,
             interval,
             intervals,
             windows: WindowOptions {
@@ -305,7 +321,14 @@ impl Config {
             format!("MONGO_DATABASE={}", self.store.mongo_database),
             format!("MONGO_COLLECTION={}", self.store.mongo_collection),
             format!("DATA_DIR={}", self.store.data_dir.display()),
-            format!("SYMBOLS={}", self.symbols.join(",")),
+            if self.follow_all {
+                format!(
+                    "SYMBOLS=* SYMBOLS_REFRESH_SECS={}",
+                    self.symbols_refresh.as_secs()
+                )
+            } else {
+                format!("SYMBOLS={}", self.symbols.join(","))
+            },
             format!("INTERVAL={}", self.interval),
             format!(
                 "INTERVALS={}",

@@ -78,8 +78,15 @@ pub(super) fn parse_symbols(raw: &str) -> Result<Vec<String>, Expected> {
         // Only what can never be a symbol: the exchange's list is the authority
         // (quarterly contracts such as BTCUSDT_260626, perpetuals with non-ASCII
         // names), checked at startup.
+        if symbol == "*" {
+            return Err(expected(
+                "* follows every contract the exchange lists and stands alone; expected SYMBOLS=* or a list such as BTCUSDT,ETHUSDT",
+            ));
+        }
         if let Some(bad) = symbol.chars().find(|c| {
-            c.is_whitespace() || c.is_control() || matches!(c, '/' | '@' | '?' | '&' | '#' | '%')
+            c.is_whitespace()
+                || c.is_control()
+                || matches!(c, '/' | '@' | '?' | '&' | '#' | '%' | '*')
         }) {
             return Err(expected(format!(
                 "{symbol:?} is not a symbol: it contains {bad:?}; expected names such as BTCUSDT or BTCUSDT_260626"

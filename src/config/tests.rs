@@ -381,3 +381,29 @@ fn the_platform_is_read_for_the_ephemeral_disk_warning() {
         Some(PathBuf::from("/data"))
     );
 }
+
+#[test]
+fn symbols_star_follows_the_exchange_and_plain_clients_keep_the_majors() {
+    let config = config_with(&[("SYMBOLS", " * ")]).unwrap();
+    assert!(config.follow_all);
+    assert_eq!(config.symbols, MAJORS);
+    assert_eq!(config.symbols_refresh, Duration::from_secs(300));
+    assert!(
+        config
+            .summary()
+            .contains("SYMBOLS=* SYMBOLS_REFRESH_SECS=300")
+    );
+    let config = config_with(&[("SYMBOLS", "*"), ("SYMBOLS_REFRESH_SECS", "60")]).unwrap();
+    assert_eq!(config.symbols_refresh, Duration::from_secs(60));
+    assert!(!config_with(&[]).unwrap().follow_all);
+
+    for (name, value) in [
+        ("SYMBOLS", "*,BTCUSDT"),
+        ("SYMBOLS", "BTC*USDT"),
+        ("SYMBOLS_REFRESH_SECS", "0"),
+        ("SYMBOLS_REFRESH_SECS", "often"),
+    ] {
+        let err = config_with(&[(name, value)]).unwrap_err();
+        assert_eq!(err.var, name, "{value}");
+    }
+}

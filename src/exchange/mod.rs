@@ -39,7 +39,7 @@ pub use deep::DEEP_WEIGHT_PER_MINUTE;
 pub use pace::{Pacer, klines_weight};
 pub use rest::{GaveUp, ListedSymbol, REST_PAGE_LIMIT, RestClient, RestError};
 pub use stream::ConnectError;
-pub use symbols::{SymbolCheck, check_symbols};
+pub use symbols::{SymbolCheck, TRADING, check_symbols, trading_symbols};
 pub use watch::Impossible;
 
 /// How to reach the exchange and when to give up on a connection, from

@@ -63,3 +63,26 @@ pub async fn check_symbols(
         SymbolCheck::Unlisted(unlisted)
     }
 }
+
+/// Binance's status of a contract open for trading (USD-M docs, "Exchange
+/// Information": `symbols[].status`).
+pub const TRADING: &str = "TRADING";
+
+/// Every contract the exchange lists as [`TRADING`] (perpetuals and quarterlies
+/// alike), in the exchange's order: what `SYMBOLS=*` follows. One request, weight 1.
+///
+/// # Errors
+/// [`RestError`] when exchangeInfo cannot be read.
+pub async fn trading_symbols(
+    options: &ExchangeOptions,
+    interval: &Interval,
+    health: Arc<UpstreamHealth>,
+) -> Result<Vec<String>, RestError> {
+    let rest = RestClient::new(&options.rest_url, interval.clone(), health)?;
+    let listed = rest.listed_symbols().await?;
+    Ok(listed
+        .into_iter()
+        .filter(|l| l.status == TRADING)
+        .map(|l| l.symbol)
+        .collect())
+}

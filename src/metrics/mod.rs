@@ -66,6 +66,8 @@ pub struct Metrics {
     pub renewals: Counter,
     /// `upstream_connected`: 1 while a stream connection is open.
     pub upstream_connected: Gauge,
+    /// `symbols_followed`: contracts followed now (`SYMBOLS=*` changes it).
+    pub symbols_followed: Gauge,
     /// `store_repairs`: gap repairs started after the write queue dropped candles.
     pub store_repairs: Counter,
     /// `store_written_candles`: candles written to the store.
@@ -197,6 +199,12 @@ impl Metrics {
                 r,
                 "upstream_connected",
                 "1 while the exchange stream is connected",
+                Gauge::default(),
+            ),
+            symbols_followed: metric(
+                r,
+                "symbols_followed",
+                "Contracts followed now",
                 Gauge::default(),
             ),
             store_repairs: metric(

@@ -108,6 +108,8 @@ struct FakeState {
     /// Symbols listed by exchangeInfo besides the history's, or the history's with a
     /// chosen contract type: (symbol, contract type).
     listed: Mutex<Vec<(String, String)>>,
+    /// exchangeInfo `status` of symbols that are not `TRADING` (`SETTLING`, …).
+    statuses: Mutex<HashMap<String, String>>,
     fail_exchange_info: AtomicBool,
     /// Set by [`FakeExchange::hang_exchange_info`].
     hang_exchange_info: AtomicBool,
@@ -398,6 +400,7 @@ impl FakeExchange {
             rest_failures: Mutex::new(Default::default()),
             acks_only: AtomicBool::new(false),
             listed: Mutex::new(Vec::new()),
+            statuses: Mutex::new(HashMap::new()),
             fail_exchange_info: AtomicBool::new(false),
             hang_exchange_info: AtomicBool::new(false),
             exchange_info_requests: AtomicUsize::new(0),
@@ -655,6 +658,27 @@ impl FakeExchange {
         let mut listed = self.state.listed.lock().unwrap();
         listed.retain(|(s, _)| s != symbol);
         listed.push((symbol.to_owned(), contract_type.to_owned()));
+    }
+
+    /// Sets the exchangeInfo `status` of `symbol` (`TRADING` by default; `SETTLING`,
+    /// `CLOSE`, `PENDING_TRADING`, … as a contract is delisted or not yet open).
+    pub fn set_status(&self, symbol: &str, status: &str) {
+        let mut statuses = self.state.statuses.lock().unwrap();
+        statuses.insert(symbol.to_owned(), status.to_owned());
+    }
+
+    /// Lists `symbol` (perpetual, `TRADING`) with `minutes` of history up to now:
+    /// a contract newly listed while the service runs. Its stream frames flow like
+    /// the others' once subscribed.
+    pub fn list_new(&self, symbol: &str, minutes: i64) {
+        let now = now_ms().div_euclid(MINUTE) * MINUTE - self.state.lag_minutes * MINUTE;
+        let mut candles: Vec<Candle> = Vec::new();
+        for m in (1..=minutes).rev() {
+            let candle = next_candle(symbol, now - m * MINUTE, candles.last());
+            candles.push(candle);
+        }
+        self.set_history(symbol, candles);
+        self.list_symbol(symbol, "PERPETUAL");
     }
 
     /// While on, `GET /fapi/v1/exchangeInfo` answers 503.

@@ -316,7 +316,17 @@ pub(super) async fn exchange_info(State(state): State<Arc<FakeState>>) -> Respon
             symbols.push((symbol, contract));
         }
     }
-    let infos: Vec<Value> = symbols.iter().map(|(s, c)| symbol_info(s, c)).collect();
+    let statuses = state.statuses.lock().unwrap().clone();
+    let infos: Vec<Value> = symbols
+        .iter()
+        .map(|(s, c)| {
+            let mut info = symbol_info(s, c);
+            if let Some(status) = statuses.get(s) {
+                info["status"] = json!(status);
+            }
+            info
+        })
+        .collect();
     let mut margin_assets: Vec<&str> = infos
         .iter()
         .filter_map(|info| info["marginAsset"].as_str())
