@@ -122,7 +122,7 @@ impl Listing {
             let new = self.hub.add_symbols(&listed);
             // Coins new to this process start from what the store holds of them, so
             // the exchange client fetches only the gap.
-            let coins = (new.as_slice(), &self.interval);
+            let coins = (new.as_slice(), &self.interval, true);
             let now = self.clock.now_ms();
             warm::load_windows(&self.store, &self.hub, coins, self.window_len, now).await;
             info!(symbols = ?listed, "newly trading on the exchange: following");

@@ -121,7 +121,7 @@ impl App {
             Hub::new(&symbols, &config.intervals, &config.windows).with_plain(&config.symbols);
         // A database that is away leaves the windows empty: the exchange fills them.
         if reachable == Reachable::Yes {
-            let coins = (&*hub.symbols(), &config.interval);
+            let coins = (&*hub.symbols(), &config.interval, config.follow_all);
             let loading = warm::load_windows(&store, &hub, coins, window_len, clock.now_ms());
             until_cancelled(&stop, loading).await.ok_or_else(stopped)?;
         }
@@ -201,6 +201,7 @@ impl App {
                 interval: config.interval.clone(),
                 longest: config.intervals.last().unwrap_or(&config.interval).clone(),
                 window_len,
+                seed_windows: config.follow_all,
             };
             let sinks = Sinks {
                 hub: hub.clone(),

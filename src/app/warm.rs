@@ -36,16 +36,30 @@ pub fn buckets_start(longest: &Interval, window_len: usize, now_ms: i64) -> i64 
 }
 
 /// Loads the stored base window (the newest `window_len + 1` candles closed by
-/// now) of each of `symbols`. A symbol whose read fails starts empty: the exchange
-/// fills it.
+/// now) of each of `symbols`, and with `seeds` (`SYMBOLS=*`) the longer intervals'
+/// windows the exchange seeded ([`Hub::seed`]). A symbol whose read fails starts
+/// empty: the exchange fills it.
 pub(super) async fn load_windows(
     store: &Arc<dyn CandleStore>,
     hub: &Hub,
-    (symbols, base): (&[String], &Interval),
+    (symbols, base, seeds): (&[String], &Interval, bool),
     window_len: usize,
     now: i64,
 ) {
     for symbol in symbols {
+        for (k, interval) in hub.intervals().iter().enumerate().skip(1).filter(|_| seeds) {
+            match store
+                .latest_until(symbol, interval.name(), window_len + 1, now)
+                .await
+            {
+                Ok(candles) => {
+                    hub.seed(k, &candles);
+                }
+                Err(err) => {
+                    warn!(symbol, %interval, error = %Chain(&err), "cannot load the stored window; the exchange seeds it again");
+                }
+            }
+        }
         match store
             .latest_until(symbol, base.name(), window_len + 1, now)
             .await

@@ -203,8 +203,13 @@ impl Exchange {
             if start >= until {
                 break;
             }
+            // Binance weighs a klines request by its `limit`, not by the rows it
+            // returns: ask for what the range holds (101 minutes weigh 2, not 10).
+            let step = self.market.interval.millis();
+            let rows =
+                usize::try_from((until - start + step - 1) / step).unwrap_or(REST_PAGE_LIMIT);
             match self
-                .fetch_page(symbol, start, until, REST_PAGE_LIMIT, cancel)
+                .fetch_page(symbol, start, until, rows.clamp(1, REST_PAGE_LIMIT), cancel)
                 .await
             {
                 Page::Delivered { next, candles } => {

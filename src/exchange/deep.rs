@@ -1,8 +1,9 @@
 //! The deep history longer intervals need: after the startup backfill, once, the base
 //! candles that fill `HISTORY_MAX` buckets of the longest served interval (for `1d`,
-//! a hundred days of minutes), fetched oldest first, paced well under Binance's
-//! request-weight limit, in the background; later starts find them stored and fetch
-//! nothing.
+//! a hundred days of minutes), fetched oldest first, paced with every other request
+//! of the exchange client ([`super::INGEST_WEIGHT_PER_MINUTE`]), in the background;
+//! later starts find them stored and fetch nothing. With `SYMBOLS=*` only the base
+//! candles of the buckets open now: the windows come from [`super::seed`].
 
 use std::time::Duration;
 
@@ -20,8 +21,8 @@ const DEEP_PAGE: usize = 1000;
 /// Its request weight.
 const DEEP_PAGE_WEIGHT: u32 = 5;
 /// The weight per minute the deep backfill allows itself: half of Binance's 2,400
-/// per IP, leaving the rest to repairs and to anything else on the same address.
-pub const DEEP_WEIGHT_PER_MINUTE: u32 = 1200;
+/// per IP, leaving the rest to anything else on the same address.
+pub const DEEP_WEIGHT_PER_MINUTE: u32 = super::INGEST_WEIGHT_PER_MINUTE;
 /// How often progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(10);
 
@@ -31,7 +32,11 @@ impl Exchange {
     /// open now.
     pub fn deep_history_start(&self) -> i64 {
         let longest = &self.market.longest;
-        let buckets = i64::try_from(self.market.window_len).unwrap_or(i64::MAX) + 1;
+        let buckets = if self.market.seed_windows {
+            0
+        } else {
+            i64::try_from(self.market.window_len).unwrap_or(i64::MAX) + 1
+        };
         longest.open_time_containing(self.exchange_now()) - longest.millis() * buckets
     }
 
@@ -75,6 +80,7 @@ impl Exchange {
         let step = self.market.interval.millis();
         let total: i64 = plan.iter().map(|(_, until)| (until - start) / step).sum();
         let minutes = (total as f64 / DEEP_PAGE as f64 * pause.as_secs_f64() / 60.0).ceil();
+        // The pause is what the pacer allows a page; it only estimates here.
         info!(
             symbols = plan.len(),
             candles = total,
@@ -108,10 +114,7 @@ impl Exchange {
                         fetched as i64 * 100 / total.max(1)
                     );
                 }
-                tokio::select! {
-                    _ = cancel.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
-                }
+                // The client's pacer spaces the pages: no pause of its own here.
             }
         }
         info!(candles = fetched, "deep history backfill done");

@@ -11,6 +11,7 @@ mod deep;
 pub mod kline;
 mod pace;
 mod rest;
+mod seed;
 mod stream;
 mod symbols;
 mod watch;
@@ -36,7 +37,7 @@ use crate::store::{CandleStore, StoreWriter};
 use crate::telemetry::Chain;
 
 pub use deep::DEEP_WEIGHT_PER_MINUTE;
-pub use pace::{Pacer, klines_weight};
+pub use pace::{INGEST_WEIGHT_PER_MINUTE, Pacer, klines_weight};
 pub use rest::{GaveUp, ListedSymbol, REST_PAGE_LIMIT, RestClient, RestError};
 pub use stream::ConnectError;
 pub use symbols::{SymbolCheck, TRADING, check_symbols, trading_symbols};
@@ -72,6 +73,9 @@ pub struct Market {
     pub longest: Interval,
     /// Candles per symbol kept in memory (`HISTORY_MAX`).
     pub window_len: usize,
+    /// `SYMBOLS=*`: the longer intervals' windows are seeded with the exchange's
+    /// own candles of each interval ([`seed`]) instead of a deep base history.
+    pub seed_windows: bool,
 }
 
 /// Why the upstream connection had to be re-established.
@@ -179,7 +183,8 @@ impl Exchange {
             market.interval.clone(),
             Arc::clone(&sinks.health),
         )?
-        .with_notations(Arc::clone(sinks.hub.notations()));
+        .with_notations(Arc::clone(sinks.hub.notations()))
+        .with_pacer(Arc::new(Pacer::new(INGEST_WEIGHT_PER_MINUTE)));
         Ok(Self {
             stream_url: stream_url(&options.ws_url, &market.symbols, &market.interval),
             market,
@@ -224,7 +229,14 @@ impl Exchange {
                     .backfill(resume, Overlap::SkipInFlight, &startup_cancel)
                     .await;
                 let _ = startup_done.send(());
-                // Only then the deep history: startup and the base windows first.
+                // Only then the longer windows: startup and the base windows first.
+                if startup.market.seed_windows {
+                    let symbols = startup.market.symbols.clone();
+                    startup
+                        .seed_windows(&symbols, &startup_cancel)
+                        .instrument(info_span!("seed"))
+                        .await;
+                }
                 startup
                     .deep_backfill(&startup_cancel)
                     .instrument(info_span!("backfill", reason = "deep"))

@@ -7,6 +7,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+/// The request weight per minute the exchange client spends, start-up, repairs,
+/// deep history and window seeds together: half of Binance's 2,400 per IP (USD-M
+/// docs, "General Info": `REQUEST_WEIGHT` 2400 a minute), so a `candlecast
+/// backfill` or a bot can run beside it from the same address.
+pub const INGEST_WEIGHT_PER_MINUTE: u32 = 1200;
+
 /// Binance's weight of `GET /fapi/v1/klines` asking for `limit` rows (USD-M docs,
 /// "Kline/Candlestick Data"): 1 below 100 rows, 2 below 500, 5 up to 1,000, 10 above.
 pub fn klines_weight(limit: usize) -> u32 {

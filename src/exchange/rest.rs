@@ -240,6 +240,25 @@ impl RestClient {
         backoff_max: Duration,
         cancel: &CancellationToken,
     ) -> Result<Vec<Candle>, GaveUp> {
+        let interval = self.interval.clone();
+        let range = (start, end, limit);
+        self.fetch_with_retry_at(&interval, symbol, range, backoff_max, cancel)
+            .await
+    }
+
+    /// [`RestClient::fetch_with_retry`] of `interval`'s klines (any of Binance's,
+    /// not only this client's): `range` is `(start, end, limit)`.
+    ///
+    /// # Errors
+    /// [`GaveUp`]: cancelled, or the exchange refuses the request for good.
+    pub async fn fetch_with_retry_at(
+        &self,
+        interval: &Interval,
+        symbol: &str,
+        (start, end, limit): (i64, i64, usize),
+        backoff_max: Duration,
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Candle>, GaveUp> {
         let mut backoff = Backoff::new(FIRST_RETRY_DELAY, backoff_max);
         let weight = klines_weight(limit.min(REST_PAGE_LIMIT));
         loop {
@@ -250,7 +269,7 @@ impl RestClient {
             // Shutdown does not wait for an answer (up to the 20 s request timeout):
             // the write queue's senders are released at once.
             let answered = tokio::select! {
-                answered = self.fetch_page(symbol, start, end, limit) => answered,
+                answered = self.fetch_page_at(interval, symbol, start, end, limit) => answered,
                 _ = cancel.cancelled() => return Err(GaveUp::Cancelled),
             };
             let error = match answered {
@@ -305,10 +324,26 @@ impl RestClient {
         end: i64,
         limit: usize,
     ) -> Result<Vec<Candle>, RestError> {
+        self.fetch_page_at(&self.interval, symbol, start, end, limit)
+            .await
+    }
+
+    /// [`RestClient::fetch_page`] of `interval`'s klines.
+    ///
+    /// # Errors
+    /// As [`RestClient::fetch_page`].
+    pub async fn fetch_page_at(
+        &self,
+        interval: &Interval,
+        symbol: &str,
+        start: i64,
+        end: i64,
+        limit: usize,
+    ) -> Result<Vec<Candle>, RestError> {
         let limit = limit.min(REST_PAGE_LIMIT);
         let request = self.http.get(self.klines_url.clone()).query(&[
             ("symbol", symbol.to_owned()),
-            ("interval", self.interval.name().to_owned()),
+            ("interval", interval.name().to_owned()),
             ("startTime", start.to_string()),
             ("endTime", end.to_string()),
             ("limit", limit.to_string()),
@@ -320,7 +355,7 @@ impl RestClient {
             }
         }
         rows.into_iter()
-            .map(|row| row.into_candle(symbol, self.interval.name()))
+            .map(|row| row.into_candle(symbol, interval.name()))
             .collect::<Result<_, _>>()
             .map_err(|source| RestError::BadRow {
                 url: self.klines_url.to_string(),

@@ -17,6 +17,7 @@ use tokio::sync::watch;
 mod base;
 mod forming;
 mod message;
+mod seed;
 mod symbols;
 mod views;
 mod window;
@@ -256,6 +257,13 @@ impl Hub {
                 }
             }
         }
+        self.publish(windows, &changed)
+    }
+
+    /// Republishes each window `changed` marks (called under the ledger lock, so
+    /// snapshots follow the windows' order of change); returns how many.
+    fn publish(&self, windows: &[Arc<Window>], changed: &[window::Change]) -> usize {
+        let intervals = self.inner.intervals.len();
         let count = changed.iter().filter(|c| c.any).count();
         if count > 0 {
             self.inner.published.send_modify(|snapshot| {

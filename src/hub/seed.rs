@@ -1,0 +1,53 @@
+//! Longer intervals' windows seeded with the exchange's own candles of that
+//! interval (`SYMBOLS=*`: a hundred days of minutes per contract cannot be
+//! fetched within Binance's weight limits; one klines request of the interval
+//! holds a whole window). The buckets after them are built from the live base
+//! candles as usual.
+
+use std::sync::Arc;
+
+use super::{Hub, Ledger, slot, window};
+use crate::candle::Candle;
+
+impl Hub {
+    /// Puts closed candles of the served interval at index `interval` (at least 1)
+    /// straight into their coins' windows, replacing none the window built from
+    /// base candles; candles of other intervals or unknown coins are ignored.
+    /// Returns how many windows changed.
+    pub fn seed(&self, interval: usize, candles: &[Candle]) -> usize {
+        let intervals = self.inner.intervals.len();
+        let Some(name) = self.inner.intervals.get(interval).filter(|_| interval > 0) else {
+            return 0;
+        };
+        let mut ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        let Ledger { windows, .. } = &mut *ledger;
+        let mut changed = vec![window::Change::default(); windows.len()];
+        for candle in candles.iter().filter(|c| c.interval == name.name()) {
+            let Some(position) = self.position(&candle.symbol) else {
+                continue;
+            };
+            let at = slot(intervals, interval, position);
+            if windows[at].holds(candle.open_time) {
+                continue;
+            }
+            let inserted = Arc::make_mut(&mut windows[at]).insert(candle.clone());
+            changed[at].shown |= inserted.shown;
+            changed[at].any |= inserted.any;
+        }
+        self.publish(windows, &changed)
+    }
+
+    /// The closed candles `symbol`'s window at served interval `interval` holds
+    /// (shown and the one before them), and the newest one's open time (ms since
+    /// the epoch, UTC); `(0, None)` for a coin or interval not held.
+    pub fn held(&self, symbol: &str, interval: usize) -> (usize, Option<i64>) {
+        let Some(position) = self.position(symbol) else {
+            return (0, None);
+        };
+        let at = slot(self.inner.intervals.len(), interval, position);
+        let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        ledger.windows.get(at).map_or((0, None), |window| {
+            (window.candles.len(), window.newest_open_time())
+        })
+    }
+}
