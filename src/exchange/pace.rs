@@ -24,10 +24,15 @@ pub fn klines_weight(limit: usize) -> u32 {
     }
 }
 
-/// Spaces requests so that at most `weight_per_minute` is sent in any minute: a
-/// request of weight `w` holds the next one back by `w / weight_per_minute` of a
-/// minute. No bursts: a run's first minute is paced like its last, so a budget of
-/// half Binance's 2,400 leaves the other half to a service on the same address.
+/// The heaviest single request (a klines page of more than 1,000 rows).
+const MAX_REQUEST_WEIGHT: u32 = 10;
+
+/// Spaces requests so that at most `weight_per_minute` is sent in any 60 s, however
+/// the minute is cut: a request of weight `w` holds the next one back by `w` units
+/// of time, a unit being a minute over `weight_per_minute − 9` (the heaviest request
+/// less one), so a window that catches one more request still stays within. No
+/// bursts: a run's first minute is paced like its last, so a budget of half
+/// Binance's 2,400 leaves the other half to a service on the same address.
 #[derive(Debug)]
 pub struct Pacer {
     /// A minute's worth of weight, as time per unit of weight.
@@ -39,8 +44,11 @@ pub struct Pacer {
 impl Pacer {
     /// A pacer allowing `weight_per_minute` (at least 1).
     pub fn new(weight_per_minute: u32) -> Self {
+        let rate = weight_per_minute
+            .saturating_sub(MAX_REQUEST_WEIGHT - 1)
+            .max(1);
         Self {
-            per_weight: Duration::from_secs(60) / weight_per_minute.max(1),
+            per_weight: Duration::from_secs(60) / rate,
             next: Mutex::new(None),
         }
     }
@@ -84,9 +92,32 @@ mod tests {
             pacer.wait(weight).await;
             sent.push(start.elapsed().as_millis());
         }
-        // 1,200 a minute is 50 ms per unit of weight; each request waits for the
-        // weight of the one before it.
-        assert_eq!(sent, [0, 250, 500, 550, 650]);
+        // 1,200 a minute paces 1,191 units (60 s / 1,191 ≈ 50.4 ms each); each
+        // request waits for the weight of the one before it.
+        assert_eq!(sent, [0, 252, 504, 555, 655]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_60_s_window_holds_more_than_the_budget() {
+        let pacer = Pacer::new(1200);
+        let start = Instant::now();
+        let mut sent = Vec::new();
+        for i in 0..600u32 {
+            let weight = [1, 2, 5, 10][(i % 4) as usize];
+            pacer.wait(weight).await;
+            sent.push((start.elapsed(), weight));
+        }
+        let busiest = sent
+            .iter()
+            .map(|(from, _)| {
+                sent.iter()
+                    .filter(|(at, _)| *at >= *from && *at - *from < Duration::from_secs(60))
+                    .map(|(_, w)| w)
+                    .sum::<u32>()
+            })
+            .max()
+            .unwrap();
+        assert!((1150..=1200).contains(&busiest), "{busiest}");
     }
 
     #[tokio::test(start_paused = true)]
