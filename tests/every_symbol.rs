@@ -261,3 +261,89 @@ async fn a_cold_start_of_500_contracts_fills_every_window_within_the_weight_budg
         .collect();
     assert_eq!(coins, MAJORS);
 }
+
+/// Waits until every contract's window at each of `intervals` holds `len` candles
+/// equal to the fake's own, failing after `within`.
+async fn windows_full(
+    app: &TestApp,
+    fake: &FakeExchange,
+    symbols: &[String],
+    intervals: &[&str],
+    len: usize,
+    within: Duration,
+) {
+    let started = std::time::Instant::now();
+    let mut waiting: Vec<(&String, &str)> = symbols
+        .iter()
+        .flat_map(|s| intervals.iter().map(move |i| (s, *i)))
+        .collect();
+    while !waiting.is_empty() {
+        assert!(
+            started.elapsed() < within,
+            "{} windows not full within {within:?}, e.g. {:?}",
+            waiting.len(),
+            waiting[0]
+        );
+        let mut still = Vec::new();
+        for (symbol, interval) in waiting {
+            let ours = served(app, symbol, interval, len).await;
+            if ours.len() < len || ours != exchange_s(fake, symbol, interval, len) {
+                still.push((symbol, interval));
+            }
+        }
+        waiting = still;
+        if !waiting.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
+
+/// A restart loads the base and seeded windows from the store: every 1m window is
+/// served within 30 s, and the exchange is asked only for what closed meanwhile.
+async fn a_restart_is_cheap(backend: Backend) {
+    let names = contracts(35);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fake = FakeExchange::start_sized(&refs, 400).await;
+    let settings = [
+        ("SYMBOLS", "*"),
+        ("INTERVALS", "1m,5m,15m"),
+        ("HISTORY_MAX", "20"),
+    ];
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    let all = ["5m", "15m"];
+    windows_full(&app, &fake, &names, &all, 20, Duration::from_secs(120)).await;
+    // Let the writer store the seeds, then stop.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    app.stop().await.unwrap();
+
+    let before = fake.rest_requests().len();
+    let restarted = std::time::Instant::now();
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    windows_full(&app, &fake, &names, &["1m"], 21, Duration::from_secs(30)).await;
+    let served_in = restarted.elapsed();
+    windows_full(&app, &fake, &names, &all, 20, Duration::from_secs(60)).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let asked: Vec<_> = fake.rest_requests()[before..].to_vec();
+    for request in &asked {
+        let len = common::fake_exchange::intervals::interval_ms(&request.interval).unwrap();
+        let start = request.start_time.unwrap_or(0);
+        assert!(
+            start >= now - 3 * len - 2 * MINUTE,
+            "a restart fetched more than the gap: {} {} from {start} ({} s back)",
+            request.symbol,
+            request.interval,
+            (now - start) / 1000
+        );
+    }
+    assert!(served_in < Duration::from_secs(30), "{served_in:?}");
+}
+
+#[tokio::test]
+async fn a_restart_is_cheap_on_sqlite() {
+    a_restart_is_cheap(Backend::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_restart_is_cheap_on_mongodb() {
+    a_restart_is_cheap(Backend::mongo()).await;
+}
