@@ -347,3 +347,56 @@ async fn a_restart_is_cheap_on_sqlite() {
 async fn a_restart_is_cheap_on_mongodb() {
     a_restart_is_cheap(Backend::mongo()).await;
 }
+
+/// With seeded windows, a longer bucket built from live minutes is stored with its
+/// interval, so the next start loads it instead of asking the exchange again.
+#[tokio::test]
+async fn buckets_built_while_running_are_stored_with_their_interval() {
+    let backend = Backend::sqlite();
+    let names = contracts(5);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fake = FakeExchange::start_sized(&refs, 120).await;
+    let settings = [
+        ("SYMBOLS", "*"),
+        ("INTERVALS", "1m,5m"),
+        ("HISTORY_MAX", "20"),
+    ];
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    windows_full(&app, &fake, &names, &["5m"], 20, Duration::from_secs(60)).await;
+    fake.freeze();
+    let closed: Vec<_> = (0..6).map(|_| fake.close_next("C002USDT")).collect();
+    let five = 5 * MINUTE;
+    let bucket = closed
+        .iter()
+        .map(|c| c.open_time + MINUTE)
+        .filter(|end| end % five == 0)
+        .map(|end| end - five)
+        .next_back()
+        .expect("six minutes complete a 5m bucket");
+    let history = fake.history("C002USDT");
+    let expected = common::fake_exchange::intervals::aggregate(&history, "5m")
+        .into_iter()
+        .find(|c| c.open_time == bucket)
+        .map(|c| (c.open_time, c.open, c.high, c.low, c.close, c.volume))
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let stored = backend.stored("C002USDT").await;
+        let built = stored
+            .iter()
+            .find(|c| c.interval == "5m" && c.open_time == bucket);
+        if let Some(c) = built {
+            assert_eq!(
+                (c.open_time, c.open, c.high, c.low, c.close, c.volume),
+                expected
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the built 5m bucket {bucket} was not stored"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(app);
+}

@@ -103,7 +103,13 @@ pub(super) async fn load(
         warn!(timeout = ?HISTORY_PATIENCE, "the stored history loads slowly; serving meanwhile");
     }
     let longest = config.intervals.last().unwrap_or(base);
-    let buckets_from = buckets_start(longest, window_len, now);
+    // With SYMBOLS=* the longer windows are stored whole (seeded, then built and
+    // stored as they close) and loaded with the base windows: no minutes behind them.
+    let buckets_from = if config.follow_all {
+        closes_from
+    } else {
+        buckets_start(longest, window_len, now)
+    };
     if buckets_from < closes_from {
         tasks.spawn(
             load_history(

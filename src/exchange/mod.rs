@@ -325,8 +325,13 @@ impl Exchange {
         if candles.is_empty() {
             return;
         }
-        self.hub.apply(&candles);
+        let mut built = Vec::new();
+        self.hub.apply_building(&candles, &mut built);
         self.writer.enqueue(candles);
+        // Seeded windows' buckets are stored too: a restart loads them whole.
+        if self.market.seed_windows && !built.is_empty() {
+            self.writer.enqueue(built);
+        }
     }
 
     /// Counts a backfill of `symbol` as running, unless one is and `overlap` says

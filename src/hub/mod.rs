@@ -231,6 +231,12 @@ impl Hub {
     /// Candles of other symbols or intervals are ignored; a candle already held with
     /// the same values changes nothing. Returns how many windows changed.
     pub fn apply(&self, candles: &[Candle]) -> usize {
+        self.apply_building(candles, &mut Vec::new())
+    }
+
+    /// [`Hub::apply`], also handing over each longer bucket completed or changed in
+    /// `built` (`SYMBOLS=*` stores them, so a restart finds its windows whole).
+    pub fn apply_building(&self, candles: &[Candle], built: &mut Vec<Candle>) -> usize {
         let intervals = self.inner.intervals.len();
         let base = self.inner.intervals[0].name();
         let mut ledger = self.inner.ledger.lock().expect("hub lock poisoned");
@@ -252,8 +258,10 @@ impl Hub {
                 if !builder.is_pending(bucket_open) && windows[index].holds(bucket_open) {
                     continue;
                 }
-                if let Some(bucket) = builder.add(candle) {
-                    merge(&mut changed[index], &mut windows[index], bucket);
+                if let Some(bucket) = builder.add(candle)
+                    && merge(&mut changed[index], &mut windows[index], bucket.clone())
+                {
+                    built.push(bucket);
                 }
             }
         }
@@ -373,11 +381,13 @@ impl Hub {
     }
 }
 
-/// Inserts `candle` into the window at `slot`, noting what changed.
-fn merge(change: &mut window::Change, slot: &mut Arc<Window>, candle: Candle) {
+/// Inserts `candle` into the window at `slot`, noting what changed; whether
+/// anything did.
+fn merge(change: &mut window::Change, slot: &mut Arc<Window>, candle: Candle) -> bool {
     let inserted = Arc::make_mut(slot).insert(candle);
     change.shown |= inserted.shown;
     change.any |= inserted.any;
+    inserted.any
 }
 
 #[cfg(test)]
