@@ -149,7 +149,17 @@ fn symbol_positions(value: &str, hub: &Hub) -> Result<Vec<usize>, HttpError> {
     for symbol in value.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let symbol = symbol.to_uppercase();
         let Some(position) = hub.position(&symbol) else {
-            let known = hub.symbols().join(",");
+            let symbols = hub.symbols();
+            // With SYMBOLS=* that is the whole exchange: name a few, point to the rest.
+            let known = if symbols.len() > 20 {
+                format!(
+                    "{},… ({} in all: GET /api/v1/info)",
+                    symbols[..10].join(","),
+                    symbols.len()
+                )
+            } else {
+                symbols.join(",")
+            };
             return Err(HttpError::bad_parameter(
                 "symbols",
                 format!("unknown symbol {symbol}; this server has {known}"),
