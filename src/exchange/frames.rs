@@ -43,7 +43,7 @@ impl Exchange {
         let mut batch = Batch::default();
         let mut next = first;
         let mut lost = None;
-        for _ in 0..MAX_BATCH_FRAMES {
+        for read in 1.. {
             match next {
                 Some(Ok(Message::Text(text))) => match link.requests.answer(text.as_str()) {
                     Some(answer) => self.on_answer(link, answer),
@@ -80,6 +80,11 @@ impl Exchange {
                     ));
                     break;
                 }
+            }
+            // A frame taken from the socket is handled: the batch ends before
+            // taking one it has no room for.
+            if read == MAX_BATCH_FRAMES {
+                break;
             }
             match link.socket.next().now_or_never() {
                 Some(ready) => next = ready,
