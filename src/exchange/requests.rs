@@ -164,6 +164,11 @@ impl Requests {
             .map(|(id, pending)| (*id, pending.deadline))
     }
 
+    /// Whether request `id` was sent and not answered yet.
+    pub(super) fn is_pending(&self, id: u64) -> bool {
+        self.pending.contains_key(&id)
+    }
+
     /// Forgets an unanswered request (the connection is given up); returns it.
     pub(super) fn give_up(&mut self, id: u64) -> Option<Request> {
         self.pending.remove(&id).map(|pending| pending.request)

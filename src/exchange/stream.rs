@@ -8,6 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -23,6 +24,8 @@ use crate::retry::Backoff;
 use crate::telemetry::Chain;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reads (of up to 64 frames each) done to find a late answer before giving up on it.
+const MAX_DRAIN_READS: usize = 64;
 
 type Connecting<'a> = Pin<Box<dyn Future<Output = Result<Socket, ConnectError>> + Send + 'a>>;
 
@@ -140,14 +143,14 @@ impl Exchange {
                 // sends nothing, a broken one only acknowledgements.
                 _ = tokio::time::sleep_until(link.last_data + stale) => {
                     match successor.take() {
-                        Some(next) => link = self.switch(link, next, &mut renew_at),
+                        Some(next) => link = self.switch(link, next, &carried.symbols, &mut renew_at),
                         None => return Ended::Lost(ReconnectCause::Stale, format!("no data for {stale:?}")),
                     }
                 }
                 event = link.next_event() => {
                     if let Err((cause, reason)) = self.on_event(&mut link, event, &carried.symbols, cancel).await {
                         match successor.take() {
-                            Some(next) => link = self.switch(link, next, &mut renew_at),
+                            Some(next) => link = self.switch(link, next, &carried.symbols, &mut renew_at),
                             None => return Ended::Lost(cause, reason),
                         }
                     }
@@ -175,7 +178,7 @@ impl Exchange {
                         // carrying everything may replace the old one.
                         Ok(()) if next.delivered && next.settled() => {
                             let next = successor.take().expect("guarded");
-                            link = self.switch(link, next, &mut renew_at);
+                            link = self.switch(link, next, &carried.symbols, &mut renew_at);
                         }
                         Ok(()) => {}
                         Err((_, reason)) => {
@@ -212,6 +215,20 @@ impl Exchange {
                 Ok(())
             }
             LinkEvent::Overdue(id) => {
+                // Our own lateness is not the exchange's: what has arrived is read
+                // before the request counts as unanswered.
+                for _ in 0..MAX_DRAIN_READS {
+                    if !link.requests.is_pending(id) {
+                        return Ok(());
+                    }
+                    match link.socket.next().now_or_never() {
+                        Some(ready) => self.read(link, ready, cancel)?,
+                        None => break,
+                    }
+                }
+                if !link.requests.is_pending(id) {
+                    return Ok(());
+                }
                 self.metrics
                     .subscription_failures
                     .get_or_create(&ReasonLabel {
@@ -236,8 +253,16 @@ impl Exchange {
         }
     }
 
-    /// Makes `next` the link in use and closes `old` in the background.
-    fn switch(&self, mut old: Link, mut next: Link, renew_at: &mut Instant) -> Link {
+    /// Makes `next` the link in use and closes `old` in the background. The silence
+    /// clocks of `symbols` start again, as on a new connection: a link that replaced
+    /// a silent one must not find hundreds of symbols quiet at once.
+    fn switch(
+        &self,
+        mut old: Link,
+        mut next: Link,
+        symbols: &[String],
+        renew_at: &mut Instant,
+    ) -> Link {
         self.metrics.renewals.inc();
         info!(age = ?old.connected_at.elapsed(), "upstream connection renewed");
         tokio::spawn(async move {
@@ -245,6 +270,7 @@ impl Exchange {
         });
         next.connected_at = Instant::now();
         next.last_data = Instant::now();
+        self.watch_from(symbols, Instant::now());
         *renew_at = Instant::now() + self.options.max_age;
         next
     }

@@ -221,14 +221,18 @@ impl Exchange {
             let held = self.hub.newest(&symbol);
             self.tasks.spawn(
                 async move {
+                    let before = held.map(|newest| newest.open_time);
                     let resume = vec![ResumePoint {
                         symbol: symbol.clone(),
                         held,
                     }];
-                    let fetched = exchange
+                    exchange
                         .backfill(resume, Overlap::SkipInFlight, &cancel)
                         .await;
-                    if fetched > 0 {
+                    // Only candles newer than those held show the stream missed
+                    // some: a window not yet full is fetched again from its start.
+                    let after = exchange.hub.newest(&symbol).map(|newest| newest.open_time);
+                    if after > before {
                         exchange
                             .stream_missed
                             .lock()
