@@ -52,6 +52,11 @@ pub struct StreamConnection {
     pub streams: Vec<String>,
     pub control: Vec<ControlMessage>,
     pub open: bool,
+    pub opened_at: Option<Instant>,
+    /// When it ended, if it did.
+    pub closed_at: Option<Instant>,
+    /// Whether the service ended it with a close frame.
+    pub closed_by_client: bool,
     /// Closed by the fake for sending more than 10 messages within a second.
     pub over_rate: bool,
 }
@@ -157,6 +162,9 @@ pub(super) async fn stream(
                     streams: Vec::new(),
                     control: Vec::new(),
                     open: true,
+                    opened_at: Some(Instant::now()),
+                    closed_at: None,
+                    closed_by_client: false,
                     over_rate: false,
                 });
                 connections.len() - 1
@@ -174,7 +182,12 @@ pub(super) async fn stream(
                 recent: VecDeque::new(),
             };
             let closed_by_client = connection.serve(frames, named).await;
-            state.streams.connections.lock().unwrap()[index].open = false;
+            {
+                let mut connections = state.streams.connections.lock().unwrap();
+                connections[index].open = false;
+                connections[index].closed_at = Some(Instant::now());
+                connections[index].closed_by_client = closed_by_client;
+            }
             state.open_connections.fetch_sub(1, Ordering::SeqCst);
             if closed_by_client {
                 state.closed_by_client.fetch_add(1, Ordering::SeqCst);
