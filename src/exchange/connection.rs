@@ -5,53 +5,15 @@
 
 use std::sync::Arc;
 
-use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::stream::Ended;
+use super::upstream::Carried;
 use super::{Exchange, Overlap, ReconnectCause};
 use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::telemetry::Chain;
-
-/// A change to what one connection carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Command {
-    /// Carry these symbols' streams too.
-    Follow(Vec<String>),
-    /// Stop carrying these.
-    LetGo(Vec<String>),
-}
-
-/// What one connection carries, and where it hears of changes; the channel's end
-/// (its sender dropped) lets the connection go.
-#[derive(Debug)]
-pub(super) struct Carried {
-    /// Upper case, in the order they were added.
-    pub(super) symbols: Vec<String>,
-    pub(super) commands: mpsc::UnboundedReceiver<Command>,
-}
-
-impl Carried {
-    /// Applies `command`; returns the symbols it added.
-    pub(super) fn apply(&mut self, command: Command) -> Vec<String> {
-        match command {
-            Command::Follow(symbols) => {
-                let added: Vec<String> = symbols
-                    .into_iter()
-                    .filter(|symbol| !self.symbols.contains(symbol))
-                    .collect();
-                self.symbols.extend(added.iter().cloned());
-                added
-            }
-            Command::LetGo(symbols) => {
-                self.symbols.retain(|symbol| !symbols.contains(symbol));
-                Vec::new()
-            }
-        }
-    }
-}
 
 impl Exchange {
     /// Keeps one connection up for `carried`'s symbols until `cancel`, or until it
@@ -119,24 +81,5 @@ impl Exchange {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn changes_add_each_symbol_once_and_remove_what_they_name() {
-        let (_sender, commands) = mpsc::unbounded_channel();
-        let mut carried = Carried {
-            symbols: vec!["BTCUSDT".into()],
-            commands,
-        };
-        let added = carried.apply(Command::Follow(vec!["ETHUSDT".into(), "BTCUSDT".into()]));
-        assert_eq!(added, ["ETHUSDT"]);
-        assert_eq!(carried.symbols, ["BTCUSDT", "ETHUSDT"]);
-        carried.apply(Command::LetGo(vec!["BTCUSDT".into(), "XRPUSDT".into()]));
-        assert_eq!(carried.symbols, ["ETHUSDT"]);
     }
 }

@@ -14,10 +14,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 use url::Url;
 
-use super::connection::Carried;
 use super::frames::Lost;
 use super::link::{Link, LinkEvent, Socket};
 use super::requests::{ANSWER_TIMEOUT, URL_STREAMS};
+use super::upstream::Carried;
 use super::{Exchange, Overlap, ReconnectCause};
 use crate::metrics::ReasonLabel;
 use crate::retry::Backoff;

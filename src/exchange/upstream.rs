@@ -11,7 +11,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span};
 
 use super::Exchange;
-use super::connection::{Carried, Command};
 use super::requests::MAX_STREAMS_PER_CONNECTION;
 
 /// The followed symbols: in the order they were added (the configured ones first),
@@ -94,6 +93,44 @@ struct Handle {
     symbols: HashSet<String>,
     /// Dropping it lets the connection go.
     commands: mpsc::UnboundedSender<Command>,
+}
+
+/// A change to what one connection carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Command {
+    /// Carry these symbols' streams too.
+    Follow(Vec<String>),
+    /// Stop carrying these.
+    LetGo(Vec<String>),
+}
+
+/// What one connection carries, and where it hears of changes; the channel's end
+/// (its sender dropped) lets the connection go.
+#[derive(Debug)]
+pub(super) struct Carried {
+    /// Upper case, in the order they were added.
+    pub(super) symbols: Vec<String>,
+    pub(super) commands: mpsc::UnboundedReceiver<Command>,
+}
+
+impl Carried {
+    /// Applies `command`; returns the symbols it added.
+    pub(super) fn apply(&mut self, command: Command) -> Vec<String> {
+        match command {
+            Command::Follow(symbols) => {
+                let added: Vec<String> = symbols
+                    .into_iter()
+                    .filter(|symbol| !self.symbols.contains(symbol))
+                    .collect();
+                self.symbols.extend(added.iter().cloned());
+                added
+            }
+            Command::LetGo(symbols) => {
+                self.symbols.retain(|symbol| !symbols.contains(symbol));
+                Vec::new()
+            }
+        }
+    }
 }
 
 impl Exchange {
@@ -279,5 +316,19 @@ mod tests {
         );
         assert_eq!(followed.order, ["C0USDT", "C2USDT", "C3USDT"]);
         assert!(followed.contains("C3USDT") && !followed.contains("C1USDT"));
+    }
+
+    #[test]
+    fn changes_add_each_symbol_once_and_remove_what_they_name() {
+        let (_sender, commands) = mpsc::unbounded_channel();
+        let mut carried = Carried {
+            symbols: vec!["BTCUSDT".into()],
+            commands,
+        };
+        let added = carried.apply(Command::Follow(vec!["ETHUSDT".into(), "BTCUSDT".into()]));
+        assert_eq!(added, ["ETHUSDT"]);
+        assert_eq!(carried.symbols, ["BTCUSDT", "ETHUSDT"]);
+        carried.apply(Command::LetGo(vec!["BTCUSDT".into(), "XRPUSDT".into()]));
+        assert_eq!(carried.symbols, ["ETHUSDT"]);
     }
 }
