@@ -323,7 +323,9 @@ impl Exchange {
 }
 
 /// `{base}?streams=btcusdt@kline_1m/ethusdt@kline_1m/…` (Binance wants the `@` and
-/// `/` literally, so the query is written by hand rather than form-encoded).
+/// `/` literally, so the query is written by hand rather than form-encoded). A
+/// connection names only its first few streams so; see [`MAX_STREAMS_PER_CONNECTION`]
+/// and the subscriptions in `operations.md`.
 pub fn stream_url(base: &Url, symbols: &[String], interval: &Interval) -> Url {
     let streams: Vec<String> = symbols
         .iter()
