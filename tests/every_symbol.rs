@@ -400,3 +400,74 @@ async fn buckets_built_while_running_are_stored_with_their_interval() {
     }
     drop(app);
 }
+/// Listing and delisting while running: a contract newly TRADING is followed (its
+/// recent history fetched, then live); one that leaves TRADING is let go (no longer
+/// subscribed upstream, gone from /api/v1/info) while its history is still served.
+async fn listings_are_followed_and_delistings_let_go(backend: Backend) {
+    let names = contracts(10);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fake = FakeExchange::start_sized(&refs, 60).await;
+    let settings = [("SYMBOLS", "*"), ("SYMBOLS_REFRESH_SECS", "1")];
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    assert_eq!(info_symbols(&app).await, names);
+
+    fake.list_new("NEWUSDT", 30);
+    fake.set_status("C003USDT", "SETTLING");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let mut expected: Vec<String> = names.iter().filter(|s| *s != "C003USDT").cloned().collect();
+    expected.push("NEWUSDT".to_owned());
+    while info_symbols(&app).await != expected {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listing not followed: {:?}",
+            info_symbols(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The new contract: its recent history, then its live closes.
+    windows_full(
+        &app,
+        &fake,
+        &["NEWUSDT".to_owned()],
+        &["1m"],
+        11,
+        Duration::from_secs(20),
+    )
+    .await;
+    let url = format!("ws://{}/?symbols=NEWUSDT", app.addr);
+    let mut client = Client::connect(&url).await;
+    client.next_json().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let subscribed = fake.subscriptions().concat();
+        if subscribed.iter().any(|s| s == "newusdt@kline_1m")
+            && !subscribed.iter().any(|s| s == "c003usdt@kline_1m")
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "upstream not changed: {subscribed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    fake.close_next("NEWUSDT");
+    let message = client.next_json().await;
+    assert_eq!(
+        message,
+        expected_message("NEWUSDT", &fake.history("NEWUSDT"), 10, chrono_tz::UTC)
+    );
+    // The delisted one: history still served.
+    let held = served(&app, "C003USDT", "1m", 10).await;
+    assert_eq!(held.len(), 10, "stored history of a delisted contract");
+}
+
+#[tokio::test]
+async fn listings_are_followed_and_delistings_let_go_on_sqlite() {
+    listings_are_followed_and_delistings_let_go(Backend::sqlite()).await;
+}
+
+#[tokio::test]
+async fn listings_are_followed_and_delistings_let_go_on_mongodb() {
+    listings_are_followed_and_delistings_let_go(Backend::mongo()).await;
+}

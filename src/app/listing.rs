@@ -15,7 +15,7 @@ use super::warm;
 use crate::candle::Interval;
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::exchange::{ExchangeOptions, trading_symbols};
+use crate::exchange::{Exchange, ExchangeOptions, trading_symbols};
 use crate::health::UpstreamHealth;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
@@ -33,6 +33,8 @@ pub(super) struct Listing {
     clock: Clock,
     health: Arc<UpstreamHealth>,
     metrics: Arc<Metrics>,
+    /// The exchange client, on an ingester: subscribes and fetches what is listed.
+    upstream: Option<Arc<Exchange>>,
 }
 
 impl Listing {
@@ -55,12 +57,21 @@ impl Listing {
             clock: clock.clone(),
             health: Arc::clone(health),
             metrics: Arc::clone(metrics),
+            upstream: None,
         }
     }
 
     /// Counts the coins followed now and, with `SYMBOLS=*` (`follow_all`), keeps
     /// following the exchange's list in the background until `cancel`.
-    pub(super) fn start(self, follow_all: bool, tasks: &TaskTracker, cancel: &CancellationToken) {
+    /// `upstream` is the exchange client (an ingester's), told what to follow.
+    pub(super) fn start(
+        mut self,
+        follow_all: bool,
+        upstream: Option<Arc<Exchange>>,
+        tasks: &TaskTracker,
+        cancel: &CancellationToken,
+    ) {
+        self.upstream = upstream;
         let followed = self.hub.followed().len();
         self.metrics
             .symbols_followed
@@ -125,10 +136,16 @@ impl Listing {
             let coins = (new.as_slice(), &self.interval, true);
             let now = self.clock.now_ms();
             warm::load_windows(&self.store, &self.hub, coins, self.window_len, now).await;
+            if let Some(upstream) = &self.upstream {
+                upstream.follow(&listed);
+            }
             info!(symbols = ?listed, "newly trading on the exchange: following");
         }
         for symbol in &gone {
             self.hub.let_go(symbol);
+        }
+        if let Some(upstream) = self.upstream.as_ref().filter(|_| !gone.is_empty()) {
+            upstream.let_go(&gone);
         }
         if !gone.is_empty() {
             info!(symbols = ?gone, "no longer trading on the exchange: let go; their stored history is still served");

@@ -181,7 +181,7 @@ impl App {
         // windows and the store, so no read misses a candle on its way.
         let unacknowledged = Unacknowledged::default();
         let mut store_recovered = None;
-        let mut mirror_writer = None;
+        let (mut mirror_writer, mut upstream) = (None, None);
         let startup_backfill = if config.ingest {
             let (writer, writer_task) = StoreWriter::spawn(
                 Arc::clone(&store),
@@ -224,6 +224,7 @@ impl App {
                 ));
             }
             let (done, startup_backfill) = oneshot::channel();
+            upstream = Some(Arc::clone(&exchange));
             tasks.spawn(
                 exchange
                     .run(cancel.clone(), done)
@@ -265,7 +266,7 @@ impl App {
         .map_err(StartError::Exchange)?;
         tasks.spawn(mirror.clone().refresh_until(cancel.clone()));
         let listing = listing::Listing::new(&config, &hub, &store, &clock, &health, &metrics);
-        listing.start(config.follow_all, &tasks, &cancel);
+        listing.start(config.follow_all, upstream, &tasks, &cancel);
         let state = AppState::new(Parts {
             mirror: Some(mirror),
             reader,

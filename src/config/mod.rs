@@ -243,6 +243,7 @@ impl Config {
                 backoff_max: seconds("UPSTREAM_BACKOFF_MAX_SECS", 30, 3600)?,
                 max_age: seconds("UPSTREAM_MAX_AGE_SECS", 82_800, 86_000)?,
                 startup_backfill_timeout: Duration::from_secs(15),
+                streams_per_connection: crate::exchange::MAX_STREAMS_PER_CONNECTION,
             },
             mirror_weight_per_minute: source.parse_or(
                 "MIRROR_WEIGHT_PER_MINUTE",

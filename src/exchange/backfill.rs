@@ -30,8 +30,9 @@ impl Exchange {
             self.metrics.store_repairs.inc();
             let dropped = self.writer.take_first_dropped();
             let step = self.market.interval.millis();
-            let mut resume = Vec::with_capacity(self.market.symbols.len());
-            for symbol in &self.market.symbols {
+            let symbols = self.followed();
+            let mut resume = Vec::with_capacity(symbols.len());
+            for symbol in &symbols {
                 let held = match self
                     .store
                     .latest_until(symbol, self.market.interval.name(), 1, self.exchange_now())

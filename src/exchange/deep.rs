@@ -52,7 +52,7 @@ impl Exchange {
             60_000 * u64::from(DEEP_PAGE_WEIGHT) / u64::from(DEEP_WEIGHT_PER_MINUTE),
         );
         let mut plan = Vec::new();
-        for symbol in &self.market.symbols {
+        for symbol in &self.followed() {
             if self.health.is_refused(symbol) {
                 continue;
             }

@@ -1,43 +1,48 @@
-//! The Binance client: the combined kline stream (connect, parse, reconnect with
-//! backoff, stale watchdog, renewal before the 24-hour cut) and REST backfill of the
-//! closed candles the stream did not deliver.
+//! The Binance client: the combined kline streams (as few connections as Binance
+//! allows, streams subscribed in paced batches; parse, reconnect with backoff, stale
+//! watchdog, renewal before the 24-hour cut), the set of followed symbols, and REST
+//! backfill of the closed candles the streams did not deliver.
 //!
 //! Every closed candle, from either path, goes to the hub (clients see it at once)
 //! and to the store's write queue; the socket reader never waits for the database,
 //! so it keeps reading, and answering the exchange's pings, whatever the store does.
 
 mod backfill;
+mod connection;
 mod deep;
+mod frames;
 pub mod kline;
+mod link;
 mod pace;
+mod requests;
 mod rest;
 mod seed;
 mod stream;
 mod symbols;
+mod upstream;
 mod watch;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicI64};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
-use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info_span};
 use url::Url;
 
 use crate::candle::{Candle, Interval};
 use crate::health::UpstreamHealth;
 use crate::hub::{Hub, Newest};
 use crate::metrics::Metrics;
-use crate::retry::{Backoff, FIRST_RETRY_DELAY};
 use crate::store::{CandleStore, StoreWriter};
 use crate::telemetry::Chain;
 
 pub use deep::DEEP_WEIGHT_PER_MINUTE;
 pub use pace::{INGEST_WEIGHT_PER_MINUTE, Pacer, klines_weight};
+pub use requests::MAX_STREAMS_PER_CONNECTION;
 pub use rest::{GaveUp, ListedSymbol, REST_PAGE_LIMIT, RestClient, RestError};
 pub use stream::ConnectError;
 pub use symbols::{SymbolCheck, TRADING, check_symbols, trading_symbols};
@@ -60,13 +65,18 @@ pub struct ExchangeOptions {
     pub max_age: Duration,
     /// How long startup waits for the first backfill before serving anyway.
     pub startup_backfill_timeout: Duration,
+    /// Streams one connection carries at most: [`MAX_STREAMS_PER_CONNECTION`], as
+    /// Binance allows (values outside `1..=1024` are clamped). Not configurable;
+    /// tests lower it to see symbols spread over connections.
+    pub streams_per_connection: usize,
 }
 
 /// What the exchange client follows: which symbols, at which interval, and how many
 /// candles per symbol a full window needs.
 #[derive(Debug, Clone)]
 pub struct Market {
-    /// Upper case, in client order.
+    /// The symbols followed from the start, upper case, in client order; those
+    /// followed now are [`Exchange::followed`].
     pub symbols: Vec<String>,
     pub interval: Interval,
     /// The longest served interval (`INTERVALS`): the deep history fills its window.
@@ -89,8 +99,10 @@ pub enum ReconnectCause {
     Closed,
     /// The socket ended without a close frame.
     Eof,
-    /// A read error.
+    /// A read or write error.
     Error,
+    /// A `SUBSCRIBE` or `UNSUBSCRIBE` got no answer within 5 s.
+    Unanswered,
 }
 
 impl ReconnectCause {
@@ -102,6 +114,7 @@ impl ReconnectCause {
             ReconnectCause::Closed => "closed",
             ReconnectCause::Eof => "eof",
             ReconnectCause::Error => "error",
+            ReconnectCause::Unanswered => "unanswered",
         }
     }
 }
@@ -133,11 +146,14 @@ enum Overlap {
     FetchAll,
 }
 
-/// The upstream side of the service; shared by the stream task and backfill tasks.
+/// The upstream side of the service; shared by the stream tasks and backfill tasks.
 pub struct Exchange {
     market: Market,
     options: ExchangeOptions,
-    stream_url: Url,
+    /// The symbols whose candles are taken, and streams carried.
+    followed: RwLock<upstream::Followed>,
+    /// Changes to `followed`, on their way to the upstream task.
+    changes: upstream::Changes,
     rest: RestClient,
     hub: Hub,
     store: Arc<dyn CandleStore>,
@@ -156,10 +172,9 @@ pub struct Exchange {
     logged_impossible: AtomicBool,
     /// Which kinds of non-kline frame were logged already.
     logged_frame_kinds: Mutex<HashSet<&'static str>>,
-    /// Set when REST found candles a quiet symbol's stream did not deliver.
-    stream_missed: AtomicBool,
-    /// When the connection was last renewed because of that.
-    renewed_for_missing: Mutex<Option<Instant>>,
+    /// Quiet symbols whose streams REST found to have missed candles, until the
+    /// connection carrying them repairs that.
+    stream_missed: Mutex<HashSet<String>>,
 }
 
 /// What the exchange client feeds and reports to.
@@ -186,7 +201,8 @@ impl Exchange {
         .with_notations(Arc::clone(sinks.hub.notations()))
         .with_pacer(Arc::new(Pacer::new(INGEST_WEIGHT_PER_MINUTE)));
         Ok(Self {
-            stream_url: stream_url(&options.ws_url, &market.symbols, &market.interval),
+            followed: RwLock::new(upstream::Followed::new(&market.symbols)),
+            changes: upstream::Changes::default(),
             market,
             options,
             rest,
@@ -201,14 +217,14 @@ impl Exchange {
             clock_offset_ms: AtomicI64::new(0),
             logged_impossible: AtomicBool::new(false),
             logged_frame_kinds: Mutex::default(),
-            stream_missed: AtomicBool::new(false),
-            renewed_for_missing: Mutex::new(None),
+            stream_missed: Mutex::default(),
         })
     }
 
     /// Runs until `cancel`: backfills once at start (reporting on `startup_done`), then
-    /// streams, reconnecting with backoff and repairing the gap after each connect,
-    /// and after the store had to drop queued candles.
+    /// streams over as many connections as the followed symbols need, each
+    /// reconnecting with backoff and repairing its symbols' gap after each connect;
+    /// and repairs the store after it had to drop queued candles.
     pub async fn run(
         self: Arc<Self>,
         cancel: CancellationToken,
@@ -247,59 +263,19 @@ impl Exchange {
         self.tasks
             .spawn(Arc::clone(&self).repair_store_gaps(cancel.clone()));
 
-        let mut backoff = Backoff::new(FIRST_RETRY_DELAY, self.options.backoff_max);
-        loop {
-            // Taken before connecting: the new stream may deliver newer candles before
-            // the repair starts, and the gap lies behind what we held when it broke.
-            let resume = self.resume_points();
-            let connected = tokio::select! {
-                _ = cancel.cancelled() => break,
-                connected = self.connect() => connected,
-            };
-            let (cause, reason) = match connected {
-                Ok(socket) => {
-                    info!(url = %self.stream_url, "upstream connected");
-                    self.watch_from(Instant::now());
-                    let repair = Arc::clone(&self);
-                    let repair_cancel = cancel.clone();
-                    self.tasks.spawn(
-                        async move {
-                            // The exchange's clock again: ours may have stepped.
-                            if let Ok(server_ms) = repair.rest.server_time().await {
-                                repair.saw_exchange_time(server_ms);
-                            }
-                            repair
-                                .backfill(resume, Overlap::SkipInFlight, &repair_cancel)
-                                .await
-                        }
-                        .instrument(info_span!("backfill", reason = "reconnect")),
-                    );
-                    self.metrics.upstream_connected.set(1);
-                    let ended = self.stream(socket, &cancel, &mut backoff).await;
-                    self.metrics.upstream_connected.set(0);
-                    match ended {
-                        stream::Ended::Shutdown => break,
-                        stream::Ended::Lost(cause, reason) => (cause, reason),
-                    }
-                }
-                Err(err) => (ReconnectCause::ConnectFailed, Chain(&err).to_string()),
-            };
-            self.metrics.reconnected(cause.label());
-            let delay = backoff.next_delay();
-            warn!(cause = cause.label(), reason = %reason, retry_in = ?delay, "upstream connection lost; reconnecting");
-            tokio::select! {
-                _ = cancel.cancelled() => break,
-                _ = tokio::time::sleep(delay) => {}
-            }
-        }
+        self.upstream(&cancel).await;
         // Backfills stop at the cancellation; wait so their candles reach the queue.
         self.tasks.close();
         self.tasks.wait().await;
     }
 
     fn resume_points(&self) -> Vec<ResumePoint> {
-        self.market
-            .symbols
+        self.resume_points_of(&self.followed())
+    }
+
+    /// What the service holds now of each of `symbols`.
+    fn resume_points_of(&self, symbols: &[String]) -> Vec<ResumePoint> {
+        symbols
             .iter()
             .map(|symbol| ResumePoint {
                 symbol: symbol.clone(),
@@ -308,13 +284,16 @@ impl Exchange {
             .collect()
     }
 
-    /// Hands closed candles of the configured symbols to the hub and the store.
+    /// Hands closed candles of the followed symbols to the hub and the store.
     /// A candle fetched by REST never replaces one the window holds, which came
     /// final from the stream (DESIGN.md §4): the held one is written instead.
     fn deliver(&self, mut candles: Vec<Candle>, source: Source) {
-        candles.retain(|c| {
-            c.interval == self.market.interval.name() && self.market.symbols.contains(&c.symbol)
-        });
+        {
+            let followed = self.followed.read().expect("followed lock");
+            candles.retain(|c| {
+                c.interval == self.market.interval.name() && followed.contains(&c.symbol)
+            });
+        }
         if source == Source::Rest {
             for candle in &mut candles {
                 if let Some(held) = self.hub.candle_at(&candle.symbol, candle.open_time) {
@@ -361,7 +340,9 @@ impl Exchange {
 }
 
 /// `{base}?streams=btcusdt@kline_1m/ethusdt@kline_1m/…` (Binance wants the `@` and
-/// `/` literally, so the query is written by hand rather than form-encoded).
+/// `/` literally, so the query is written by hand rather than form-encoded). A
+/// connection names only its first few streams so; see [`MAX_STREAMS_PER_CONNECTION`]
+/// and the subscriptions in `operations.md`.
 pub fn stream_url(base: &Url, symbols: &[String], interval: &Interval) -> Url {
     let streams: Vec<String> = symbols
         .iter()

@@ -1,8 +1,8 @@
-//! One combined-stream connection at a time: reading frames, the stale watchdog, and
-//! renewal (make before break) ahead of Binance's 24-hour cut.
+//! One upstream connection while it is up: its link to the exchange (and, during a
+//! renewal, the successor link), the stale watchdog, renewal (make before break)
+//! ahead of Binance's 24-hour cut, changes to the symbols it carries, and the repair
+//! of a stream that REST showed to have missed candles.
 
-use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -10,23 +10,23 @@ use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
+use url::Url;
 
-use super::kline::{KlineUpdate, frame_kind};
-use super::{Exchange, ReconnectCause, Source};
-use crate::candle::Candle;
-use crate::metrics::KindLabel;
+use super::frames::Lost;
+use super::link::{Link, LinkEvent, Socket};
+use super::requests::{ANSWER_TIMEOUT, URL_STREAMS};
+use super::upstream::Carried;
+use super::{Exchange, Overlap, ReconnectCause};
+use crate::metrics::ReasonLabel;
 use crate::retry::Backoff;
 use crate::telemetry::Chain;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// At most this many already-received frames are handled as one batch.
-const MAX_BATCH_FRAMES: usize = 64;
+/// Reads (of up to 64 frames each) done to find a late answer before giving up on it.
+const MAX_DRAIN_READS: usize = 64;
 
-type Socket =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 type Connecting<'a> = Pin<Box<dyn Future<Output = Result<Socket, ConnectError>> + Send + 'a>>;
 
 /// Why a stream connection could not be opened.
@@ -42,16 +42,18 @@ pub enum ConnectError {
 #[derive(Debug)]
 pub(super) enum Ended {
     Shutdown,
+    /// It carries nothing any more.
+    Released,
     /// Lost, why, and the details for the log line.
     Lost(ReconnectCause, String),
 }
 
 impl Exchange {
-    /// Opens a combined-stream connection, within `CONNECT_TIMEOUT`.
-    pub(super) async fn connect(&self) -> Result<Socket, ConnectError> {
+    /// Opens a combined-stream connection to `url`, within `CONNECT_TIMEOUT`.
+    pub(super) async fn connect(&self, url: Url) -> Result<Socket, ConnectError> {
         match tokio::time::timeout(
             CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async(self.stream_url.as_str()),
+            tokio_tungstenite::connect_async(url.as_str()),
         )
         .await
         {
@@ -61,104 +63,107 @@ impl Exchange {
         }
     }
 
-    /// Reads `socket` until it is lost or `cancel` fires. At `max_age` a second
-    /// connection is opened; once it delivers a frame it replaces the first, which is
-    /// then closed, so no candle falls between the two.
+    /// The URL of a connection carrying `symbols`, naming the first
+    /// [`URL_STREAMS`] of them; those it names.
+    pub(super) fn link_url(&self, symbols: &[String]) -> (Url, Vec<String>) {
+        let in_url = symbols[..symbols.len().min(URL_STREAMS)].to_vec();
+        let url = super::stream_url(&self.options.ws_url, &in_url, &self.market.interval);
+        (url, in_url)
+    }
+
+    /// A link over `socket`, whose URL named `in_url`, asked to carry `wanted`.
+    pub(super) fn link(&self, socket: Socket, in_url: &[String], wanted: &[String]) -> Link {
+        let suffix = format!("@kline_{}", self.market.interval.name());
+        let mut link = Link::new(socket, in_url, suffix);
+        link.sync(wanted);
+        link
+    }
+
+    /// Reads `link` until it is lost, `cancel` fires or the connection carries
+    /// nothing any more. At `max_age` a successor link is opened; once it carries
+    /// every stream and has delivered a kline it replaces the first, which is then
+    /// closed, so no candle falls between the two.
     pub(super) async fn stream(
         self: &Arc<Self>,
-        mut socket: Socket,
+        mut link: Link,
+        carried: &mut Carried,
         cancel: &CancellationToken,
         backoff: &mut Backoff,
     ) -> Ended {
-        let mut connected_at = Instant::now();
-        let mut last_data = Instant::now();
+        let stale = self.options.stale_after;
         let mut renew_at = Instant::now() + self.options.max_age;
-        let mut renewing: Option<Connecting<'_>> = None;
-        let mut successor: Option<Socket> = None;
-        let every = (self.options.stale_after / 2).max(Duration::from_millis(250));
+        let mut renewing: Option<(Connecting<'_>, Vec<String>)> = None;
+        let mut successor: Option<Link> = None;
+        let mut renewed_for_missing: Option<Instant> = None;
+        let every = (stale / 2).max(Duration::from_millis(250));
         let mut quiet_check = tokio::time::interval_at(Instant::now() + every, every);
         loop {
             // A connection that has delivered data for a whole stale window is healthy:
             // the next failure starts again from the shortest delay.
-            if last_data - connected_at >= self.options.stale_after {
+            if link.last_data - link.connected_at >= stale {
                 backoff.reset();
             }
             tokio::select! {
                 _ = cancel.cancelled() => {
-                    let _ = tokio::time::timeout(Duration::from_secs(2), socket.close(None)).await;
+                    let _ = tokio::time::timeout(Duration::from_secs(2), link.socket.close(None)).await;
                     return Ended::Shutdown;
                 }
+                command = carried.commands.recv() => {
+                    let Some(command) = command else {
+                        let _ = tokio::time::timeout(Duration::from_secs(2), link.socket.close(None)).await;
+                        return Ended::Released;
+                    };
+                    let added = carried.apply(command);
+                    link.sync(&carried.symbols);
+                    if let Some(next) = successor.as_mut() {
+                        next.sync(&carried.symbols);
+                    }
+                    self.repair_followed(added, cancel);
+                }
                 _ = quiet_check.tick() => {
-                    if self.check_quiet(cancel) && renewing.is_none() && successor.is_none() {
+                    let missed = self.check_quiet(&carried.symbols, cancel);
+                    if missed.is_empty() {
+                    } else if carried.symbols.len() > URL_STREAMS {
+                        // Renewing would move hundreds of healthy streams for one.
+                        self.metrics.resubscribed.inc_by(missed.len() as u64);
+                        warn!(streams = missed.len(), first = %missed[0], "REST found candles the stream did not deliver; subscribing those streams afresh");
+                        link.resubscribe(&missed);
+                    } else if renewing.is_none()
+                        && successor.is_none()
+                        && renewed_for_missing.is_none_or(|at| at.elapsed() >= stale)
+                    {
+                        // A connection this small is made afresh by one handshake,
+                        // which also cures a fault of the connection itself.
+                        renewed_for_missing = Some(Instant::now());
+                        warn!(streams = missed.len(), first = %missed[0], "REST found candles the stream did not deliver; renewing the connection");
                         renew_at = Instant::now();
                     }
                 }
                 // Only klines count as life: a retired endpoint keeps TCP open and
                 // sends nothing, a broken one only acknowledgements.
-                _ = tokio::time::sleep_until(last_data + self.options.stale_after) => {
-                    let stale = format!("no data for {:?}", self.options.stale_after);
+                _ = tokio::time::sleep_until(link.last_data + stale) => {
                     match successor.take() {
-                        Some(next) => socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at),
-                        None => return Ended::Lost(ReconnectCause::Stale, stale),
+                        Some(next) => link = self.switch(link, next, &carried.symbols, &mut renew_at),
+                        None => return Ended::Lost(ReconnectCause::Stale, format!("no data for {stale:?}")),
                     }
                 }
-                next = socket.next() => {
-                    // Frames that have already arrived join this one, so candles that
-                    // close together are published together and reach each client in
-                    // one write.
-                    let mut batch = Batch::default();
-                    let mut next = next;
-                    let mut lost = None;
-                    for _ in 0..MAX_BATCH_FRAMES {
-                        match next {
-                            Some(Ok(Message::Text(text))) => self.on_frame(text.as_str(), &mut batch),
-                            Some(Ok(Message::Close(frame))) => {
-                                let reason = frame.map_or_else(|| "close frame without reason".to_owned(), |f| format!("close frame {} {}", f.code, f.reason));
-                                lost = Some((ReconnectCause::Closed, reason));
-                                break;
-                            }
-                            Some(Ok(_)) => {} // pings are answered by tungstenite while we read
-                            // A socket dropped without a close frame is an EOF, however
-                            // tungstenite reports it.
-                            Some(Err(tokio_tungstenite::tungstenite::Error::Protocol(
-                                tokio_tungstenite::tungstenite::error::ProtocolError::ResetWithoutClosingHandshake,
-                            ))) => {
-                                lost = Some((ReconnectCause::Eof, "connection reset without a close frame".to_owned()));
-                                break;
-                            }
-                            Some(Err(err)) => {
-                                lost = Some((ReconnectCause::Error, format!("read error: {err}")));
-                                break;
-                            }
-                            None => {
-                                lost = Some((ReconnectCause::Eof, "connection ended without a close frame".to_owned()));
-                                break;
-                            }
-                        }
-                        match socket.next().now_or_never() {
-                            Some(ready) => next = ready,
-                            None => break,
-                        }
-                    }
-                    if batch.klines > 0 {
-                        last_data = Instant::now();
-                    }
-                    self.finish(batch, cancel);
-                    if let Some((cause, reason)) = lost {
+                event = link.next_event() => {
+                    if let Err((cause, reason)) = self.on_event(&mut link, event, &carried.symbols, cancel).await {
                         match successor.take() {
-                            Some(next) => socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at),
+                            Some(next) => link = self.switch(link, next, &carried.symbols, &mut renew_at),
                             None => return Ended::Lost(cause, reason),
                         }
                     }
                 }
                 _ = tokio::time::sleep_until(renew_at), if renewing.is_none() && successor.is_none() => {
-                    debug!(age = ?connected_at.elapsed(), "renewing the upstream connection");
-                    renewing = Some(Box::pin(self.connect()));
+                    debug!(age = ?link.connected_at.elapsed(), "renewing the upstream connection");
+                    let (url, in_url) = self.link_url(&carried.symbols);
+                    renewing = Some((Box::pin(self.connect(url)), in_url));
                 }
-                connected = async { renewing.as_mut().expect("guarded").await }, if renewing.is_some() => {
-                    renewing = None;
+                connected = async { renewing.as_mut().expect("guarded").0.as_mut().await }, if renewing.is_some() => {
+                    let (_, in_url) = renewing.take().expect("guarded");
                     match connected {
-                        Ok(next) => successor = Some(next),
+                        Ok(socket) => successor = Some(self.link(socket, &in_url, &carried.symbols)),
                         Err(err) => {
                             let retry = backoff.next_delay();
                             warn!(reason = %Chain(&err), retry_in = ?retry, "renewal connection failed; keeping the current one");
@@ -166,24 +171,20 @@ impl Exchange {
                         }
                     }
                 }
-                next = async { successor.as_mut().expect("guarded").next().await }, if successor.is_some() => {
-                    match next {
-                        Some(Ok(Message::Text(text))) => {
-                            let mut batch = Batch::default();
-                            self.on_frame(text.as_str(), &mut batch);
-                            let delivered = batch.klines > 0;
-                            self.finish(batch, cancel);
-                            // Only a kline proves the new connection streams.
-                            if delivered {
-                                let next = successor.take().expect("guarded");
-                                socket = self.switch(socket, next, &mut connected_at, &mut last_data, &mut renew_at);
-                            }
+                event = async { successor.as_mut().expect("guarded").next_event().await }, if successor.is_some() => {
+                    let next = successor.as_mut().expect("guarded");
+                    match self.on_event(next, event, &carried.symbols, cancel).await {
+                        // Only a kline proves the new link streams, and only a link
+                        // carrying everything may replace the old one.
+                        Ok(()) if next.delivered && next.settled() => {
+                            let next = successor.take().expect("guarded");
+                            link = self.switch(link, next, &carried.symbols, &mut renew_at);
                         }
-                        Some(Ok(_)) => {}
-                        Some(Err(_)) | None => {
+                        Ok(()) => {}
+                        Err((_, reason)) => {
                             successor = None;
                             let retry = backoff.next_delay();
-                            warn!(retry_in = ?retry, "renewal connection ended before delivering; keeping the current one");
+                            warn!(reason, retry_in = ?retry, "renewal connection ended before carrying every stream; keeping the current one");
                             renew_at = Instant::now() + retry;
                         }
                     }
@@ -192,124 +193,105 @@ impl Exchange {
         }
     }
 
-    /// Makes `next` the current connection and closes `old` in the background.
+    /// Handles what woke `link` up.
+    ///
+    /// # Errors
+    /// The link is lost: it ended, a write failed, or a request went unanswered.
+    async fn on_event(
+        self: &Arc<Self>,
+        link: &mut Link,
+        event: LinkEvent,
+        wanted: &[String],
+        cancel: &CancellationToken,
+    ) -> Result<(), Lost> {
+        match event {
+            LinkEvent::Read(first) => self.read(link, first, cancel),
+            LinkEvent::Send => link
+                .send_next()
+                .await
+                .map_err(|reason| (ReconnectCause::Error, reason)),
+            LinkEvent::Resync => {
+                link.resync(wanted);
+                Ok(())
+            }
+            LinkEvent::Overdue(id) => {
+                // Our own lateness is not the exchange's: what has arrived is read
+                // before the request counts as unanswered.
+                for _ in 0..MAX_DRAIN_READS {
+                    if !link.requests.is_pending(id) {
+                        return Ok(());
+                    }
+                    match link.socket.next().now_or_never() {
+                        Some(ready) => self.read(link, ready, cancel)?,
+                        None => break,
+                    }
+                }
+                if !link.requests.is_pending(id) {
+                    return Ok(());
+                }
+                self.metrics
+                    .subscription_failures
+                    .get_or_create(&ReasonLabel {
+                        reason: "unanswered",
+                    })
+                    .inc();
+                let what = link.requests.give_up(id).map_or_else(
+                    || "a request".to_owned(),
+                    |request| {
+                        format!(
+                            "{} of {} streams",
+                            request.method.name(),
+                            request.symbols.len()
+                        )
+                    },
+                );
+                Err((
+                    ReconnectCause::Unanswered,
+                    format!("no answer to {what} (id {id}) within {ANSWER_TIMEOUT:?}"),
+                ))
+            }
+        }
+    }
+
+    /// Makes `next` the link in use and closes `old` in the background. The silence
+    /// clocks of `symbols` start again, as on a new connection: a link that replaced
+    /// a silent one must not find hundreds of symbols quiet at once.
     fn switch(
         &self,
-        mut old: Socket,
-        next: Socket,
-        connected_at: &mut Instant,
-        last_data: &mut Instant,
+        mut old: Link,
+        mut next: Link,
+        symbols: &[String],
         renew_at: &mut Instant,
-    ) -> Socket {
+    ) -> Link {
         self.metrics.renewals.inc();
-        info!(age = ?connected_at.elapsed(), "upstream connection renewed");
+        info!(age = ?old.connected_at.elapsed(), "upstream connection renewed");
         tokio::spawn(async move {
-            let _ = tokio::time::timeout(Duration::from_secs(5), old.close(None)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.socket.close(None)).await;
         });
-        *connected_at = Instant::now();
-        *last_data = Instant::now();
+        next.connected_at = Instant::now();
+        next.last_data = Instant::now();
+        self.watch_from(symbols, Instant::now());
         *renew_at = Instant::now() + self.options.max_age;
         next
     }
 
-    /// Parses one frame into `batch`. A frame that is not a kline event is counted
-    /// by kind, and the first of each kind is logged.
-    fn on_frame(&self, text: &str, batch: &mut Batch) {
-        self.metrics.frames.inc();
-        match KlineUpdate::from_combined_frame(text) {
-            Ok(update) => {
-                // The frame's event time sets the exchange's clock when it fits the
-                // candle it carries (Binance stamps a kline within its span, the
-                // final one just after it) and is within a day of ours; the candle
-                // is then judged by that clock, so an impossible one cannot move it.
-                if let Some(event_time) = update.event_time
-                    && plausible_event_time(&update.candle, event_time)
-                {
-                    self.saw_exchange_time(event_time);
-                }
-                if !self.is_possible(&update.candle, "stream") {
-                    return;
-                }
-                self.hub
-                    .notations()
-                    .learn(&update.candle.symbol, update.notation);
-                batch.klines += 1;
-                let newest = batch
-                    .seen
-                    .entry(update.candle.symbol.clone())
-                    .or_insert(i64::MIN);
-                *newest = (*newest).max(update.candle.open_time);
-                if update.closed {
-                    self.metrics.closed_from_stream.inc();
-                    batch.closed.push(update.candle);
-                } else {
-                    // Only the newest state of each symbol's forming candle matters.
-                    match batch.forming.entry(update.candle.symbol.clone()) {
-                        Entry::Occupied(mut held)
-                            if held.get().open_time <= update.candle.open_time =>
-                        {
-                            held.insert(update.candle);
-                        }
-                        Entry::Occupied(_) => {}
-                        Entry::Vacant(slot) => {
-                            slot.insert(update.candle);
-                        }
-                    }
-                }
+    /// After symbols were added to a connection that is up: their silence clocks
+    /// start, and what they lack is fetched by REST.
+    fn repair_followed(self: &Arc<Self>, added: Vec<String>, cancel: &CancellationToken) {
+        if added.is_empty() {
+            return;
+        }
+        self.watch_from(&added, Instant::now());
+        let resume = self.resume_points_of(&added);
+        let exchange = Arc::clone(self);
+        let cancel = cancel.clone();
+        self.tasks.spawn(
+            async move {
+                exchange
+                    .backfill(resume, Overlap::SkipInFlight, &cancel)
+                    .await;
             }
-            Err(err) => {
-                self.metrics.parse_errors.inc();
-                let kind = frame_kind(text);
-                self.metrics
-                    .ignored_frames
-                    .get_or_create(&KindLabel { kind })
-                    .inc();
-                if self
-                    .logged_frame_kinds
-                    .lock()
-                    .expect("kinds lock")
-                    .insert(kind)
-                {
-                    let excerpt: String = text.chars().take(200).collect();
-                    warn!(kind, error = %err, frame = %excerpt, "skipping upstream frames that are not klines (first of its kind; see upstream_ignored_frames)");
-                }
-            }
-        }
+            .instrument(info_span!("backfill", reason = "followed")),
+        );
     }
-
-    /// After a batch: the health, the closed candles to the hub and the store, the
-    /// forming ones to live clients, then the minutes the stream skipped.
-    fn finish(self: &Arc<Self>, batch: Batch, cancel: &CancellationToken) {
-        if batch.klines > 0 {
-            self.health.data_now();
-        }
-        self.deliver(batch.closed, Source::Stream);
-        if !batch.forming.is_empty() {
-            let forming: Vec<Candle> = batch.forming.into_values().collect();
-            self.hub.forming(&forming);
-        }
-        self.check_skipped(batch.seen, cancel);
-    }
-}
-
-/// Whether `event_time` (ms since the epoch) can be the exchange's stamp on a frame
-/// of `candle`: not before it opened, not over a minute after it closed, and
-/// within a day of the local clock.
-fn plausible_event_time(candle: &Candle, event_time: i64) -> bool {
-    const DAY_MS: i64 = 86_400_000;
-    let local = chrono::Utc::now().timestamp_millis();
-    (candle.open_time..=candle.close_time + 60_000).contains(&event_time)
-        && (event_time - local).abs() <= DAY_MS
-}
-
-/// What one read of the socket brought.
-#[derive(Default)]
-struct Batch {
-    /// Kline events parsed (forming or closed).
-    klines: usize,
-    closed: Vec<Candle>,
-    /// The newest forming candle per symbol.
-    forming: HashMap<String, Candle>,
-    /// The newest open time seen per symbol.
-    seen: HashMap<String, i64>,
 }

@@ -113,10 +113,10 @@ impl Exchange {
         }
     }
 
-    /// Resets every symbol's silence clock, for a new connection.
-    pub(super) fn watch_from(&self, now: Instant) {
+    /// Resets the silence clocks of `symbols`, for a new connection or subscription.
+    pub(super) fn watch_from(&self, symbols: &[String], now: Instant) {
         let mut watch = self.watch.lock().expect("watch lock");
-        for symbol in &self.market.symbols {
+        for symbol in symbols {
             watch
                 .entry(symbol.clone())
                 .and_modify(|w| w.last_kline = now)
@@ -179,18 +179,25 @@ impl Exchange {
         }
     }
 
-    /// On a timer: each symbol that sent nothing for `UPSTREAM_STALE_SECS` while the
-    /// connection delivers is counted, logged once, and caught up from REST at most
-    /// once per `UPSTREAM_STALE_SECS`. Returns true when REST found candles the
-    /// stream did not deliver and the connection was not renewed for that within
-    /// `UPSTREAM_STALE_SECS`: then it should be.
-    pub(super) fn check_quiet(self: &Arc<Self>, cancel: &CancellationToken) -> bool {
+    /// On a timer, for the `symbols` of one connection: each that sent nothing for
+    /// `UPSTREAM_STALE_SECS` while the connection delivers is counted, logged once,
+    /// and caught up from REST at most once per `UPSTREAM_STALE_SECS`. Returns those
+    /// of them whose catch-up found candles the stream did not deliver (since the
+    /// last call): their streams need repair.
+    pub(super) fn check_quiet(
+        self: &Arc<Self>,
+        symbols: &[String],
+        cancel: &CancellationToken,
+    ) -> Vec<String> {
         let stale = self.options.stale_after;
         let now = Instant::now();
         let mut quiet = Vec::new();
         {
             let mut watch = self.watch.lock().expect("watch lock");
-            for (symbol, entry) in watch.iter_mut() {
+            for symbol in symbols {
+                let Some(entry) = watch.get_mut(symbol) else {
+                    continue;
+                };
                 if now.duration_since(entry.last_kline) < stale {
                     continue;
                 }
@@ -214,26 +221,33 @@ impl Exchange {
             let held = self.hub.newest(&symbol);
             self.tasks.spawn(
                 async move {
-                    let resume = vec![ResumePoint { symbol, held }];
-                    let fetched = exchange
+                    let before = held.map(|newest| newest.open_time);
+                    let resume = vec![ResumePoint {
+                        symbol: symbol.clone(),
+                        held,
+                    }];
+                    exchange
                         .backfill(resume, Overlap::SkipInFlight, &cancel)
                         .await;
-                    if fetched > 0 {
-                        exchange.stream_missed.store(true, Ordering::Relaxed);
+                    // Only candles newer than those held show the stream missed
+                    // some: a window not yet full is fetched again from its start.
+                    let after = exchange.hub.newest(&symbol).map(|newest| newest.open_time);
+                    if after > before {
+                        exchange
+                            .stream_missed
+                            .lock()
+                            .expect("missed lock")
+                            .insert(symbol);
                     }
                 }
                 .instrument(info_span!("backfill", reason = "quiet")),
             );
         }
-        let mut renewed = self.renewed_for_missing.lock().expect("renewal lock");
-        if self.stream_missed.load(Ordering::Relaxed)
-            && renewed.is_none_or(|at| now.duration_since(at) >= stale)
-        {
-            self.stream_missed.store(false, Ordering::Relaxed);
-            *renewed = Some(now);
-            warn!("REST found candles the stream did not deliver; renewing the connection");
-            return true;
-        }
-        false
+        let mut missed = self.stream_missed.lock().expect("missed lock");
+        symbols
+            .iter()
+            .filter(|symbol| missed.remove(*symbol))
+            .cloned()
+            .collect()
     }
 }

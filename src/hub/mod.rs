@@ -152,8 +152,6 @@ struct HubInner {
     /// How the exchange writes each symbol's decimals, learned by the exchange
     /// client, read by whoever writes candles in Binance's own format.
     notations: Arc<Notations>,
-    /// Bumped each time the set of followed coins changes.
-    followed: watch::Sender<u64>,
 }
 
 /// What the exchange reader changes, under one lock.
@@ -198,7 +196,6 @@ impl Hub {
                 published,
                 forming,
                 notations: Arc::default(),
-                followed: watch::channel(0).0,
             }),
         };
         hub.add_symbols(symbols);

@@ -70,7 +70,6 @@ impl Hub {
         }
         table.names = names.into();
         drop(table);
-        inner.followed.send_modify(|version| *version += 1);
         if added.is_empty() {
             return added;
         }
@@ -139,17 +138,7 @@ impl Hub {
         let Some(&position) = table.positions.get(symbol) else {
             return false;
         };
-        let was = std::mem::replace(&mut table.followed[position], false);
-        drop(table);
-        if was {
-            self.inner.followed.send_modify(|version| *version += 1);
-        }
-        was
-    }
-
-    /// A receiver that wakes each time the followed coins change ([`Hub::followed`]).
-    pub fn subscribe_followed(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.inner.followed.subscribe()
+        std::mem::replace(&mut table.followed[position], false)
     }
 
     /// The coins followed now, in position order.

@@ -64,10 +64,17 @@ pub struct Metrics {
     pub reconnects: Family<CauseLabel, Counter>,
     /// `upstream_renewals`: connections replaced before Binance's 24-hour cut.
     pub renewals: Counter,
-    /// `upstream_connected`: 1 while a stream connection is open.
+    /// `upstream_connected`: stream connections open now (1 for up to 1,024
+    /// symbols).
     pub upstream_connected: Gauge,
     /// `symbols_followed`: contracts followed now (`SYMBOLS=*` changes it).
     pub symbols_followed: Gauge,
+    /// `upstream_subscription_failures{reason}`: `SUBSCRIBE`/`UNSUBSCRIBE` requests
+    /// the exchange `refused`, or left `unanswered` for 5 s.
+    pub subscription_failures: Family<ReasonLabel, Counter>,
+    /// `upstream_resubscribed_streams`: streams subscribed afresh because REST found
+    /// candles they had not delivered.
+    pub resubscribed: Counter,
     /// `store_repairs`: gap repairs started after the write queue dropped candles.
     pub store_repairs: Counter,
     /// `store_written_candles`: candles written to the store.
@@ -198,7 +205,7 @@ impl Metrics {
             upstream_connected: metric(
                 r,
                 "upstream_connected",
-                "1 while the exchange stream is connected",
+                "Exchange stream connections open now",
                 Gauge::default(),
             ),
             symbols_followed: metric(
@@ -206,6 +213,18 @@ impl Metrics {
                 "symbols_followed",
                 "Contracts followed now",
                 Gauge::default(),
+            ),
+            subscription_failures: metric(
+                r,
+                "upstream_subscription_failures",
+                "Stream subscriptions the exchange refused or did not answer, by reason",
+                Family::default(),
+            ),
+            resubscribed: metric(
+                r,
+                "upstream_resubscribed_streams",
+                "Streams subscribed afresh after REST found candles they missed",
+                Counter::default(),
             ),
             store_repairs: metric(
                 r,

@@ -18,10 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use candlecast::candle::Candle;
 use serde_json::json;
@@ -34,6 +33,8 @@ pub mod intervals;
 mod long_history;
 #[path = "fake_exchange/rest.rs"]
 mod rest;
+#[path = "fake_exchange/stream.rs"]
+pub mod stream;
 
 // Not every test binary compares rows with the fake's own.
 #[allow(unused_imports)]
@@ -93,7 +94,9 @@ struct FakeState {
     frames: broadcast::Sender<Frame>,
     replayed: Mutex<Vec<Candle>>,
     connections: AtomicUsize,
-    stream_queries: Mutex<Vec<String>>,
+    /// Each stream connection's subscriptions and control messages, and the
+    /// scripted answers to them.
+    streams: stream::StreamState,
     rest_requests: Mutex<Vec<RestRequest>>,
     page_cap: AtomicUsize,
     replay_last_close_on_connect: AtomicBool,
@@ -376,7 +379,8 @@ impl FakeExchange {
         lag_minutes: i64,
         history_minutes: i64,
     ) -> Self {
-        let (frames, _) = broadcast::channel(1024);
+        // Room for a few ticks of hundreds of symbols.
+        let (frames, _) = broadcast::channel(1 << 15);
         let state = Arc::new(FakeState {
             history: Mutex::new(
                 symbols
@@ -387,7 +391,7 @@ impl FakeExchange {
             frames,
             replayed: Mutex::new(Vec::new()),
             connections: AtomicUsize::new(0),
-            stream_queries: Mutex::new(Vec::new()),
+            streams: Default::default(),
             rest_requests: Mutex::new(Vec::new()),
             page_cap: AtomicUsize::new(1500),
             replay_last_close_on_connect: AtomicBool::new(false),
@@ -415,7 +419,7 @@ impl FakeExchange {
         });
         state.catch_up();
         let app = Router::new()
-            .route("/market/stream", get(stream))
+            .route("/market/stream", get(stream::stream))
             .route("/fapi/v1/klines", get(rest::klines))
             .route("/fapi/v1/exchangeInfo", get(rest::exchange_info))
             .route("/fapi/v1/time", get(rest::server_time))
@@ -451,8 +455,9 @@ impl FakeExchange {
         self.state.page_cap.store(cap, Ordering::SeqCst);
     }
 
-    /// On each new stream connection, first send the closing frame of every symbol's
-    /// newest candle: the same candle the REST endpoint also returns.
+    /// When a stream connection subscribes to a stream (in its URL or by
+    /// `SUBSCRIBE`), first send it the closing frame of that symbol's newest candle:
+    /// the same candle the REST endpoint also returns.
     pub fn replay_last_close_on_connect(&self, on: bool) {
         self.state
             .replay_last_close_on_connect
@@ -634,11 +639,6 @@ impl FakeExchange {
         }
     }
 
-    /// The `streams` query of each stream connection.
-    pub fn stream_queries(&self) -> Vec<String> {
-        self.state.stream_queries.lock().unwrap().clone()
-    }
-
     /// Every REST request served so far.
     pub fn rest_requests(&self) -> Vec<RestRequest> {
         self.state.rest_requests.lock().unwrap().clone()
@@ -747,117 +747,4 @@ async fn log_rest(
         state.rest_log.lock().unwrap().push(logged);
     }
     next.run(request).await
-}
-
-async fn stream(
-    upgrade: WebSocketUpgrade,
-    Query(query): Query<HashMap<String, String>>,
-    State(state): State<Arc<FakeState>>,
-) -> Response {
-    state
-        .attempts
-        .lock()
-        .unwrap()
-        .push(std::time::Instant::now());
-    if state.refuse_stream.load(Ordering::SeqCst) {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "refusing stream connections",
-        )
-            .into_response();
-    }
-    upgrade
-        .on_upgrade(move |socket| async move {
-            let frames = state.frames.subscribe();
-            state
-                .stream_queries
-                .lock()
-                .unwrap()
-                .push(query.get("streams").cloned().unwrap_or_default());
-            let replay: Vec<String> = if state.replay_last_close_on_connect.load(Ordering::SeqCst)
-                && !state.acks_only.load(Ordering::SeqCst)
-            {
-                state.catch_up();
-                let history = state.history.lock().unwrap();
-                let newest: Vec<Candle> =
-                    history.values().filter_map(|c| c.last()).cloned().collect();
-                state
-                    .replayed
-                    .lock()
-                    .unwrap()
-                    .extend(newest.iter().cloned());
-                let at = state.server_ms();
-                newest.iter().map(|c| kline_frame_at(c, true, at)).collect()
-            } else {
-                Vec::new()
-            };
-            state.connections.fetch_add(1, Ordering::SeqCst);
-            let open = state.open_connections.fetch_add(1, Ordering::SeqCst) + 1;
-            state
-                .peak_open_connections
-                .fetch_max(open, Ordering::SeqCst);
-            let closed_by_client = forward(socket, frames, replay, &state).await;
-            state.open_connections.fetch_sub(1, Ordering::SeqCst);
-            if closed_by_client {
-                state.closed_by_client.fetch_add(1, Ordering::SeqCst);
-            }
-        })
-        .into_response()
-}
-
-/// Forwards frames to one connection until it ends; true if the service closed it
-/// with a close frame.
-async fn forward(
-    mut socket: WebSocket,
-    mut frames: broadcast::Receiver<Frame>,
-    replay: Vec<String>,
-    state: &FakeState,
-) -> bool {
-    for text in replay {
-        if socket.send(Message::Text(text.into())).await.is_err() {
-            return false;
-        }
-    }
-    let mut silent = false;
-    let mut acks = tokio::time::interval(Duration::from_secs(1));
-    acks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = acks.tick() => {
-                if !silent && state.acks_only.load(Ordering::SeqCst) {
-                    for ack in ACKS {
-                        if socket.send(Message::Text(ack.into())).await.is_err() {
-                            return false;
-                        }
-                    }
-                }
-            }
-            frame = frames.recv() => match frame {
-                Ok(Frame::Text(text)) if !silent && !state.acks_only.load(Ordering::SeqCst) => {
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        return false;
-                    }
-                }
-                Ok(Frame::Text(_)) => {}
-                Ok(Frame::Ping) if !silent => {
-                    if socket.send(Message::Ping(b"are you there".to_vec().into())).await.is_err() {
-                        return false;
-                    }
-                }
-                Ok(Frame::Ping) => {}
-                Ok(Frame::Silence) => silent = true,
-                Ok(Frame::Drop) => return false, // dropping the socket without a close frame
-                Err(broadcast::error::RecvError::Lagged(_)) => {}
-                Err(broadcast::error::RecvError::Closed) => return false,
-            },
-            incoming = socket.recv() => match incoming {
-                Some(Ok(Message::Pong(_))) => {
-                    state.pongs.fetch_add(1, Ordering::SeqCst);
-                }
-                Some(Ok(Message::Close(_))) => return true,
-                Some(Ok(_)) => {}
-                Some(Err(_)) | None => return false,
-            }
-        }
-    }
 }

@@ -372,6 +372,11 @@ impl Client {
         }
     }
 
+    /// The next text message as JSON, or `None` if none came within `within`.
+    pub async fn next_json_within(&mut self, within: Duration) -> Option<Value> {
+        tokio::time::timeout(within, self.next_json()).await.ok()
+    }
+
     /// The next `n` messages.
     pub async fn next_n(&mut self, n: usize) -> Vec<Value> {
         let mut messages = Vec::with_capacity(n);
