@@ -2,7 +2,6 @@
 //! so the weight sent in any minute stays under a budget, whatever the answers were
 //! (retries, refusals and bans are requests too).
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -32,13 +31,15 @@ const MAX_REQUEST_WEIGHT: u32 = 10;
 /// of time, a unit being a minute over `weight_per_minute − 9` (the heaviest request
 /// less one), so a window that catches one more request still stays within. No
 /// bursts: a run's first minute is paced like its last, so a budget of half
-/// Binance's 2,400 leaves the other half to a service on the same address.
+/// Binance's 2,400 leaves the other half to a service on the same address. Requests
+/// go one at a time, each booked from when it really goes: a stalled machine delays
+/// the ones behind it, never sends them together.
 #[derive(Debug)]
 pub struct Pacer {
     /// A minute's worth of weight, as time per unit of weight.
     per_weight: Duration,
-    /// When the next request may be sent.
-    next: Mutex<Option<Instant>>,
+    /// When the next request may be sent; held by the request waiting for it.
+    next: tokio::sync::Mutex<Option<Instant>>,
 }
 
 impl Pacer {
@@ -49,21 +50,18 @@ impl Pacer {
             .max(1);
         Self {
             per_weight: Duration::from_secs(60) / rate,
-            next: Mutex::new(None),
+            next: tokio::sync::Mutex::new(None),
         }
     }
 
-    /// Waits until a request of `weight` may be sent, and books its share of the
-    /// minute. Cancelling the wait still books it: pacing errs on the slow side.
+    /// Waits until a request of `weight` may be sent (its turn among the waiting,
+    /// first come first served), and books its share of the minute from now.
     pub async fn wait(&self, weight: u32) {
-        let turn = {
-            let mut next = self.next.lock().expect("pacer lock");
-            let now = Instant::now();
-            let turn = next.map_or(now, |next| next.max(now));
-            *next = Some(turn + self.per_weight * weight);
-            turn
-        };
-        tokio::time::sleep_until(turn).await;
+        let mut next = self.next.lock().await;
+        if let Some(turn) = *next {
+            tokio::time::sleep_until(turn).await;
+        }
+        *next = Some(Instant::now() + self.per_weight * weight);
     }
 }
 
@@ -94,7 +92,7 @@ mod tests {
         }
         // 1,200 a minute paces 1,191 units (60 s / 1,191 ≈ 50.4 ms each); each
         // request waits for the weight of the one before it.
-        assert_eq!(sent, [0, 252, 504, 555, 655]);
+        assert_eq!(sent, [0, 252, 504, 555, 656]);
     }
 
     #[tokio::test(start_paused = true)]

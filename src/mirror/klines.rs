@@ -1,9 +1,8 @@
-//! `GET /fapi/v1/klines` as Binance answers it (USD-M docs, "Kline/Candlestick
-//! Data"), for the followed symbols at any interval built from the base: the rows a
-//! request selects are read through the one read path; the closed ones it does not
-//! hold are fetched from the exchange once ([`super::fetch`]) and read again; the
-//! last row is the candle still forming when the range reaches it. Other symbols
-//! and intervals (`3d`, `1M`) are forwarded.
+//! `GET /fapi/v1/klines` as Binance answers it (USD-M docs, "Kline/Candlestick Data")
+//! for followed symbols at any interval built from the base: rows read through the
+//! one read path, closed ones not held fetched from the exchange once
+//! ([`super::fetch`]) and read again, the last row the candle still forming when the
+//! range reaches it. Other symbols and intervals (`3d`, `1M`) are forwarded.
 
 use axum::extract::{RawQuery, State};
 use axum::http::HeaderMap;

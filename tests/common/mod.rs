@@ -5,6 +5,7 @@
 pub mod backfill;
 pub mod binary;
 pub mod clients;
+pub mod contracts;
 pub mod fake_exchange;
 pub mod mirror;
 pub mod mongo_server;
