@@ -90,8 +90,24 @@ async fn a_restart_is_cheap(backend: Backend) {
     let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
     let all = ["5m", "15m"];
     windows_full(&app, &fake, &names, &all, 20, Duration::from_secs(120)).await;
-    // Let the writer store the seeds, then stop.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Stop once the store holds every seeded window (the writer's queue drains
+    // slower than memory fills on a busy machine; what it never stored a restart
+    // must fetch again, which is not what this test is about).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for symbol in &names {
+        loop {
+            let stored = backend.stored(symbol).await;
+            let count = |i: &str| stored.iter().filter(|c| c.interval == i).count();
+            if count("5m") >= 21 && count("15m") >= 21 {
+                break;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{symbol}'s seeds not stored"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
     app.stop().await.unwrap();
 
     let before = fake.rest_requests().len();
