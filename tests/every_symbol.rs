@@ -15,6 +15,9 @@ async fn every_trading_contract_is_followed_and_plain_clients_keep_the_majors(ba
     let names = contracts(40);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let fake = FakeExchange::start_sized(&refs, 30).await;
+    // Only the test's closes add candles: a wall-clock minute would race the
+    // comparisons with the fake's history.
+    fake.freeze();
     fake.set_status("C007USDT", "SETTLING");
     fake.set_status("C008USDT", "PENDING_TRADING");
     let app = TestApp::spawn(config_for(&fake, &backend, &[("SYMBOLS", "*")])).await;
@@ -201,6 +204,9 @@ async fn listings_are_followed_and_delistings_let_go(backend: Backend) {
     let names = contracts(10);
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let fake = FakeExchange::start_sized(&refs, 60).await;
+    // Only the test's closes add candles: a wall-clock minute would race the
+    // comparisons with the fake's history.
+    fake.freeze();
     let settings = [("SYMBOLS", "*"), ("SYMBOLS_REFRESH_SECS", "1")];
     let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
     assert_eq!(info_symbols(&app).await, names);

@@ -106,6 +106,9 @@ async fn five_hundred_and_six_contracts_stream_over_one_connection_without_a_lon
     .await;
 
     let connections = wait_until_subscribed(&fake, 506).await;
+    // The start-up repair, paced at 1,200 weight a minute, is done: REST fetches
+    // after this are the test's.
+    common::mirror::settled(&fake).await;
     assert_eq!(connections.len(), 1, "one connection carries them all");
     assert!(fake.refused_handshakes().is_empty());
     let named: Vec<&str> = connections[0].query.split('/').collect();
@@ -207,6 +210,9 @@ async fn renewing_a_connection_of_hundreds_of_streams_loses_and_repeats_no_close
         fake.stream_connections()[0].streams.len() == 506
     })
     .await;
+    // The start-up repair, paced at 1,200 weight a minute, is done: REST fetches
+    // after this are the test's.
+    common::mirror::settled(&fake).await;
     let mut client = app.client().await;
     client.next_n(506).await;
 
@@ -317,6 +323,9 @@ async fn a_quiet_contract_is_subscribed_afresh_without_renewing_its_connection()
     let settings: Vec<(&str, &str)> = settings.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
     wait_until_subscribed(&fake, 506).await;
+    // The start-up repair, paced at 1,200 weight a minute, is done: REST fetches
+    // after this are the test's.
+    common::mirror::settled(&fake).await;
     // Once it was found quiet (and the connection's own repair, which would fetch
     // them at once, is long done), candles close that only REST serves.
     eventually(20, "the contract is found quiet", || {
