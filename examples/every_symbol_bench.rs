@@ -26,7 +26,10 @@
 //! Options: `--contracts N` (500), `--load-secs S` (30), `--rounds R` (3 close
 //! rounds, the load and the idle span between them), `--forming-ms` (250),
 //! `--intervals 1m,5m,15m,1h` and `--history-max 20` for a quicker run (passed to
-//! the service as `INTERVALS` and `HISTORY_MAX`). A cold start with the defaults
+//! the service as `INTERVALS` and `HISTORY_MAX`), `--utc 23:45` to run on an
+//! exchange clock that starts at that time of the UTC day (the service holds the
+//! base minutes of the day's bucket, so late in the day it holds most; a run from
+//! 23:45 also closes a round at midnight, when every interval closes). A cold start with the defaults
 //! takes about ten minutes of paced requests; the whole run about fifteen.
 //! Everything stays on 127.0.0.1, the load is bounded, and it stops by itself.
 
@@ -71,6 +74,8 @@ struct Options {
     forming: Duration,
     intervals: Option<String>,
     history_max: Option<usize>,
+    /// `HH:MM`: the fake's clock starts at the latest such time of the UTC day.
+    utc: Option<(i64, i64)>,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -81,6 +86,7 @@ fn options() -> anyhow::Result<Options> {
         forming: Duration::from_millis(250),
         intervals: None,
         history_max: None,
+        utc: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -92,8 +98,13 @@ fn options() -> anyhow::Result<Options> {
             "--forming-ms" => options.forming = Duration::from_millis(value()?.parse()?),
             "--intervals" => options.intervals = Some(value()?),
             "--history-max" => options.history_max = Some(value()?.parse()?),
+            "--utc" => {
+                let value = value()?;
+                let (hours, minutes) = value.split_once(':').context("--utc HH:MM")?;
+                options.utc = Some((hours.parse()?, minutes.parse()?));
+            }
             other => bail!(
-                "unknown option {other}; expected --contracts, --load-secs, --rounds, --forming-ms, --intervals or --history-max"
+                "unknown option {other}; expected --contracts, --load-secs, --rounds, --forming-ms, --intervals, --history-max or --utc"
             ),
         }
     }
@@ -118,7 +129,17 @@ async fn main() -> anyhow::Result<()> {
         longer.push(interval_ms(name).with_context(|| format!("interval {name}"))?);
     }
     let symbols = market::contracts(options.contracts);
-    let market = Market::start(&symbols, &longer, window, BACKGROUND)?;
+    let offset = options
+        .utc
+        .map_or(0, |(hours, minutes)| clock_offset(hours, minutes));
+    let market = Market::start(&symbols, &longer, window, BACKGROUND, offset)?;
+    if offset != 0 {
+        println!(
+            "the fake exchange's clock runs {} min behind the wall clock: it is {} UTC there",
+            -offset / MINUTE,
+            utc_time(market.now_ms())
+        );
+    }
     let dir = tempfile::tempdir()?;
     let mut env = vec![("SYMBOLS", "*".to_owned())];
     if let Some(intervals) = &options.intervals {
@@ -218,7 +239,7 @@ async fn measure(
 
     let http = reqwest::Client::new();
     let metrics_url = format!("http://{addr}/metrics");
-    let floor = FloorReader::start(format!("{}?streams=floor", market.fake.ws_url()))?;
+    let floor = FloorReader::start(market.fake.ws_url(), symbols)?;
     let mut watchers = Vec::new();
     for group in symbols.chunks(PER_CLIENT) {
         watchers.push(CloseWatcher::connect(addr, group).await?);
@@ -237,7 +258,7 @@ async fn measure(
     let mut load = None;
     let mut idle = None;
     for n in 0..options.rounds {
-        let closing = minute_open(now_ms());
+        let closing = minute_open(market.now_ms());
         let round = close_round(market, &watchers, symbols, dir, closing).await?;
         println!(
             "close round {}: stored {} , clients {} , once each: {}",
@@ -349,11 +370,12 @@ async fn cold_start(
             return Ok(ColdStart {
                 base_done: base_done.unwrap_or_default(),
                 seeds_done,
-                settled: started.elapsed() - QUIET,
+                settled: last_request.duration_since(started),
                 full_kib,
                 settled_kib,
                 klines: requests,
-                minute_of_day: (now_ms() - QUIET.as_millis() as i64).rem_euclid(1_440 * MINUTE)
+                minute_of_day: (market.now_ms() - QUIET.as_millis() as i64)
+                    .rem_euclid(1_440 * MINUTE)
                     / MINUTE,
             });
         }
@@ -633,8 +655,7 @@ impl Report {
             self.idle.others_cpu / self.idle.seconds
         );
         for (n, round) in self.rounds.iter().enumerate() {
-            let closing = chrono::DateTime::from_timestamp_millis(round.open_time + MINUTE)
-                .map_or(String::new(), |t| t.format("%H:%M").to_string());
+            let closing = utc_time(round.open_time + MINUTE);
             println!(
                 "| close round {} ({} closes at {closing} UTC): all stored / all {} clients hold theirs (p50, p99) | {} / {} ({:.0}, {:.0} ms); {} duplicated, {} missing | ≤ 10 s, each once | {} |",
                 n + 1,
@@ -668,6 +689,24 @@ impl Report {
             verdict(mib(rss) <= RSS_BUDGET_MIB)
         );
     }
+}
+
+/// The fake's clock offset (ms, whole minutes, at most 0) that makes its clock read
+/// the latest `hours:minutes` UTC not after now.
+fn clock_offset(hours: i64, minutes: i64) -> i64 {
+    const DAY: i64 = 1_440 * MINUTE;
+    let now = minute_open(now_ms());
+    let mut target = now.div_euclid(DAY) * DAY + (hours * 60 + minutes) * MINUTE;
+    if target > now {
+        target -= DAY;
+    }
+    target - now
+}
+
+/// `HH:MM` of `ms` since the epoch, UTC.
+fn utc_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map_or(String::new(), |t| t.format("%H:%M").to_string())
 }
 
 fn mib(kib: u64) -> f64 {

@@ -2,8 +2,12 @@
 //! its own, with a history shaped so that every window of every served interval
 //! can be seeded, and a driver that speaks like Binance's combined stream: each
 //! contract's forming (`x:false`) candle once per period, the contracts spread
-//! over it, and every contract's final (`x:true`) frame as soon as a wall-clock
-//! minute ends.
+//! over it, and every contract's final (`x:true`) frame as soon as a minute ends.
+//!
+//! The fake's history is frozen: only the driver's closes add to it, so what the
+//! stream says and what REST serves never disagree. Its clock may run behind the
+//! wall clock by whole minutes (the fake's `serverTime` and event times, which the
+//! service goes by), to start the service at a chosen time of the UTC day.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -71,12 +75,9 @@ impl Driver {
         rounds.iter().find(|r| r.open_time == open_time).copied()
     }
 
-    async fn run(self: Arc<Self>, fake: Arc<FakeExchange>, symbols: Vec<String>) {
+    async fn run(self: Arc<Self>, fake: Arc<FakeExchange>, symbols: Vec<String>, offset: i64) {
         let count = symbols.len();
-        let mut open_minute = minute_open(now_ms());
-        // The forming candle last sent per contract: its final frame, when the
-        // minute ends, is the same candle (the fake's history adds that very one).
-        let mut forming: Vec<Option<Candle>> = vec![None; count];
+        let mut open_minute = minute_open(now_ms() + offset);
         let mut next = 0;
         let mut owed = 0.0_f64;
         let mut last = Instant::now();
@@ -84,38 +85,27 @@ impl Driver {
         slices.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             slices.tick().await;
-            let minute = minute_open(now_ms());
-            if minute > open_minute {
-                // Closes first: a forming frame of the next minute before them
-                // would tell the service the stream skipped one.
-                let closing = minute - MINUTE;
-                let mut sent_closes = 0;
-                for (symbol, sent) in symbols.iter().zip(forming.iter_mut()) {
-                    let candle = match sent.take() {
-                        Some(candle) if candle.open_time == closing => candle,
-                        // Not updated this minute (only at the very start): the
-                        // history, brought up to now, holds it.
-                        _ => match fake.history(symbol).last() {
-                            Some(candle) if candle.open_time == closing => candle.clone(),
-                            _ => continue,
-                        },
-                    };
+            // Closes first: a forming frame of the next minute before them would
+            // tell the service the stream skipped one.
+            while minute_open(now_ms() + offset) > open_minute {
+                for symbol in &symbols {
+                    // The very candle the forming frames of this minute showed.
+                    let candle = fake.close_next_silently(symbol);
                     fake.send_update(&candle, true);
-                    sent_closes += 1;
                 }
                 self.rounds.lock().unwrap().push(CloseRound {
-                    open_time: closing,
+                    open_time: open_minute,
                     handed: Instant::now(),
-                    closes: sent_closes,
+                    closes: count,
                 });
-                open_minute = minute;
+                open_minute += MINUTE;
             }
             let now = Instant::now();
             let period = self.period_ms.load(Ordering::SeqCst) as f64 / 1000.0;
             owed = (owed + count as f64 * (now - last).as_secs_f64() / period).min(count as f64);
             last = now;
             while owed >= 1.0 {
-                forming[next] = Some(fake.send_forming(&symbols[next]));
+                fake.send_forming(&symbols[next]);
                 next = (next + 1) % count;
                 owed -= 1.0;
                 self.forming_sent.fetch_add(1, Ordering::SeqCst);
@@ -129,6 +119,8 @@ impl Driver {
 pub struct Market {
     pub fake: Arc<FakeExchange>,
     pub driver: Arc<Driver>,
+    /// The fake's clock minus the wall clock (ms, whole minutes, at most 0).
+    pub offset: i64,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -136,12 +128,14 @@ pub struct Market {
 impl Market {
     /// Starts the fake with every contract's history shaped for windows of
     /// `window` candles at each of `longer` (interval lengths in ms besides the
-    /// base minute), and the driver with a forming period of `period`.
+    /// base minute), its clock `offset` ms off the wall clock (whole minutes), and
+    /// the driver with a forming period of `period`.
     pub fn start(
         symbols: &[String],
         longer: &[i64],
         window: usize,
         period: Duration,
+        offset: i64,
     ) -> anyhow::Result<Self> {
         let (started_tx, started_rx) = std::sync::mpsc::channel();
         let (stop, stopped) = oneshot::channel::<()>();
@@ -157,7 +151,9 @@ impl Market {
                 runtime.block_on(async move {
                     let names: Vec<&str> = symbols.iter().map(String::as_str).collect();
                     let fake = Arc::new(FakeExchange::start_sized(&names, 1).await);
-                    let now = now_ms();
+                    fake.freeze();
+                    fake.set_clock_offset_ms(offset);
+                    let now = now_ms() + offset;
                     for symbol in &symbols {
                         fake.set_history(symbol, shaped_history(symbol, now, &longer, window));
                     }
@@ -166,7 +162,7 @@ impl Market {
                         forming_sent: AtomicU64::new(0),
                         rounds: Mutex::new(Vec::new()),
                     });
-                    tokio::spawn(Arc::clone(&driver).run(Arc::clone(&fake), symbols));
+                    tokio::spawn(Arc::clone(&driver).run(Arc::clone(&fake), symbols, offset));
                     let _ = started_tx.send((fake, driver));
                     let _ = stopped.await;
                 });
@@ -175,9 +171,17 @@ impl Market {
         Ok(Self {
             fake,
             driver,
+            offset,
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+impl Market {
+    /// Now on the fake's clock (ms since the epoch).
+    pub fn now_ms(&self) -> i64 {
+        now_ms() + self.offset
     }
 }
 
@@ -199,7 +203,7 @@ pub fn minute_open(ms: i64) -> i64 {
     ms.div_euclid(MINUTE) * MINUTE
 }
 
-/// One contract's closed minutes up to the one before `now`: every minute of the
+/// One contract's closed minutes up to the one before `now` (the fake's clock): every minute of the
 /// longest interval's bucket open now (the service fetches those, so that bucket
 /// closes complete) and of the last `window + 20` minutes; before that, one minute
 /// at the start of each of the `window + 2` newest buckets of every longer

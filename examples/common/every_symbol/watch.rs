@@ -176,10 +176,10 @@ pub async fn stored_at(
     .await?
 }
 
-/// A bare reader of the fake's stream on a thread of its own: it receives the
-/// same frames the service does and does nothing with them, so its CPU time is
-/// what taking them off a loopback websocket costs (tokio and tungstenite, as in
-/// the service).
+/// A bare reader of the fake's stream on a thread of its own: subscribed to the
+/// same streams, it receives the same frames the service does and does nothing
+/// with them, so its CPU time is what taking them off a loopback websocket costs
+/// (tokio and tungstenite, as in the service).
 pub struct FloorReader {
     /// The reader thread's id, for `/proc/<tid>/stat`.
     pub tid: u32,
@@ -188,7 +188,13 @@ pub struct FloorReader {
 }
 
 impl FloorReader {
-    pub fn start(url: String) -> anyhow::Result<Self> {
+    /// Connects to the fake's stream at `url` and subscribes to `symbols`' klines.
+    pub fn start(url: String, symbols: &[String]) -> anyhow::Result<Self> {
+        let streams: Vec<String> = symbols
+            .iter()
+            .map(|symbol| format!("{}@kline_1m", symbol.to_lowercase()))
+            .collect();
+        let subscribe = serde_json::json!({"method": "SUBSCRIBE", "params": streams, "id": 1});
         let frames = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
         let (counted, stopped) = (Arc::clone(&frames), Arc::clone(&stop));
@@ -206,6 +212,13 @@ impl FloorReader {
                     let Ok((mut socket, _)) = tokio_tungstenite::connect_async(url).await else {
                         return;
                     };
+                    let subscribe = Message::Text(subscribe.to_string().into());
+                    if futures_util::SinkExt::send(&mut socket, subscribe)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                     while !stopped.load(Ordering::Relaxed) {
                         match tokio::time::timeout(Duration::from_millis(200), socket.next()).await
                         {
