@@ -176,6 +176,9 @@ struct Report {
     idle: Span,
     rounds: Vec<Round>,
     final_rss_kib: (u64, u64),
+    /// VmRSS after the history API's check of every window, and after the load.
+    checked_rss_kib: u64,
+    loaded_rss_kib: u64,
     klines_during: usize,
     skipped_minutes: f64,
     /// Final frames the service read from the stream while the rounds were measured.
@@ -235,6 +238,7 @@ async fn measure(
 ) -> anyhow::Result<Report> {
     let cold_start = cold_start(market, symbols, longer.len(), pid).await?;
     let (windows_full, windows) = count_full_windows(addr, symbols, longer, window).await?;
+    let checked_rss_kib = watch::memory_kib(pid).0;
     println!("windows holding {window} candles (history API): {windows_full} of {windows}");
 
     let http = reqwest::Client::new();
@@ -257,6 +261,7 @@ async fn measure(
     let mut rounds = Vec::new();
     let mut load = None;
     let mut idle = None;
+    let mut loaded_rss_kib = 0;
     for n in 0..options.rounds {
         let closing = minute_open(market.now_ms());
         let round = close_round(market, &watchers, symbols, dir, closing).await?;
@@ -288,6 +293,7 @@ async fn measure(
                 span.forming_sent as f64 / span.seconds
             );
             load = Some(span);
+            loaded_rss_kib = watch::memory_kib(pid).0;
         } else if idle.is_none() {
             let span = span(market, &floor, &http, &metrics_url, pid, length).await?;
             println!("idle: server {:.3} CPU s/s", span.server_cpu / span.seconds);
@@ -320,6 +326,8 @@ async fn measure(
         idle: idle.context("the idle span")?,
         rounds,
         final_rss_kib: watch::memory_kib(pid),
+        checked_rss_kib,
+        loaded_rss_kib,
         klines_during,
         skipped_minutes: delta("candlecast_upstream_skipped_minutes_total"),
         closes_read: delta("candlecast_upstream_closed_candles_total"),
@@ -618,6 +626,14 @@ impl Report {
                 verdict(mib(rss_kib) <= RSS_BUDGET_MIB)
             );
         }
+        println!(
+            "| RSS along the run: seeded / fetches over / after the history API read every window / after the load / end | {:.1} / {:.1} / {:.1} / {:.1} / {:.1} MiB | | |",
+            mib(cold.full_kib.0),
+            mib(cold.settled_kib.0),
+            mib(self.checked_rss_kib),
+            mib(self.loaded_rss_kib),
+            mib(self.final_rss_kib.0)
+        );
         println!(
             "| windows full ({window} candles) | {} of {} | all | {} |",
             self.windows_full,
