@@ -365,4 +365,6 @@ impl Config {
 }
 
 #[cfg(test)]
+mod star_tests;
+#[cfg(test)]
 mod tests;
