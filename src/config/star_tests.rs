@@ -1,17 +1,9 @@
 //! Unit tests of `SYMBOLS=*` and `SYMBOLS_REFRESH_SECS`.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
+use super::tests::config_with;
 use super::*;
-
-fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-    let map: HashMap<String, String> = vars
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    Config::from_lookup(|name| map.get(name).cloned())
-}
 
 #[test]
 fn symbols_star_follows_the_exchange_and_plain_clients_keep_the_majors() {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::*;
 
-fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+pub(super) fn config_with(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
     let map: HashMap<String, String> = vars
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
