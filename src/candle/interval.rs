@@ -59,9 +59,21 @@ impl Interval {
     /// a multiple of the length since the epoch, except weeks, which open on
     /// Mondays 00:00 UTC as Binance's do.
     pub fn open_time_containing(&self, now_ms: i64) -> i64 {
-        // The epoch was a Thursday: weeks are counted from Monday 1970-01-05.
-        let offset = if self.name == "1w" { 4 * 86_400_000 } else { 0 };
+        let offset = self.offset();
         (now_ms - offset).div_euclid(self.millis) * self.millis + offset
+    }
+
+    /// Whether every candle of `longer` is made of whole candles of this interval
+    /// (`1h` in `4h`, `1d` in `1w`; not `3d` in `1w`), so `longer` can be built
+    /// from this interval's candles instead of from the base ones.
+    pub fn nests_in(&self, longer: &Interval) -> bool {
+        longer.millis % self.millis == 0 && (longer.offset() - self.offset()) % self.millis == 0
+    }
+
+    /// Where the interval's candles start counting (ms since the epoch): the epoch
+    /// was a Thursday, and weeks are counted from Monday 1970-01-05.
+    fn offset(&self) -> i64 {
+        if self.name == "1w" { 4 * 86_400_000 } else { 0 }
     }
 }
 
@@ -93,5 +105,20 @@ mod tests {
             1_763_337_600_000
         );
         assert!(Interval::parse("1M").is_err());
+    }
+
+    #[test]
+    fn shorter_candles_nest_in_longer_ones_that_they_divide() {
+        let nests = |shorter: &str, longer: &str| {
+            Interval::parse(shorter)
+                .unwrap()
+                .nests_in(&Interval::parse(longer).unwrap())
+        };
+        assert!(nests("1m", "5m") && nests("5m", "15m") && nests("1h", "4h"));
+        assert!(nests("4h", "1d") && nests("1d", "1w") && nests("4h", "1w"));
+        assert!(nests("1d", "3d") && nests("1h", "1h"));
+        assert!(!nests("3m", "5m") && !nests("3d", "1w") && !nests("2h", "1h"));
+        // Weeks open on Mondays, 4 days after the epoch: no 8h grid misses that.
+        assert!(nests("8h", "1w") && !nests("3d", "1w"));
     }
 }

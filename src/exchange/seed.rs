@@ -60,8 +60,12 @@ impl Exchange {
                 let closed: Vec<_> = candles.into_iter().filter(|c| c.close_time < now).collect();
                 debug!(symbol, %interval, candles = closed.len(), "window seeded by the exchange");
                 seeded += closed.len();
-                self.hub.seed(k, &closed);
+                let mut built = Vec::new();
+                self.hub.seed_building(k, &closed, &mut built);
                 self.writer.enqueue(closed);
+                if !built.is_empty() {
+                    self.writer.enqueue(built);
+                }
             }
         }
         if seeded > 0 {

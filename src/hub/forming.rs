@@ -85,8 +85,14 @@ impl Hub {
             }
             updates.retain(|(index, _)| index / intervals != position);
             updates.push((at, candle.clone()));
+            // Each bucket so far is its source's bucket so far plus the source's
+            // closed candles before it (`1d` = the day's closed `4h` + the `4h` so far).
+            let mut so_far = Vec::with_capacity(intervals);
+            so_far.push(candle.clone());
             for (k, builder) in builders[position].iter().enumerate() {
-                updates.push((slot(intervals, k + 1, position), builder.forming(candle)));
+                let bucket = builder.forming(&so_far[self.inner.sources[k + 1]]);
+                updates.push((slot(intervals, k + 1, position), bucket.clone()));
+                so_far.push(bucket);
             }
         }
         drop(ledger);

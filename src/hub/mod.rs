@@ -15,6 +15,7 @@ use chrono_tz::Tz;
 use tokio::sync::watch;
 
 mod base;
+mod build;
 mod forming;
 mod message;
 mod seed;
@@ -139,6 +140,10 @@ struct HubInner {
     /// The coins, in position order; grows when a contract is listed.
     symbols: RwLock<symbols::Symbols>,
     intervals: Vec<Interval>,
+    /// Per served interval, the one its buckets are built from: the longest
+    /// shorter one that nests in it ([`Interval::nests_in`]), else the base (index
+    /// 0; the base's own entry is unused).
+    sources: Vec<usize>,
     history_max: usize,
     /// Candles a window keeps in all (shown, the one before, indicator warm-up).
     depth: usize,
@@ -159,7 +164,8 @@ struct Ledger {
     /// Copy on write, coin-major like [`Snapshot::coins`]: a published snapshot
     /// keeps the windows it was built from.
     windows: Vec<Arc<Window>>,
-    /// Per coin, one builder per served interval after the base.
+    /// Per coin, one builder per served interval after the base, each fed by its
+    /// source interval's candles.
     builders: Vec<Vec<BucketBuilder>>,
 }
 
@@ -184,6 +190,7 @@ impl Hub {
             inner: Arc::new(HubInner {
                 symbols: RwLock::new(symbols::Symbols::default()),
                 intervals: intervals.to_vec(),
+                sources: build::sources(intervals),
                 history_max,
                 depth: history_max + 1 + INDICATOR_WARMUP,
                 time_zone: options.time_zone,
@@ -221,48 +228,6 @@ impl Hub {
     /// The index of the served interval named `name`.
     pub fn interval_index(&self, name: &str) -> Option<usize> {
         self.inner.intervals.iter().position(|i| i.name() == name)
-    }
-
-    /// Merges closed base candles into their windows, completes the buckets of
-    /// longer intervals they close, and republishes each window that changed.
-    /// Candles of other symbols or intervals are ignored; a candle already held with
-    /// the same values changes nothing. Returns how many windows changed.
-    pub fn apply(&self, candles: &[Candle]) -> usize {
-        self.apply_building(candles, &mut Vec::new())
-    }
-
-    /// [`Hub::apply`], also handing over each longer bucket completed or changed in
-    /// `built` (`SYMBOLS=*` stores them, so a restart finds its windows whole).
-    pub fn apply_building(&self, candles: &[Candle], built: &mut Vec<Candle>) -> usize {
-        let intervals = self.inner.intervals.len();
-        let base = self.inner.intervals[0].name();
-        let mut ledger = self.inner.ledger.lock().expect("hub lock poisoned");
-        let Ledger { windows, builders } = &mut *ledger;
-        let mut changed = vec![window::Change::default(); windows.len()];
-        for candle in candles {
-            if candle.interval != base {
-                continue;
-            }
-            let Some(position) = self.position(&candle.symbol) else {
-                continue;
-            };
-            let at = slot(intervals, 0, position);
-            merge(&mut changed[at], &mut windows[at], candle.clone());
-            for (k, builder) in builders[position].iter_mut().enumerate() {
-                let index = slot(intervals, k + 1, position);
-                let bucket_open = builder.interval().open_time_containing(candle.open_time);
-                // A bucket settled long ago (its base candles let go) stays as built.
-                if !builder.is_pending(bucket_open) && windows[index].holds(bucket_open) {
-                    continue;
-                }
-                if let Some(bucket) = builder.add(candle)
-                    && merge(&mut changed[index], &mut windows[index], bucket.clone())
-                {
-                    built.push(bucket);
-                }
-            }
-        }
-        self.publish(windows, &changed)
     }
 
     /// Republishes each window `changed` marks (called under the ledger lock, so
@@ -387,6 +352,8 @@ fn merge(change: &mut window::Change, slot: &mut Arc<Window>, candle: Candle) ->
     inserted.any
 }
 
+#[cfg(test)]
+mod build_tests;
 #[cfg(test)]
 mod interval_tests;
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use super::{Hub, Ledger, slot, window};
+use super::{Hub, slot, window};
 use crate::candle::Candle;
 
 impl Hub {
@@ -15,26 +15,43 @@ impl Hub {
     /// base candles; candles of other intervals or unknown coins are ignored.
     /// Returns how many windows changed.
     pub fn seed(&self, interval: usize, candles: &[Candle]) -> usize {
+        self.seed_building(interval, candles, &mut Vec::new())
+    }
+
+    /// [`Hub::seed`], also handing the seeds on to the intervals built from this
+    /// one, for the buckets open now and just closed (the day's closed `4h` seeds
+    /// make the open `1d` bucket), and each bucket that completes in `built`.
+    pub fn seed_building(
+        &self,
+        interval: usize,
+        candles: &[Candle],
+        built: &mut Vec<Candle>,
+    ) -> usize {
         let intervals = self.inner.intervals.len();
         let Some(name) = self.inner.intervals.get(interval).filter(|_| interval > 0) else {
             return 0;
         };
         let mut ledger = self.inner.ledger.lock().expect("hub lock poisoned");
-        let Ledger { windows, .. } = &mut *ledger;
-        let mut changed = vec![window::Change::default(); windows.len()];
+        let mut changed = vec![window::Change::default(); ledger.windows.len()];
         for candle in candles.iter().filter(|c| c.interval == name.name()) {
             let Some(position) = self.position(&candle.symbol) else {
                 continue;
             };
             let at = slot(intervals, interval, position);
-            if windows[at].holds(candle.open_time) {
-                continue;
+            let window = &mut ledger.windows[at];
+            if !window.holds(candle.open_time) {
+                let inserted = Arc::make_mut(window).insert(candle.clone());
+                changed[at].shown |= inserted.shown;
+                changed[at].any |= inserted.any;
             }
-            let inserted = Arc::make_mut(&mut windows[at]).insert(candle.clone());
-            changed[at].shown |= inserted.shown;
-            changed[at].any |= inserted.any;
+            // What goes up is what the window holds, built or seeded.
+            let Some(held) = ledger.windows[at].candle(candle.open_time).cloned() else {
+                continue;
+            };
+            let from = (position, interval);
+            self.climb(&mut ledger, from, held, true, (&mut changed, built));
         }
-        self.publish(windows, &changed)
+        self.publish(&ledger.windows, &changed)
     }
 
     /// The closed candles `symbol`'s window at served interval `interval` holds

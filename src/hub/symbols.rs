@@ -59,9 +59,11 @@ impl Hub {
                 )));
             }
             builders.push(
-                inner.intervals[1..]
-                    .iter()
-                    .map(|interval| BucketBuilder::new(interval.clone(), &inner.intervals[0]))
+                (1..intervals)
+                    .map(|k| {
+                        let source = &inner.intervals[inner.sources[k]];
+                        BucketBuilder::new(inner.intervals[k].clone(), source)
+                    })
                     .collect(),
             );
         }

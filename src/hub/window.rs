@@ -132,6 +132,16 @@ impl Window {
             .is_ok()
     }
 
+    /// The candle opened at `open_time` (ms since the epoch, UTC), if shown or the
+    /// one before them.
+    pub(super) fn candle(&self, open_time: i64) -> Option<&Candle> {
+        let found = self
+            .candles
+            .binary_search_by_key(&open_time, |c| c.open_time)
+            .ok()?;
+        self.candles.get(found)
+    }
+
     /// The oldest open time held, among the closes.
     pub(super) fn oldest_open_time(&self) -> Option<i64> {
         self.closes.front().map(|(t, _)| *t)
