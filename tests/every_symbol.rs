@@ -271,3 +271,102 @@ async fn listings_are_followed_and_delistings_let_go_on_sqlite() {
 async fn listings_are_followed_and_delistings_let_go_on_mongodb() {
     listings_are_followed_and_delistings_let_go(Backend::mongo()).await;
 }
+
+/// With `SYMBOLS=*` the buckets open at a cold start close whole without their
+/// base minutes being fetched: the day's closed `4h` candles come from the
+/// exchange (the `4h` seeds), the open `4h` from the closed `1h` ones, and so on
+/// down to the minutes of the recent window. On the exchange's clock at 23:57 UTC,
+/// the day that closes three minutes later is the exchange's own day.
+#[tokio::test]
+async fn the_day_open_at_a_cold_start_closes_whole_without_its_minutes_fetched() {
+    const DAY: i64 = 1_440 * MINUTE;
+    let backend = Backend::sqlite();
+    let names = contracts(2);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fake = FakeExchange::start_sized(&refs, 1).await;
+    fake.freeze();
+    let wall = chrono::Utc::now().timestamp_millis().div_euclid(MINUTE) * MINUTE;
+    let mut opened = wall.div_euclid(DAY) * DAY + 23 * 60 * MINUTE + 57 * MINUTE;
+    if opened > wall {
+        opened -= DAY;
+    }
+    fake.set_clock_offset_ms(opened - wall);
+    let day = opened.div_euclid(DAY) * DAY;
+    // Every minute of the day up to 23:56, closed.
+    for symbol in &refs {
+        let mut first = fake.history(symbol)[0].clone();
+        first.open_time = day;
+        first.close_time = day + MINUTE - 1;
+        fake.set_history(symbol, vec![first]);
+        while fake.history(symbol).last().unwrap().open_time < opened - MINUTE {
+            fake.close_next_silently(symbol);
+        }
+    }
+    let settings = [
+        ("SYMBOLS", "*"),
+        ("INTERVALS", "1m,5m,15m,1h,4h,1d"),
+        ("HISTORY_MAX", "20"),
+    ];
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    // The seeds of the day's closed buckets (one klines request per interval).
+    let seeded = [
+        ("5m", 23 * 60 + 50),
+        ("15m", 23 * 60 + 30),
+        ("1h", 22 * 60),
+        ("4h", 16 * 60),
+    ];
+    for symbol in &names {
+        for (interval, minute) in seeded {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !served(&app, symbol, interval, 20)
+                .await
+                .iter()
+                .any(|c| c.0 == day + minute * MINUTE)
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{symbol} {interval} not seeded"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    for _ in 0..3 {
+        for symbol in &refs {
+            fake.close_next(symbol);
+        }
+    }
+    for symbol in &names {
+        for interval in ["4h", "1d"] {
+            let exchange_s = exchange_s(&fake, symbol, interval, 1);
+            assert_eq!(exchange_s[0].0 + interval_len(interval), day + DAY);
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let ours = served(&app, symbol, interval, 1).await;
+                if ours == exchange_s {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{symbol} {interval}: {ours:?}, the exchange's {exchange_s:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+    // Only the recent window's minutes were asked for, not the day's.
+    for request in fake.rest_requests().iter().filter(|r| r.interval == "1m") {
+        let start = request.start_time.unwrap_or(0);
+        assert!(
+            start >= opened - 60 * MINUTE,
+            "{} minutes fetched from {} min before the start",
+            request.symbol,
+            (opened - start) / MINUTE
+        );
+    }
+    drop(app);
+}
+
+fn interval_len(name: &str) -> i64 {
+    common::fake_exchange::intervals::interval_ms(name).unwrap()
+}

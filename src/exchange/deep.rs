@@ -2,8 +2,9 @@
 //! candles that fill `HISTORY_MAX` buckets of the longest served interval (for `1d`,
 //! a hundred days of minutes), fetched oldest first, paced with every other request
 //! of the exchange client ([`super::INGEST_WEIGHT_PER_MINUTE`]), in the background;
-//! later starts find them stored and fetch nothing. With `SYMBOLS=*` only the base
-//! candles of the buckets open now: the windows come from [`super::seed`].
+//! later starts find them stored and fetch nothing. With `SYMBOLS=*` none: the
+//! windows come from [`super::seed`], and the buckets open now are built from the
+//! exchange's closed candles of the interval below them (`Hub::seed_building`).
 
 use std::time::Duration;
 
@@ -32,19 +33,16 @@ impl Exchange {
     /// open now.
     pub fn deep_history_start(&self) -> i64 {
         let longest = &self.market.longest;
-        let buckets = if self.market.seed_windows {
-            0
-        } else {
-            i64::try_from(self.market.window_len).unwrap_or(i64::MAX) + 1
-        };
+        let buckets = i64::try_from(self.market.window_len).unwrap_or(i64::MAX) + 1;
         longest.open_time_containing(self.exchange_now()) - longest.millis() * buckets
     }
 
     /// Fetches, per symbol, the base candles between the deep history start and the
     /// oldest one held (in the store or the window). Nothing when the longest served
-    /// interval is the base one: the startup backfill covered its window.
+    /// interval is the base one (the startup backfill covered its window), nor when
+    /// the longer windows are seeded (`SYMBOLS=*`).
     pub(super) async fn deep_backfill(&self, cancel: &CancellationToken) {
-        if self.market.longest == self.market.interval {
+        if self.market.longest == self.market.interval || self.market.seed_windows {
             return;
         }
         let start = self.deep_history_start();
