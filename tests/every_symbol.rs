@@ -213,17 +213,9 @@ async fn listings_are_followed_and_delistings_let_go(backend: Backend) {
 
     fake.list_new("NEWUSDT", 30);
     fake.set_status("C003USDT", "SETTLING");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let mut expected: Vec<String> = names.iter().filter(|s| *s != "C003USDT").cloned().collect();
     expected.push("NEWUSDT".to_owned());
-    while info_symbols(&app).await != expected {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "listing not followed: {:?}",
-            info_symbols(&app).await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_info_symbols(&app, &expected, Duration::from_secs(20)).await;
     // The new contract: its recent history, then its live closes.
     windows_full(
         &app,

@@ -1,7 +1,8 @@
 //! Follows the candle collection's MongoDB change stream into the hub, so a replica
 //! serves candles that any ingester wrote: the only source of a follower
 //! (`INGEST=false`), and a second one for ingesters, whose clients then see other
-//! ingesters' candles while their own exchange connection is down.
+//! ingesters' candles while their own exchange connection is down. Base candles and,
+//! with `SYMBOLS=*`, the longer intervals' seeds and buckets that ingesters store.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,7 +10,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::StartError;
+use super::{StartError, warm};
+use crate::candle::{Candle, Interval};
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
 use crate::health::StoreHealth;
@@ -27,9 +29,10 @@ pub struct Follower {
     pub mongo: MongoStore,
     pub store: Arc<dyn CandleStore>,
     pub hub: Hub,
-    pub interval: String,
-    /// Candles per coin to reload into a window.
-    pub window_len: usize,
+    /// The ingested interval, which every longer one is built from.
+    pub base: Interval,
+    /// `SYMBOLS=*`: the longer windows are stored whole and reloaded with the base.
+    pub follow_all: bool,
     pub backoff_max: Duration,
     pub metrics: Arc<Metrics>,
     /// "Now" as the database says, never this machine's clock alone: a follower
@@ -112,7 +115,7 @@ impl Follower {
                             .written_at_ms()
                             .map_or(self.clock.now_ms(), |at| at.max(self.clock.now_ms()));
                         if candle.open_time <= now + STORED_FUTURE_TOLERANCE_MS {
-                            self.hub.apply(&[candle]);
+                            self.show(candle);
                             self.store_health.set_followed_refused(None);
                         } else {
                             self.store_health.set_followed_refused(Some(format!(
@@ -149,26 +152,43 @@ impl Follower {
         }
     }
 
-    async fn reload(&self) {
-        for symbol in self.hub.symbols().iter() {
-            match self
-                .store
-                .latest_until(
-                    symbol,
-                    &self.interval,
-                    self.window_len + 1,
-                    self.clock.now_ms(),
-                )
-                .await
-            {
-                Ok(candles) => {
-                    self.hub.apply(&candles);
-                }
-                Err(err) => {
-                    warn!(symbol, error = %Chain(&err), "cannot reload the window from the store")
-                }
+    /// Puts a candle read from the change stream into its window: a base candle as
+    /// the exchange client would ([`Hub::apply`], which also builds the longer
+    /// buckets it completes); one of a longer served interval (with `SYMBOLS=*`,
+    /// ingesters store the exchange's seeds and the buckets they build) straight into
+    /// that interval's window. Other intervals are not served here.
+    fn show(&self, candle: Candle) {
+        let candles = [candle];
+        match self.hub.interval_index(&candles[0].interval) {
+            Some(0) => {
+                self.hub.apply(&candles);
             }
+            // Unlike a seed ([`Hub::seed`], the exchange's REST row, which never
+            // replaces a bucket built from final stream minutes), a stored candle
+            // replaces the one held, as a stored base candle does: the last write
+            // to the store wins there, and it is what every replica and every
+            // restart load. A bucket this replica built from the same followed
+            // minutes is the same candle, so replacing it changes nothing and
+            // clients get no repeat; one that differs (an ingester seeded it from
+            // the exchange, or rebuilt it after a late minute) is shown as stored,
+            // so no replica keeps a candle of its own that the others do not show.
+            Some(interval) => {
+                self.hub.apply_stored(interval, &candles);
+            }
+            None => {}
         }
+    }
+
+    /// Loads every held coin's windows from the store again, as a start does
+    /// ([`warm::load_windows`]): the base windows, and with `SYMBOLS=*` the longer
+    /// ones.
+    async fn reload(&self) {
+        let symbols = self.hub.symbols();
+        let coins = (&*symbols, &self.base, self.follow_all);
+        // The hub keeps `window_len` candles per window, as startup loaded.
+        let window_len = self.hub.history_max();
+        let now = self.clock.now_ms();
+        warm::load_windows(&self.store, &self.hub, coins, window_len, now).await;
     }
 }
 

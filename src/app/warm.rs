@@ -36,9 +36,12 @@ pub fn buckets_start(longest: &Interval, window_len: usize, now_ms: i64) -> i64 
 }
 
 /// Loads the stored base window (the newest `window_len + 1` candles closed by
-/// now) of each of `symbols`, and with `seeds` (`SYMBOLS=*`) the longer intervals'
-/// windows the exchange seeded ([`Hub::seed`]). A symbol whose read fails starts
-/// empty: the exchange fills it.
+/// `now`, ms since the epoch) of each of `symbols`, and with `seeds` (`SYMBOLS=*`)
+/// the longer intervals' windows, which ingesters store whole (seeded by the
+/// exchange, then built from minutes): at start, for a contract newly listed, and
+/// when a follower reloads after a fresh change stream. The store's candles replace
+/// held ones ([`Hub::apply_stored`]). A window whose read fails keeps what it holds;
+/// new candles fill it.
 pub(super) async fn load_windows(
     store: &Arc<dyn CandleStore>,
     hub: &Hub,
@@ -53,10 +56,10 @@ pub(super) async fn load_windows(
                 .await
             {
                 Ok(candles) => {
-                    hub.seed(k, &candles);
+                    hub.apply_stored(k, &candles);
                 }
                 Err(err) => {
-                    warn!(symbol, %interval, error = %Chain(&err), "cannot load the stored window; the exchange seeds it again");
+                    warn!(symbol, %interval, error = %Chain(&err), "cannot load the stored window; new candles fill it");
                 }
             }
         }
@@ -68,7 +71,7 @@ pub(super) async fn load_windows(
                 hub.apply(&candles);
             }
             Err(err) => {
-                warn!(symbol, error = %Chain(&err), "cannot load the stored window; it fills from the exchange");
+                warn!(symbol, error = %Chain(&err), "cannot load the stored window; new candles fill it");
             }
         }
     }

@@ -100,6 +100,41 @@ fn a_partial_first_bucket_is_left_out_and_a_late_minute_completes_its_bucket() {
     assert_eq!(render(&hub, 0, &five)["candles"][0]["close"], 42.0);
 }
 
+/// The 5m candle opened at `T0` as another replica stored it, closing at `close`.
+fn stored_bucket(close: f64) -> Candle {
+    Candle {
+        interval: "5m".into(),
+        close_time: T0 + 5 * MINUTE - 1,
+        ..minute("BTCUSDT", 0, close)
+    }
+}
+
+#[test]
+fn a_seed_never_replaces_a_held_bucket_and_a_stored_one_does() {
+    let hub = hub(&["1m", "5m"]);
+    let five = candles_view(1, &[]);
+    for m in 0..5 {
+        hub.apply(&[minute("BTCUSDT", m, 100.0 + m as f64)]);
+    }
+    let built = render(&hub, 0, &five)["candles"][0].clone();
+    // The exchange's REST row does not override the bucket built from final minutes.
+    assert_eq!(hub.seed(1, &[stored_bucket(7.0)]), 0);
+    assert_eq!(render(&hub, 0, &five)["candles"][0], built);
+    // The store's candle does: it is what every replica and a restart read.
+    assert_eq!(hub.apply_stored(1, &[stored_bucket(7.0)]), 1);
+    assert_eq!(render(&hub, 0, &five)["candles"][0]["close"], 7.0);
+    // The same candle again changes nothing, so clients get no repeat.
+    assert_eq!(hub.apply_stored(1, &[stored_bucket(7.0)]), 0);
+    // Not for the base window, another interval, or a coin not held.
+    let mut other = stored_bucket(8.0);
+    assert_eq!(hub.apply_stored(0, std::slice::from_ref(&other)), 0);
+    other.interval = "15m".into();
+    assert_eq!(hub.apply_stored(1, std::slice::from_ref(&other)), 0);
+    other.interval = "5m".into();
+    other.symbol = "DOGEUSDT".into();
+    assert_eq!(hub.apply_stored(1, &[other]), 0);
+}
+
 #[test]
 fn daily_candles_are_labelled_by_their_utc_date_in_the_compact_format() {
     let hub = hub(&["1m", "1d"]);

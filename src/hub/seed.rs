@@ -1,13 +1,21 @@
-//! Longer intervals' windows seeded with the exchange's own candles of that
-//! interval (`SYMBOLS=*`: a hundred days of minutes per contract cannot be
-//! fetched within Binance's weight limits; one klines request of the interval
-//! holds a whole window). The buckets after them are built from the live base
-//! candles as usual.
+//! Longer intervals' windows filled with candles of that interval rather than
+//! built from base candles: seeded with the exchange's own (`SYMBOLS=*`: a hundred
+//! days of minutes per contract cannot be fetched within Binance's weight limits;
+//! one klines request of the interval holds a whole window), or read from the store
+//! that ingesters write them to. The buckets after them are built from the live
+//! base candles as usual.
 
-use std::sync::Arc;
-
-use super::{Hub, slot, window};
+use super::{Hub, merge, slot, window};
 use crate::candle::Candle;
+
+/// What a longer candle does to one of the same open time the window holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    /// The held one stays.
+    Kept,
+    /// The new one takes its place.
+    Replaced,
+}
 
 impl Hub {
     /// Puts closed candles of the served interval at index `interval` (at least 1)
@@ -27,6 +35,27 @@ impl Hub {
         candles: &[Candle],
         built: &mut Vec<Candle>,
     ) -> usize {
+        self.put_longer(interval, candles, Held::Kept, built)
+    }
+
+    /// Puts closed candles read from the store of the served interval at index
+    /// `interval` (at least 1) into their coins' windows, each replacing a held
+    /// candle of the same open time, as a stored base candle does: what the store
+    /// holds is what every replica and every restart load. Handed on up like
+    /// seeds. Candles of other intervals or unknown coins are ignored. Returns how
+    /// many windows changed.
+    pub fn apply_stored(&self, interval: usize, candles: &[Candle]) -> usize {
+        self.put_longer(interval, candles, Held::Replaced, &mut Vec::new())
+    }
+
+    /// [`Hub::seed_building`] and [`Hub::apply_stored`], `held` saying which.
+    fn put_longer(
+        &self,
+        interval: usize,
+        candles: &[Candle],
+        held: Held,
+        built: &mut Vec<Candle>,
+    ) -> usize {
         let intervals = self.inner.intervals.len();
         let Some(name) = self.inner.intervals.get(interval).filter(|_| interval > 0) else {
             return 0;
@@ -39,10 +68,8 @@ impl Hub {
             };
             let at = slot(intervals, interval, position);
             let window = &mut ledger.windows[at];
-            if !window.holds(candle.open_time) {
-                let inserted = Arc::make_mut(window).insert(candle.clone());
-                changed[at].shown |= inserted.shown;
-                changed[at].any |= inserted.any;
+            if held == Held::Replaced || !window.holds(candle.open_time) {
+                merge(&mut changed[at], window, candle.clone());
             }
             // What goes up is what the window holds, built or seeded.
             let Some(held) = ledger.windows[at].candle(candle.open_time).cloned() else {

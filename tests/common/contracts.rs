@@ -25,6 +25,23 @@ pub async fn info_symbols(app: &TestApp) -> Vec<String> {
         .collect()
 }
 
+/// Waits until `/api/v1/info` lists `expected`, in its order, failing after
+/// `within`.
+pub async fn wait_for_info_symbols(app: &TestApp, expected: &[String], within: Duration) {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let listed = info_symbols(app).await;
+        if listed == expected {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listing not followed: {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Request weight the fake was asked for in the busiest 60 s, klines by their
 /// `limit` (Binance's table), from its own request log.
 pub fn busiest_minute_weight(fake: &FakeExchange) -> u32 {
