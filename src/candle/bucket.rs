@@ -286,6 +286,17 @@ impl BucketBuilder {
         }
     }
 
+    /// Open times (ms since the epoch, UTC) of the buckets held incomplete that
+    /// ended by `until`: a base candle of each is missing (before a contract was
+    /// listed, or never delivered), so this builder will not complete them.
+    pub fn incomplete_until(&self, until: i64) -> impl Iterator<Item = i64> + '_ {
+        let length = self.interval.millis();
+        self.pending
+            .iter()
+            .filter(move |(open, parts)| **open + length <= until && parts.len() < self.per_bucket)
+            .map(|(open, _)| *open)
+    }
+
     /// Base candles held now, for tests and memory accounting.
     pub fn pending_candles(&self) -> usize {
         self.pending.values().map(Parts::len).sum()

@@ -39,10 +39,10 @@ impl Exchange {
 
     /// Fetches, per symbol, the base candles between the deep history start and the
     /// oldest one held (in the store or the window). Nothing when the longest served
-    /// interval is the base one (the startup backfill covered its window), nor when
-    /// the longer windows are seeded (`SYMBOLS=*`).
+    /// interval is the base one: the startup backfill covered its window. Not run
+    /// when the longer windows are seeded (`SYMBOLS=*`).
     pub(super) async fn deep_backfill(&self, cancel: &CancellationToken) {
-        if self.market.longest == self.market.interval || self.market.seed_windows {
+        if self.market.longest == self.market.interval {
             return;
         }
         let start = self.deep_history_start();

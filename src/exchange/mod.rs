@@ -8,6 +8,7 @@
 //! so it keeps reading, and answering the exchange's pings, whatever the store does.
 
 mod backfill;
+mod complete;
 mod connection;
 mod deep;
 mod frames;
@@ -252,11 +253,18 @@ impl Exchange {
                         .seed_windows(&symbols, &startup_cancel)
                         .instrument(info_span!("seed"))
                         .await;
+                    // Only once seeded: before, every bucket open at the start
+                    // looks incomplete.
+                    Arc::clone(&startup)
+                        .complete_buckets(startup_cancel.clone())
+                        .instrument(info_span!("complete"))
+                        .await;
+                } else {
+                    startup
+                        .deep_backfill(&startup_cancel)
+                        .instrument(info_span!("backfill", reason = "deep"))
+                        .await;
                 }
-                startup
-                    .deep_backfill(&startup_cancel)
-                    .instrument(info_span!("backfill", reason = "deep"))
-                    .await;
             }
             .instrument(info_span!("backfill", reason = "startup")),
         );

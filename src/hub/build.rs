@@ -137,4 +137,39 @@ impl Hub {
                     || !ledger.windows[index].holds(open)
             })
     }
+
+    /// The buckets of followed coins that ended incomplete and that no window
+    /// holds: (symbol, served interval index, open time in ms since the epoch, UTC).
+    /// Only each interval's newest two buckets by the coin's newest base candle,
+    /// and only once a base candle after the bucket's end has closed, so a minute
+    /// still on its way is not taken for missing. Their own candle is the
+    /// exchange's to give ([`Hub::seed_building`]): a contract's first buckets
+    /// after its listing are never whole in base candles.
+    pub fn closed_incomplete(&self) -> Vec<(String, usize, i64)> {
+        let intervals = &self.inner.intervals;
+        let followed = self.followed();
+        let ledger = self.inner.ledger.lock().expect("hub lock poisoned");
+        let mut missing = Vec::new();
+        for symbol in followed {
+            let Some(position) = self.position(&symbol) else {
+                continue;
+            };
+            let base = &ledger.windows[slot(intervals.len(), 0, position)];
+            let Some(newest) = base.newest_open_time() else {
+                continue;
+            };
+            for (level, builder) in ledger.builders[position].iter().enumerate() {
+                let interval = builder.interval();
+                let recent = interval.open_time_containing(newest) - interval.millis();
+                let window = &ledger.windows[slot(intervals.len(), level + 1, position)];
+                missing.extend(
+                    builder
+                        .incomplete_until(newest)
+                        .filter(|open| *open >= recent && !window.holds(*open))
+                        .map(|open| (symbol.clone(), level + 1, open)),
+                );
+            }
+        }
+        missing
+    }
 }

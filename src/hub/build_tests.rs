@@ -191,3 +191,25 @@ fn the_forming_day_is_the_day_s_closed_buckets_and_the_forming_minute() {
         );
     }
 }
+
+#[test]
+fn a_bucket_that_ended_incomplete_is_reported_until_its_window_holds_it() {
+    let hub = hub(&["1m", "5m"]);
+    // Listed at 00:02: the bucket of 00:00 lacks two minutes.
+    hub.apply(&(2..5).map(minute).collect::<Vec<_>>());
+    assert_eq!(hub.closed_incomplete(), [], "00:05 has not closed yet");
+    hub.apply(&[minute(5)]);
+    assert_eq!(hub.closed_incomplete(), [("BTCUSDT".to_owned(), 1, DAY0)]);
+    let exchange_s = Candle {
+        interval: "5m".into(),
+        close_time: DAY0 + 5 * MINUTE - 1,
+        ..minute(0)
+    };
+    hub.seed(1, std::slice::from_ref(&exchange_s));
+    assert_eq!(held(&hub, 1, DAY0), Some(exchange_s));
+    assert_eq!(hub.closed_incomplete(), []);
+    // Long past (not among the newest two buckets) or not ended: not reported.
+    let hub = self::hub(&["1m", "5m"]);
+    hub.apply(&[minute(3), minute(20)]);
+    assert_eq!(hub.closed_incomplete(), []);
+}
