@@ -5,8 +5,8 @@
 //!
 //! 1. its RSS once every window is full (the 1m windows fetched, every longer
 //!    window seeded with one klines request per contract and interval, paced at
-//!    1,200 weight a minute), and again once the cold start's fetches are over
-//!    (the base minutes of the buckets open now): budget 300 MiB;
+//!    1,200 weight a minute), again once the cold start's fetches are over, and at
+//!    the end: budget 300 MiB;
 //! 2. its CPU while every contract sends a forming (`x:false`) update every 250 ms,
 //!    about 2,000 frames a second: budget 0.25 CPU s/s. The floor, in the same
 //!    run and the same span, is a bare reader of the same stream on a thread of its
@@ -27,10 +27,10 @@
 //! rounds, the load and the idle span between them), `--forming-ms` (250),
 //! `--intervals 1m,5m,15m,1h` and `--history-max 20` for a quicker run (passed to
 //! the service as `INTERVALS` and `HISTORY_MAX`), `--utc 23:45` to run on an
-//! exchange clock that starts at that time of the UTC day (the service holds the
-//! base minutes of the day's bucket, so late in the day it holds most; a run from
-//! 23:45 also closes a round at midnight, when every interval closes). A cold start with the defaults
-//! takes about ten minutes of paced requests; the whole run about fifteen.
+//! exchange clock that starts at that time of the UTC day (a run from 23:52 closes
+//! a round at midnight, when every interval closes and the day built from the
+//! exchange's `4h` seeds completes). A cold start with the defaults takes about six
+//! minutes of paced requests; the whole run about eleven.
 //! Everything stays on 127.0.0.1, the load is bounded, and it stops by itself.
 
 #[allow(dead_code)] // the single-file benches' helpers; this one starts from an empty store
@@ -195,8 +195,7 @@ struct ColdStart {
     full_kib: (u64, u64),
     settled_kib: (u64, u64),
     klines: usize,
-    /// Minutes since 00:00 UTC when the fetches ended: the base minutes of the
-    /// day's bucket the service holds.
+    /// Minutes since 00:00 UTC when the fetches ended.
     minute_of_day: i64,
 }
 
@@ -597,7 +596,7 @@ impl Report {
             std::thread::available_parallelism().map_or(0, usize::from)
         );
         println!(
-            "cold start: 1m windows after {:.0} s, every window seeded after {:.0} s, fetches over after {:.0} s ({} klines requests; {} minutes of the UTC day held)",
+            "cold start: 1m windows after {:.0} s, every window seeded after {:.0} s, fetches over after {:.0} s ({} klines requests; started {} minutes into the UTC day)",
             cold.base_done.as_secs_f64(),
             cold.seeds_done.as_secs_f64(),
             cold.settled.as_secs_f64(),

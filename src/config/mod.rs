@@ -220,6 +220,7 @@ impl Config {
                         ))
                     })
                 })?,
+                seeded: follow_all,
             },
             store: StoreOptions {
                 mongo_uri,

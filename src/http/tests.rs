@@ -29,6 +29,7 @@ fn state(dir: &std::path::Path) -> AppState {
             history_len: 10,
             history_max: 100,
             time_zone: chrono_tz::Tz::UTC,
+            seeded: false,
         },
     );
     let store = Arc::new(SqliteStore::open(dir).unwrap());

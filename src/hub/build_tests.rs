@@ -43,6 +43,7 @@ fn hub(intervals: &[&str]) -> Hub {
         history_len: 3,
         history_max: 300,
         time_zone: Tz::UTC,
+        seeded: false,
     };
     Hub::new(&["BTCUSDT".into()], &intervals, &options)
 }
@@ -212,4 +213,27 @@ fn a_bucket_that_ended_incomplete_is_reported_until_its_window_holds_it() {
     let hub = self::hub(&["1m", "5m"]);
     hub.apply(&[minute(3), minute(20)]);
     assert_eq!(hub.closed_incomplete(), []);
+}
+
+#[test]
+fn seeded_longer_windows_keep_no_closes_behind_them_and_the_base_keeps_its_warm_up() {
+    let intervals = [
+        Interval::parse("1m").unwrap(),
+        Interval::parse("5m").unwrap(),
+    ];
+    let options = WindowOptions {
+        history_len: 3,
+        history_max: 10,
+        time_zone: Tz::UTC,
+        seeded: true,
+    };
+    let hub = Hub::new(&["BTCUSDT".into()], &intervals, &options);
+    hub.apply(&(0..200).map(minute).collect::<Vec<_>>());
+    let ledger = hub.inner.ledger.lock().unwrap();
+    assert_eq!(ledger.windows[0].oldest_open_time(), Some(DAY0));
+    // The 5m window: the 10 shown and the one before, of the 40 built.
+    assert_eq!(
+        ledger.windows[1].oldest_open_time(),
+        Some(DAY0 + (40 - 11) * 5 * MINUTE)
+    );
 }

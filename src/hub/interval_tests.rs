@@ -34,6 +34,7 @@ fn hub(intervals: &[&str]) -> Hub {
         history_len: 3,
         history_max: 10,
         time_zone: Tz::UTC,
+        seeded: false,
     };
     Hub::new(&["BTCUSDT".into(), "ETHUSDT".into()], &intervals, &options)
 }

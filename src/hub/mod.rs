@@ -67,6 +67,11 @@ pub struct WindowOptions {
     pub history_max: usize,
     /// The zone of the `time` strings.
     pub time_zone: Tz,
+    /// `SYMBOLS=*`: the longer intervals' windows are seeded with the exchange's
+    /// candles, not built from deep base history, and keep no closes behind them
+    /// for indicator warm-up (the base window does): 500 contracts × 5 longer
+    /// intervals × 7,601 closes would be over 300 MB once built up.
+    pub seeded: bool,
 }
 
 impl WindowOptions {
@@ -147,6 +152,8 @@ struct HubInner {
     history_max: usize,
     /// Candles a window keeps in all (shown, the one before, indicator warm-up).
     depth: usize,
+    /// [`WindowOptions::seeded`].
+    seeded: bool,
     time_zone: Tz,
     default_view: View,
     ledger: Mutex<Ledger>,
@@ -193,6 +200,7 @@ impl Hub {
                 sources: build::sources(intervals),
                 history_max,
                 depth: history_max + 1 + INDICATOR_WARMUP,
+                seeded: options.seeded,
                 time_zone: options.time_zone,
                 default_view,
                 ledger: Mutex::new(Ledger {

@@ -49,12 +49,17 @@ impl Hub {
             table.followed.push(true);
             added.push(symbol.clone());
             let Ledger { windows, builders } = &mut *ledger;
-            for interval in &inner.intervals {
+            for (k, interval) in inner.intervals.iter().enumerate() {
+                let depth = if k > 0 && inner.seeded {
+                    inner.history_max + 1
+                } else {
+                    inner.depth
+                };
                 windows.push(Arc::new(Window::new(
                     symbol.clone(),
                     interval.clone(),
                     inner.history_max,
-                    inner.depth,
+                    depth,
                     inner.time_zone,
                 )));
             }

@@ -34,6 +34,7 @@ fn new_hub(symbols: &[&str], intervals: &[&str], history_len: usize, history_max
         history_len,
         history_max,
         time_zone: Tz::UTC,
+        seeded: false,
     };
     Hub::new(&symbols, &intervals, &options)
 }

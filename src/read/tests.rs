@@ -56,6 +56,7 @@ fn fixture(window: usize) -> Fixture {
             history_len: window,
             history_max: window,
             time_zone: chrono_tz::Tz::UTC,
+            seeded: false,
         },
     );
     let queued = Unacknowledged::default();

@@ -26,6 +26,7 @@ fn market() -> Market {
         history_len: 10,
         history_max: 10,
         time_zone: Tz::UTC,
+        seeded: false,
     };
     let hub = Hub::new(&symbols, &intervals, &options);
     let dir = tempfile::tempdir().unwrap();
