@@ -105,6 +105,18 @@ async fn the_day_open_at_a_cold_start_closes_whole_without_its_minutes_fetched()
             }
         }
     }
+    // And the 1d windows asked for, the last of each contract, while the day was
+    // open: only the intervals below can complete it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while names.iter().any(|symbol| {
+        !fake
+            .rest_requests()
+            .iter()
+            .any(|r| r.symbol == *symbol && r.interval == "1d")
+    }) {
+        assert!(std::time::Instant::now() < deadline, "1d not seeded");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     for _ in 0..3 {
         for symbol in &refs {
             fake.close_next(symbol);
@@ -155,17 +167,18 @@ async fn a_young_contract_s_first_buckets_are_the_exchange_s_own() {
         ("HISTORY_MAX", "20"),
     ];
     let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
-    // Seeded: the young contract's 15m bucket of 11:30, which its minutes since
-    // the start (11:36 on) do not make.
+    // Seeded, the young contract last and its 4h window last of all (none of its
+    // 1h and 4h buckets had closed then): from here on only a bucket's own request
+    // can bring them.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !served(&app, "NEWUSDT", "15m", 20)
-        .await
+    while !fake
+        .rest_requests()
         .iter()
-        .any(|c| c.0 == eleven + 30 * MINUTE)
+        .any(|r| r.symbol == "NEWUSDT" && r.interval == "4h")
     {
         assert!(
             std::time::Instant::now() < deadline,
-            "NEWUSDT 15m not seeded"
+            "NEWUSDT 4h not seeded"
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
@@ -190,7 +203,17 @@ async fn a_young_contract_s_first_buckets_are_the_exchange_s_own() {
             })
             .count()
     };
-    assert_eq!((asked("1h", eleven), asked("4h", eight)), (1, 1));
+    let longer: Vec<String> = fake
+        .rest_requests()
+        .iter()
+        .filter(|r| r.symbol == "NEWUSDT" && r.interval != "1m")
+        .map(|r| format!("{} {:?} {:?}", r.interval, r.start_time, r.limit))
+        .collect();
+    assert_eq!(
+        (asked("1h", eleven), asked("4h", eight)),
+        (1, 1),
+        "NEWUSDT's requests of longer intervals: {longer:?}"
+    );
     assert_eq!(asked_any_bucket(&fake, &names), 0);
     drop(app);
 }

@@ -9,11 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::Exchange;
-use super::rest::GaveUp;
-use crate::telemetry::Chain;
+use super::seed::NoCandles;
 
 /// How often the hub is asked for buckets that ended incomplete: in memory, cheap.
 const SCAN_EVERY: Duration = Duration::from_secs(10);
@@ -69,19 +68,10 @@ impl Exchange {
             return Asked::Settled;
         }
         let range = (*open_time, open_time + interval.millis() - 1, 1);
-        let backoff_max = self.options.backoff_max;
-        let page = self
-            .rest
-            .fetch_with_retry_at(interval, symbol, range, backoff_max, cancel)
-            .await;
-        let candles = match page {
+        let candles = match self.fetch_longer(interval, symbol, range, cancel).await {
             Ok(candles) => candles,
-            Err(GaveUp::Cancelled) => return Asked::Cancelled,
-            Err(GaveUp::Refused(err)) => {
-                warn!(symbol, %interval, error = %Chain(&err), "the exchange refuses this symbol; not asking for it again");
-                self.health.refuse_symbol(symbol, err.to_string());
-                return Asked::Settled;
-            }
+            Err(NoCandles::Cancelled) => return Asked::Cancelled,
+            Err(NoCandles::Refused) => return Asked::Settled,
         };
         let Some(candle) = candles.into_iter().find(|c| c.open_time == *open_time) else {
             debug!(symbol, %interval, open_time, "the exchange has no candle for this bucket");
@@ -91,12 +81,8 @@ impl Exchange {
         if candle.close_time >= self.exchange_now() {
             return Asked::NotClosed;
         }
-        let closed = vec![candle];
-        let mut built = Vec::new();
-        self.hub.seed_building(*level, &closed, &mut built);
-        debug!(symbol, %interval, open_time, completed = built.len(), "bucket completed with the exchange's own candle");
-        self.writer.enqueue(closed);
-        self.writer.enqueue(built);
+        debug!(symbol, %interval, open_time, "bucket completed with the exchange's own candle");
+        self.seed_and_store(*level, vec![candle]);
         Asked::Settled
     }
 }

@@ -10,6 +10,7 @@ use tracing::{debug, error, info};
 
 use super::Exchange;
 use super::rest::{GaveUp, REST_PAGE_LIMIT};
+use crate::candle::{Candle, Interval};
 use crate::telemetry::Chain;
 
 impl Exchange {
@@ -42,30 +43,16 @@ impl Exchange {
                     continue;
                 }
                 let range = (start, current - 1, rows.min(REST_PAGE_LIMIT));
-                let backoff_max = self.options.backoff_max;
-                let page = self
-                    .rest
-                    .fetch_with_retry_at(interval, symbol, range, backoff_max, cancel)
-                    .await;
-                let candles = match page {
+                let candles = match self.fetch_longer(interval, symbol, range, cancel).await {
                     Ok(candles) => candles,
-                    Err(GaveUp::Cancelled) => return seeded,
-                    Err(GaveUp::Refused(err)) => {
-                        error!(symbol, %interval, error = %Chain(&err), "the exchange refuses this symbol; not asking for it again");
-                        self.health.refuse_symbol(symbol, err.to_string());
-                        break;
-                    }
+                    Err(NoCandles::Cancelled) => return seeded,
+                    Err(NoCandles::Refused) => break,
                 };
                 let now = self.exchange_now();
                 let closed: Vec<_> = candles.into_iter().filter(|c| c.close_time < now).collect();
                 debug!(symbol, %interval, candles = closed.len(), "window seeded by the exchange");
                 seeded += closed.len();
-                let mut built = Vec::new();
-                self.hub.seed_building(k, &closed, &mut built);
-                self.writer.enqueue(closed);
-                if !built.is_empty() {
-                    self.writer.enqueue(built);
-                }
+                self.seed_and_store(k, closed);
             }
         }
         if seeded > 0 {
@@ -77,4 +64,49 @@ impl Exchange {
         }
         seeded
     }
+
+    /// The exchange's candles of `interval` for `symbol` in `range` (first and last
+    /// open time in ms since the epoch, UTC, and rows), one paced request retried
+    /// with backoff. A symbol the exchange refuses is marked refused (logged once)
+    /// and never asked for again.
+    pub(super) async fn fetch_longer(
+        &self,
+        interval: &Interval,
+        symbol: &str,
+        range: (i64, i64, usize),
+        cancel: &CancellationToken,
+    ) -> Result<Vec<Candle>, NoCandles> {
+        let backoff_max = self.options.backoff_max;
+        let page = self
+            .rest
+            .fetch_with_retry_at(interval, symbol, range, backoff_max, cancel)
+            .await;
+        match page {
+            Ok(candles) => Ok(candles),
+            Err(GaveUp::Cancelled) => Err(NoCandles::Cancelled),
+            Err(GaveUp::Refused(err)) => {
+                error!(symbol, %interval, error = %Chain(&err), "the exchange refuses this symbol; not asking for it again");
+                self.health.refuse_symbol(symbol, err.to_string());
+                Err(NoCandles::Refused)
+            }
+        }
+    }
+
+    /// Puts the exchange's closed candles of the served interval at index `level`
+    /// into their windows (handed up to the intervals built from it) and stores
+    /// them with every bucket they complete.
+    pub(super) fn seed_and_store(&self, level: usize, closed: Vec<Candle>) {
+        let mut built = Vec::new();
+        self.hub.seed_building(level, &closed, &mut built);
+        self.writer.enqueue(closed);
+        self.writer.enqueue(built);
+    }
+}
+
+/// Why [`Exchange::fetch_longer`] brought no candles.
+pub(super) enum NoCandles {
+    /// Shutting down.
+    Cancelled,
+    /// The exchange refuses the symbol (now marked refused).
+    Refused,
 }
