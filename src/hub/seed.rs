@@ -2,8 +2,9 @@
 //! built from base candles: seeded with the exchange's own (`SYMBOLS=*`: a hundred
 //! days of minutes per contract cannot be fetched within Binance's weight limits;
 //! one klines request of the interval holds a whole window), or read from the store
-//! that ingesters write them to. The buckets after them are built from the live
-//! base candles as usual.
+//! that ingesters write them to. Either way they are handed up to the intervals
+//! built from theirs (`hub/build.rs`), so the buckets open now close whole; the
+//! buckets after them are built from the live base candles as usual.
 
 use super::{Hub, merge, slot, window};
 use crate::candle::Candle;
