@@ -229,3 +229,47 @@ fn asked_any_bucket(fake: &FakeExchange, symbols: &[String]) -> usize {
 fn interval_len(name: &str) -> i64 {
     common::fake_exchange::intervals::interval_ms(name).unwrap()
 }
+
+/// With `SYMBOLS=*` no deep base history is kept: the mirror answers a longer
+/// interval's rows beyond the seeded window with the exchange's own (one request of
+/// that interval), not by fetching and storing the thousands of minutes behind them.
+#[tokio::test]
+async fn rows_of_a_longer_interval_beyond_the_window_are_the_exchange_s_own() {
+    let backend = Backend::sqlite();
+    let names = contracts(1);
+    let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+    let fake = FakeExchange::start_sized(&refs, 400).await;
+    fake.freeze();
+    let settings = [
+        ("SYMBOLS", "*"),
+        ("INTERVALS", "1m,5m,15m"),
+        ("HISTORY_MAX", "20"),
+    ];
+    let app = TestApp::spawn(config_for(&fake, &backend, &settings)).await;
+    windows_full(
+        &app,
+        &fake,
+        &names,
+        &["5m", "15m"],
+        20,
+        Duration::from_secs(60),
+    )
+    .await;
+    let minutes_asked = |fake: &FakeExchange| {
+        let requests = fake.rest_requests();
+        requests.iter().filter(|r| r.interval == "1m").count()
+    };
+    let before = minutes_asked(&fake);
+    let path = "/fapi/v1/klines?symbol=C000USDT&interval=5m&limit=60";
+    let ours = common::mirror::mirror_get(&app, path).await;
+    assert_eq!(ours.status, 200, "{}", ours.body);
+    let now = chrono::Utc::now().timestamp_millis();
+    let theirs = common::mirror::exchange_get(&fake, path).await;
+    assert_eq!(ours.closed_rows(now).len(), 59);
+    assert_eq!(ours.closed_rows(now), theirs.closed_rows(now));
+    assert_eq!(
+        minutes_asked(&fake),
+        before,
+        "minutes fetched to build 5m rows"
+    );
+}

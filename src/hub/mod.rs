@@ -233,6 +233,12 @@ impl Hub {
         &self.inner.intervals
     }
 
+    /// Whether the longer intervals' windows are seeded with the exchange's own
+    /// candles rather than built from deep base history (`SYMBOLS=*`).
+    pub fn seeded(&self) -> bool {
+        self.inner.seeded
+    }
+
     /// The index of the served interval named `name`.
     pub fn interval_index(&self, name: &str) -> Option<usize> {
         self.inner.intervals.iter().position(|i| i.name() == name)

@@ -66,8 +66,8 @@ pub(super) async fn klines(
 
 impl MirrorState {
     /// The rows of `query` for the coin at `position`, fetching what is not held;
-    /// `None` when the request is better forwarded whole (more than [`MAX_PAGES`]
-    /// to fetch, or no store writer on this replica).
+    /// `None` when the request is better forwarded whole: more than [`MAX_PAGES`] to
+    /// fetch, no store writer here, a longer interval not held with `SYMBOLS=*`.
     async fn serve_klines(
         &self,
         position: usize,
@@ -115,9 +115,8 @@ impl MirrorState {
         }
         let len = interval.millis();
         // Without endTime, the newest rows end at the newest candle there is: the one
-        // forming, else the newest closed one the service holds (it fetched up to the
-        // exchange's present at startup and follows its stream), not an empty span
-        // the clock alone says should be there.
+        // forming, else the newest closed one held (fetched up to the exchange's
+        // present at startup, then streamed), not an empty span the clock implies.
         let newest_closed = snapshot.frame(0, position).newest_open_time;
         let newest = match (&forming, newest_closed) {
             (None, Some(closed)) => interval.open_time_containing(closed).min(current),
@@ -212,7 +211,8 @@ impl MirrorState {
                 }
                 return Ok(Some(whole));
             };
-            if inner.writer.is_none() || pages >= MAX_PAGES {
+            // SYMBOLS=*: one request of the interval, not 30,000 minutes per contract.
+            if inner.writer.is_none() || pages >= MAX_PAGES || (hub.seeded() && *interval != base) {
                 return Ok(None);
             }
             let limit = ((to - from) / base.millis()).clamp(1, PAGE);
