@@ -109,7 +109,12 @@ async fn a_silent_close_is_served_by_rest_but_never_streamed() {
     assert_eq!(first["stream"], "btcusdt@kline_1m");
     assert_eq!(first["data"]["k"]["t"], forming.open_time);
     assert_eq!(first["data"]["k"]["x"], false);
-    assert_eq!(first["data"]["k"]["c"], format!("{}", forming.close));
+    // The exchange's decimals: 83607.2 is written "83607.20".
+    let decimals = fake_exchange::precisions("BTCUSDT").0;
+    assert_eq!(
+        first["data"]["k"]["c"],
+        fake_exchange::exchange_decimal(forming.close, decimals)
+    );
     assert_eq!(next_text(&mut ws, Duration::from_millis(300)).await, None);
 
     let rows: Vec<Value> = get(format!(
@@ -123,7 +128,10 @@ async fn a_silent_close_is_served_by_rest_but_never_streamed() {
     .unwrap();
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0][0], silent.open_time);
-    assert_eq!(rows[0][4], format!("{}", silent.close));
+    assert_eq!(
+        rows[0][4],
+        fake_exchange::exchange_decimal(silent.close, decimals)
+    );
 }
 
 #[tokio::test]
