@@ -36,6 +36,23 @@ fn minutes_between(fake: &FakeExchange, symbol: &str, from: i64, until: i64) {
     }
 }
 
+/// Waits (up to 60 s) until the fake has been asked for `symbol`'s klines of
+/// `interval`: seeded, the last interval of a contract, even when none were closed.
+async fn asked_for(fake: &FakeExchange, symbol: &str, interval: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !fake
+        .rest_requests()
+        .iter()
+        .any(|r| r.symbol == symbol && r.interval == interval)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{symbol} {interval} never asked for"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Waits until `symbol`'s newest candle at `interval` is the fake's own.
 async fn newest_is_the_exchange_s(
     app: &TestApp,
@@ -107,15 +124,8 @@ async fn the_day_open_at_a_cold_start_closes_whole_without_its_minutes_fetched()
     }
     // And the 1d windows asked for, the last of each contract, while the day was
     // open: only the intervals below can complete it.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while names.iter().any(|symbol| {
-        !fake
-            .rest_requests()
-            .iter()
-            .any(|r| r.symbol == *symbol && r.interval == "1d")
-    }) {
-        assert!(std::time::Instant::now() < deadline, "1d not seeded");
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    for symbol in &names {
+        asked_for(&fake, symbol, "1d").await;
     }
     for _ in 0..3 {
         for symbol in &refs {
@@ -170,18 +180,7 @@ async fn a_young_contract_s_first_buckets_are_the_exchange_s_own() {
     // Seeded, the young contract last and its 4h window last of all (none of its
     // 1h and 4h buckets had closed then): from here on only a bucket's own request
     // can bring them.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !fake
-        .rest_requests()
-        .iter()
-        .any(|r| r.symbol == "NEWUSDT" && r.interval == "4h")
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "NEWUSDT 4h not seeded"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    asked_for(&fake, "NEWUSDT", "4h").await;
     // Noon and the minute after it.
     for _ in 0..4 {
         for symbol in &refs {

@@ -163,7 +163,7 @@ impl Follower {
             Some(0) => {
                 self.hub.apply(&candles);
             }
-            // Unlike a seed ([`Hub::seed`], the exchange's REST row, which never
+            // Unlike a seed ([`Hub::seed_building`], the exchange's REST row, which never
             // replaces a bucket built from final stream minutes), a stored candle
             // replaces the one held, as a stored base candle does: the last write
             // to the store wins there, and it is what every replica and every

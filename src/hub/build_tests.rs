@@ -206,7 +206,7 @@ fn a_bucket_that_ended_incomplete_is_reported_until_its_window_holds_it() {
         close_time: DAY0 + 5 * MINUTE - 1,
         ..minute(0)
     };
-    hub.seed(1, std::slice::from_ref(&exchange_s));
+    hub.seed_building(1, std::slice::from_ref(&exchange_s), &mut Vec::new());
     assert_eq!(held(&hub, 1, DAY0), Some(exchange_s));
     assert_eq!(hub.closed_incomplete(), []);
     // Long past (not among the newest two buckets) or not ended: not reported.

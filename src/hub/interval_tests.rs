@@ -119,7 +119,10 @@ fn a_seed_never_replaces_a_held_bucket_and_a_stored_one_does() {
     }
     let built = render(&hub, 0, &five)["candles"][0].clone();
     // The exchange's REST row does not override the bucket built from final minutes.
-    assert_eq!(hub.seed(1, &[stored_bucket(7.0)]), 0);
+    assert_eq!(
+        hub.seed_building(1, &[stored_bucket(7.0)], &mut Vec::new()),
+        0
+    );
     assert_eq!(render(&hub, 0, &five)["candles"][0], built);
     // The store's candle does: it is what every replica and a restart read.
     assert_eq!(hub.apply_stored(1, &[stored_bucket(7.0)]), 1);

@@ -20,16 +20,12 @@ enum Held {
 
 impl Hub {
     /// Puts closed candles of the served interval at index `interval` (at least 1)
-    /// straight into their coins' windows, replacing none the window built from
-    /// base candles; candles of other intervals or unknown coins are ignored.
-    /// Returns how many windows changed.
-    pub fn seed(&self, interval: usize, candles: &[Candle]) -> usize {
-        self.seed_building(interval, candles, &mut Vec::new())
-    }
-
-    /// [`Hub::seed`], also handing the seeds on to the intervals built from this
-    /// one, for the buckets open now and just closed (the day's closed `4h` seeds
-    /// make the open `1d` bucket), and each bucket that completes in `built`.
+    /// into their coins' windows, replacing none a window holds (built from base
+    /// candles, or seeded before), and hands them on to the intervals built from
+    /// this one, for the buckets open now and just closed (the day's closed `4h`
+    /// seeds make the open `1d` bucket); each bucket that completes goes in `built`.
+    /// Candles of other intervals or unknown coins are ignored. Returns how many
+    /// windows changed.
     pub fn seed_building(
         &self,
         interval: usize,
